@@ -1,0 +1,233 @@
+//! The admin API (SPEC §3.4) on its own listener: JSON in and out, bearer
+//! token for every change, compared in constant time.
+//!
+//! Changes are accepted only as PUT/POST with an `application/json` body
+//! (or no body) and no `Origin` header, so a browser page cannot drive the
+//! API cross-site even on loopback.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use crate::body::ResponseBody;
+use crate::config::{Level, PoolName};
+use crate::control::{self, Actor, ControlError};
+use crate::proxy::ConnInfo;
+use crate::{reload, Shared};
+
+const MAX_BODY: usize = 64 * 1024;
+
+pub async fn handle(shared: Arc<Shared>, _conn: ConnInfo, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+    Ok(route(&shared, req).await.unwrap_or_else(|e| e))
+}
+
+type Reply = Result<Response<ResponseBody>, Response<ResponseBody>>;
+
+async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    match (method, path.as_str()) {
+        (Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, json!({ "ok": true }))),
+        (Method::GET, "/readyz") => Ok(readyz(shared)),
+        (Method::GET, "/metrics") => Ok(metrics(shared)),
+        (Method::GET, "/status") => Ok(json_response(StatusCode::OK, status(shared))),
+        (Method::GET, "/audit") => audit(shared, req.uri().query()),
+        (Method::PUT, "/percent") => {
+            let body: PercentBody = change_body(shared, req).await?;
+            match shared.control.set_percent(body.percent, &Actor::Admin) {
+                Ok(old) => Ok(json_response(StatusCode::OK, json!({ "old": old, "desired": body.percent, "effective": shared.control.route().percent }))),
+                Err(e) => Err(control_error(e)),
+            }
+        }
+        (Method::POST, "/rollback") => {
+            let body: RollbackBody = change_body(shared, req).await?;
+            let level = parse_level(&body.level)?;
+            let reason = body.reason.unwrap_or_else(|| "manual rollback".into());
+            let hook = shared.config().rollback.hook.is_some();
+            match shared.control.activate(level, &reason, &Actor::Admin, hook) {
+                Ok(activated) => Ok(json_response(StatusCode::OK, json!({ "level": level, "activated": activated, "state": shared.control.state() }))),
+                Err(e) => Err(control_error(e)),
+            }
+        }
+        (Method::POST, "/resume") => {
+            let body: ResumeBody = change_body(shared, req).await?;
+            let level = parse_level(&body.level)?;
+            match shared.control.resume(level, body.confirm, &Actor::Admin) {
+                Ok(()) => Ok(json_response(StatusCode::OK, json!({ "level": level, "resumed": true, "state": shared.control.state() }))),
+                Err(e) => Err(control_error(e)),
+            }
+        }
+        (Method::POST, "/reload") => {
+            let _: Option<Value> = change_body(shared, req).await?;
+            match reload::reload(shared, "admin") {
+                Ok(version) => Ok(json_response(StatusCode::OK, json!({ "reloaded": true, "version": version }))),
+                Err(e) => Err(error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string())),
+            }
+        }
+        (_, "/healthz" | "/readyz" | "/metrics" | "/status" | "/audit" | "/percent" | "/rollback" | "/resume" | "/reload") => {
+            Err(error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path"))
+        }
+        _ => Err(error(StatusCode::NOT_FOUND, "no such admin endpoint")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PercentBody {
+    percent: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    level: String,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeBody {
+    level: String,
+    #[serde(default)]
+    confirm: bool,
+}
+
+fn parse_level(text: &str) -> Result<Level, Response<ResponseBody>> {
+    Level::parse(text).ok_or_else(|| error(StatusCode::BAD_REQUEST, &format!("level must be \"L1\", \"L2\" or \"L3\", got {text:?}")))
+}
+
+/// Authorise a change and parse its JSON body (an empty body is `null`).
+async fn change_body<T: serde::de::DeserializeOwned>(shared: &Shared, req: Request<Incoming>) -> Result<T, Response<ResponseBody>> {
+    authorize(shared, req.headers())?;
+    if req.headers().contains_key(header::ORIGIN) {
+        return Err(error(StatusCode::FORBIDDEN, "cross-origin requests are refused on the admin API"));
+    }
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+    let bytes = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable"))?
+        .to_bytes();
+    if !bytes.is_empty() && !is_json {
+        return Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the body as Content-Type: application/json"));
+    }
+    let bytes = if bytes.is_empty() { Bytes::from_static(b"null") } else { bytes };
+    serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
+}
+
+/// Without a configured token (loopback only), changes are open.
+fn authorize(shared: &Shared, headers: &http::HeaderMap) -> Result<(), Response<ResponseBody>> {
+    let Some(token) = &shared.admin_token else { return Ok(()) };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+        Ok(())
+    } else {
+        let mut response = error(StatusCode::UNAUTHORIZED, "a valid admin token is required: Authorization: Bearer <token>");
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        Err(response)
+    }
+}
+
+fn control_error(e: ControlError) -> Response<ResponseBody> {
+    let status = match e {
+        ControlError::LockedByL3 | ControlError::FrozenByL2(_) | ControlError::NotActive(_) => StatusCode::CONFLICT,
+        ControlError::PercentOutOfRange(_) | ControlError::ConfirmRequired => StatusCode::BAD_REQUEST,
+        ControlError::Persist { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, &e.to_string())
+}
+
+fn readyz(shared: &Shared) -> Response<ResponseBody> {
+    let ready = shared.snapshot.load().pool(PoolName::Stable).has_healthy();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json_response(status, json!({ "ready": ready, "reason": if ready { "ok" } else { "no healthy stable endpoint" } }))
+}
+
+fn metrics(shared: &Shared) -> Response<ResponseBody> {
+    shared.control.export(&shared.metrics);
+    let mut response = Response::new(ResponseBody::text(shared.metrics.render()));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}
+
+/// Everything an operator wants to see at 3 a.m., in one document.
+pub fn status(shared: &Shared) -> Value {
+    let snapshot = shared.snapshot.load();
+    let state = shared.control.state();
+    let route = shared.control.route();
+    let reload = shared.reload_status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let now = crate::upstream::now_ms();
+    let pools: serde_json::Map<String, Value> = PoolName::ALL
+        .iter()
+        .map(|&name| {
+            let pool = snapshot.pool(name);
+            let endpoints: Vec<Value> = pool
+                .endpoints
+                .iter()
+                .map(|e| json!({ "address": e.authority, "healthy": e.is_healthy(now) }))
+                .collect();
+            (name.as_str().to_string(), json!({ "healthy": pool.has_healthy(), "endpoints": endpoints }))
+        })
+        .collect();
+    json!({
+        "percent": { "desired": state.desired_percent, "effective": route.percent },
+        "rollback": {
+            "level": state.highest_level().map_or(0, |l| l.number()),
+            "active": state.rollbacks,
+            "shedding": route.shedding,
+        },
+        "rules": shared.rules.view(),
+        "pools": pools,
+        "config": {
+            "file": shared.config_path.display().to_string(),
+            "version": reload.version,
+            "loaded_at": reload.loaded_at,
+            "last_reload_error": reload.last_error,
+            "last_reload_error_at": reload.last_error_at,
+            "restart_needed": reload.restart_needed,
+            "group": snapshot.config.split.group,
+        },
+        "version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+fn audit(shared: &Shared, query: Option<&str>) -> Reply {
+    let limit = match query.into_iter().flat_map(|q| q.split('&')).find_map(|kv| kv.strip_prefix("limit=")) {
+        None => 100,
+        Some(n) => n.parse::<usize>().ok().filter(|n| (1..=10_000).contains(n)).ok_or_else(|| {
+            error(StatusCode::BAD_REQUEST, "limit must be a number from 1 to 10000")
+        })?,
+    };
+    match control::read_audit(shared.control.audit_path(), limit) {
+        Ok(entries) => Ok(json_response(StatusCode::OK, json!({ "entries": entries }))),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot read audit log: {e}"))),
+    }
+}
+
+pub fn json_response(status: StatusCode, value: Value) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::text(format!("{value:#}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> Response<ResponseBody> {
+    json_response(status, json!({ "error": message }))
+}

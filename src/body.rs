@@ -1,0 +1,138 @@
+//! Body types on both legs. Bodies stream frame by frame; nothing is
+//! buffered whole.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use prometheus::IntCounter;
+
+use crate::upstream::{Conn, Endpoint};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The client's request body on its way upstream, with the optional
+/// `server.max_body_bytes` limit enforced while it streams.
+pub struct RequestBody {
+    inner: Incoming,
+    remaining: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than server.max_body_bytes")]
+pub struct BodyTooLarge;
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limit: Option<u64>) -> Self {
+        RequestBody { inner, remaining: limit }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let (Some(Ok(f)), Some(remaining)) = (&frame, self.remaining.as_mut()) {
+            let len = f.data_ref().map_or(0, |d| d.len() as u64);
+            if len > *remaining {
+                return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+            }
+            *remaining -= len;
+        }
+        Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What grayshift sends back to the client: the upstream's body, streamed,
+/// or a short text of its own (errors, shed answers, admin JSON).
+pub enum ResponseBody {
+    Upstream(UpstreamBody),
+    Full(Option<Bytes>),
+}
+
+impl ResponseBody {
+    pub fn text(text: impl Into<Bytes>) -> Self {
+        ResponseBody::Full(Some(text.into()))
+    }
+
+    pub fn empty() -> Self {
+        ResponseBody::Full(None)
+    }
+}
+
+/// An upstream response body that hands its connection back to the pool
+/// once read to the end. A body that fails mid-stream is counted as a
+/// `reset` upstream error and the error is passed on, so hyper aborts the
+/// client response instead of ending it cleanly.
+pub struct UpstreamBody {
+    inner: Incoming,
+    conn: Option<(Conn, Arc<Endpoint>)>,
+    resets: IntCounter,
+}
+
+impl UpstreamBody {
+    pub fn new(inner: Incoming, conn: Conn, endpoint: Arc<Endpoint>, resets: IntCounter) -> Self {
+        let mut body = UpstreamBody { inner, conn: Some((conn, endpoint)), resets };
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
+    }
+
+    fn release(&mut self) {
+        if let Some((conn, endpoint)) = self.conn.take() {
+            endpoint.release(conn);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ResponseBody::Upstream(up) => {
+                let frame = ready!(Pin::new(&mut up.inner).poll_frame(cx));
+                match &frame {
+                    None => up.release(),
+                    Some(Err(_)) => {
+                        up.resets.inc();
+                        up.conn = None;
+                    }
+                    Some(Ok(_)) if up.inner.is_end_stream() => up.release(),
+                    Some(Ok(_)) => {}
+                }
+                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full(data) => data.is_none(),
+            ResponseBody::Upstream(up) => up.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            ResponseBody::Upstream(up) => up.inner.size_hint(),
+        }
+    }
+}

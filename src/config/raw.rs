@@ -1,0 +1,174 @@
+//! The config file as serde sees it: plain structs, `deny_unknown_fields`,
+//! values that need checking kept with their byte span so an error can point
+//! at `LINE:COL`. Nothing outside `config` uses these types.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    pub split: RawSplit,
+    pub pools: RawPools,
+    #[serde(default)]
+    pub state: RawState,
+    #[serde(default)]
+    pub rollback: RawRollback,
+    #[serde(default)]
+    pub features: RawFeatures,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    #[serde(default)]
+    pub notify: Vec<RawNotify>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<S<String>>,
+    pub tls: Option<RawTls>,
+    pub workers: Option<S<usize>>,
+    pub drain_timeout: Option<S<String>>,
+    pub header_read_timeout: Option<S<String>>,
+    pub idle_timeout: Option<S<String>>,
+    pub max_header_bytes: Option<S<usize>>,
+    pub max_headers: Option<S<usize>>,
+    pub max_body_bytes: Option<S<u64>>,
+    pub max_connections: Option<S<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: S<String>,
+    pub key: S<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<S<String>>,
+    pub token_env: Option<S<String>>,
+    pub token_file: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSplit {
+    pub percent: S<i64>,
+    pub group: S<String>,
+    pub key: Option<S<Vec<S<String>>>>,
+    #[serde(default)]
+    pub force_new: Vec<String>,
+    #[serde(default)]
+    pub force_stable: Vec<S<String>>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<S<String>>,
+    pub fallback_to_stable: Option<bool>,
+    pub expose_pool: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPools {
+    pub stable: RawPool,
+    pub new: RawPool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub endpoints: S<Vec<S<String>>>,
+    pub connect_timeout: Option<S<String>>,
+    pub request_timeout: Option<S<String>>,
+    pub idle_timeout: Option<S<String>>,
+    pub max_fails: Option<S<u32>>,
+    pub fail_timeout: Option<S<String>>,
+    pub health: Option<RawHealth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub path: S<String>,
+    pub interval: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub file: Option<S<String>>,
+    pub audit: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollback {
+    pub interval: Option<S<String>>,
+    pub recover_for: Option<S<String>>,
+    pub hook: Option<S<RawHook>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHook {
+    pub exec: Option<Vec<String>>,
+    pub webhook: Option<String>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFeatures {
+    #[serde(default)]
+    pub paths: Vec<S<String>>,
+    #[serde(default)]
+    pub methods: Vec<S<String>>,
+    pub status: Option<S<u16>>,
+    pub retry_after: Option<S<String>>,
+    pub mode: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: S<String>,
+    pub level: S<String>,
+    pub signal: S<RawSignal>,
+    pub above: Option<S<f64>>,
+    pub below: Option<S<f64>>,
+    #[serde(rename = "for")]
+    pub for_: Option<S<String>>,
+    pub min_requests: Option<S<u64>>,
+    pub on_error: Option<S<String>>,
+}
+
+/// All signal fields in one struct (not a tagged enum): serde's internally
+/// tagged enums lose spans, and one struct lets us say "`query` does not
+/// apply to source `local`" instead of a generic serde message.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignal {
+    pub source: S<String>,
+    pub metric: Option<S<String>>,
+    pub pool: Option<S<String>>,
+    pub window: Option<S<String>>,
+    pub url: Option<S<String>>,
+    pub query: Option<S<String>>,
+    pub pointer: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    pub webhook: S<String>,
+    pub timeout: Option<S<String>>,
+}

@@ -1,0 +1,141 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[split]
+percent = 20
+group = "orders-v2"
+key = ["header:X-User-ID", "client_ip"]
+
+[pools.stable]
+endpoints = ["127.0.0.1:8001"]
+[pools.new]
+endpoints = ["127.0.0.1:8002"]
+"#;
+
+fn err(src: &str) -> ConfigError {
+    parse(src, "t.toml").expect_err("config should be rejected")
+}
+
+/// Replace `old` in the minimal config and return the error.
+fn err_with(old: &str, new: &str) -> ConfigError {
+    assert!(MINIMAL.contains(old), "{old} not in MINIMAL");
+    err(&MINIMAL.replace(old, new))
+}
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let c = parse(MINIMAL, "t.toml").unwrap();
+    assert_eq!(c.server.listen, "0.0.0.0:8080".parse().unwrap());
+    assert_eq!(c.admin.listen, "127.0.0.1:9090".parse().unwrap());
+    assert_eq!(c.split.key.len(), 2);
+    assert!(c.split.fallback_to_stable && c.split.expose_pool);
+    assert_eq!(c.stable.max_fails, 3);
+    assert_eq!(c.stable.connect_timeout, Duration::from_secs(2));
+    assert_eq!(c.rollback.interval, Duration::from_secs(5));
+    assert_eq!(c.rollback.recover_for, Duration::from_secs(180));
+    assert_eq!(c.features.status, http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(c.state.audit, PathBuf::from("grayshift-audit.jsonl"));
+    assert_eq!(c.server.max_header_bytes, 60 * 1024);
+}
+
+#[test]
+fn shipped_example_configs_are_valid() {
+    for file in ["config/grayshift.toml", "config/demo.toml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let c = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        if file.ends_with("grayshift.toml") {
+            let levels: Vec<Level> = c.rules.iter().map(|r| r.level).collect();
+            assert_eq!(levels, [Level::L1, Level::L2, Level::L3], "the example ships the runbook's three rules");
+            assert_eq!(c.rules[0].condition, Condition::Above(0.05));
+            assert_eq!(c.rules[0].for_, Duration::from_secs(300));
+            assert_eq!(c.rules[1].condition, Condition::Above(0.8));
+            assert_eq!(c.rules[1].for_, Duration::from_secs(180));
+            assert_eq!(c.rules[2].for_, Duration::ZERO);
+        }
+    }
+}
+
+#[test]
+fn percent_out_of_range_points_at_the_value() {
+    let e = err_with("percent = 20", "percent = 101");
+    assert_eq!((e.line, e.col), (3, 11), "{e}");
+    assert!(e.message.contains("between 0 and 100"), "{e}");
+    assert_eq!(e.to_string(), format!("t.toml:3:11: {}", e.message));
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    let e = err_with("group = \"orders-v2\"", "group = \"orders-v2\"\npercnt = 3");
+    assert!(e.message.contains("percnt"), "{e}");
+    assert_eq!(e.line, 5);
+    let e = err(&format!("{MINIMAL}\n[pools.canary]\nendpoints = [\"127.0.0.1:1\"]\n"));
+    assert!(e.message.contains("canary"), "{e}");
+}
+
+#[test]
+fn both_pools_are_required() {
+    let e = err(&MINIMAL.replace("[pools.new]\nendpoints = [\"127.0.0.1:8002\"]\n", ""));
+    assert!(e.message.contains("new"), "{e}");
+}
+
+#[test]
+fn bad_values_are_rejected_with_their_location() {
+    let cases = [
+        ("\"127.0.0.1:8002\"", "\"127.0.0.1\"", "invalid endpoint"),
+        ("\"127.0.0.1:8002\"", "\"127.0.0.1:0\"", "invalid endpoint"),
+        ("[\"127.0.0.1:8002\"]", "[]", "at least one endpoint"),
+        ("\"client_ip\"", "\"ip\"", "unknown key source"),
+        ("\"header:X-User-ID\"", "\"header:bad header\"", "invalid header name"),
+        ("group = \"orders-v2\"", "group = \"\"", "must not be empty"),
+        ("group = \"orders-v2\"", "group = \"g\"\ntrusted_proxies = [\"10.0.0.0/33\"]", "invalid CIDR"),
+        ("group = \"orders-v2\"", "group = \"g\"\nforce_new = [\"a\"]\nforce_stable = [\"a\"]", "both force_new and force_stable"),
+        ("percent = 20", "percent = \"20\"", "invalid type"),
+    ];
+    for (old, new, expected) in cases {
+        let e = err_with(old, new);
+        assert!(e.message.contains(expected), "{old} -> {new}: {e}");
+        assert!(e.line > 1 && e.col >= 1, "{e}");
+    }
+}
+
+#[test]
+fn durations_addresses_and_rules_are_validated() {
+    let cases = [
+        ("[server]\nlisten = \"nope\"", "invalid listen address"),
+        ("[server]\ndrain_timeout = \"5 parsecs\"", "invalid duration"),
+        ("[admin]\nlisten = \"0.0.0.0:8080\"", "must differ"),
+        ("[rollback]\nhook = { exec = [] }", "needs a program"),
+        ("[rollback]\nhook = { exec = [\"a\"], webhook = \"http://x/\" }", "exactly one"),
+        ("[features]\npaths = [\"api\"]", "must start with '/'"),
+        ("[features]\nstatus = 200", "4xx or 5xx"),
+        ("[features]\nmode = \"drop\"", "features.mode"),
+        ("[[rules]]\nname = \"r\"\nlevel = \"L4\"\nsignal = { source = \"local\", metric = \"error_rate\" }\nabove = 1", "level must be"),
+        ("[[rules]]\nname = \"r\"\nlevel = \"L1\"\nsignal = { source = \"local\", metric = \"error_rate\" }", "needs `above` or `below`"),
+        ("[[rules]]\nname = \"r\"\nlevel = \"L1\"\nsignal = { source = \"local\", metric = \"errors\" }\nabove = 1", "unknown local metric"),
+        ("[[rules]]\nname = \"r\"\nlevel = \"L1\"\nsignal = { source = \"local\", metric = \"error_rate\", query = \"x\" }\nabove = 1", "does not apply"),
+        ("[[rules]]\nname = \"r\"\nlevel = \"L2\"\nsignal = { source = \"postgres\", query = \"select 1\" }\nabove = 1", "needs `url`"),
+        ("[[rules]]\nname = \"r\"\nlevel = \"L2\"\nsignal = { source = \"prometheus\", url = \"https://p/\", query = \"up\" }\nabove = 1", "https"),
+        ("[[rules]]\nname = \"r\"\nlevel = \"L2\"\nsignal = { source = \"http\", url = \"http://p/\", pointer = \"a\" }\nabove = 1", "RFC 6901"),
+        ("[[rules]]\nname = \"r\"\nlevel = \"L2\"\nsignal = { source = \"kafka\" }\nabove = 1", "unknown signal source"),
+        ("[[rules]]\nname = \"r\"\nlevel = \"L2\"\nsignal = { source = \"postgres\", url = \"postgresql://h/db\", query = \"q\" }\nabove = 1\nmin_requests = 5", "only to `local`"),
+        ("[[rules]]\nname = \"r\"\nlevel = \"L1\"\nsignal = { source = \"local\", metric = \"error_rate\" }\nabove = 1\non_error = \"panic\"", "on_error"),
+        ("[[rules]]\nname = \"r\"\nlevel = \"L1\"\nsignal = { source = \"local\", metric = \"error_rate\" }\nabove = 1\n[[rules]]\nname = \"r\"\nlevel = \"L1\"\nsignal = { source = \"local\", metric = \"error_rate\" }\nabove = 1", "duplicate rule name"),
+    ];
+    for (extra, expected) in cases {
+        let e = err(&format!("{MINIMAL}\n{extra}\n"));
+        assert!(e.message.contains(expected), "{extra}: {e}");
+    }
+}
+
+#[test]
+fn line_col_counts_characters_not_bytes() {
+    assert_eq!(line_col("ab\nçd = x", 6), (2, 3));
+    assert_eq!(line_col("", 0), (1, 1));
+}
+
+#[test]
+fn garbage_never_panics() {
+    for src in ["", "[", "[split]\npercent = ", "\u{0}", "[[rules]]\nsignal = 3", "pools = 1\nsplit = 2"] {
+        assert!(parse(src, "t.toml").is_err());
+    }
+}

@@ -1,0 +1,466 @@
+//! Run-time control: the desired percent and the active rollback levels.
+//!
+//! The request path reads one packed atomic ([`Control::route`]); every
+//! change (admin API, rule engine, config reload) goes through the methods
+//! here, which take a mutex, write the state file atomically, append to the
+//! audit log and only then publish the new gate. A restart reads the state
+//! file back, so a rollback is never forgotten.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::config::{Level, StateConfig};
+use crate::metrics::Metrics;
+
+/// Who made a change, as written to the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    Admin,
+    Config,
+    Rule(String),
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actor::Admin => f.write_str("admin"),
+            Actor::Config => f.write_str("config"),
+            Actor::Rule(name) => write!(f, "rule:{name}"),
+        }
+    }
+}
+
+/// What the request path needs to know, read with one atomic load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub percent: u8,
+    /// L1 or L3 active: nobody goes to `new`, whatever the overrides say.
+    pub rolled_back: bool,
+    /// L2 active: new-feature entry points are shed.
+    pub shedding: bool,
+}
+
+impl Route {
+    fn pack(self) -> u32 {
+        self.percent as u32 | (self.rolled_back as u32) << 8 | (self.shedding as u32) << 9
+    }
+
+    fn unpack(v: u32) -> Route {
+        Route { percent: (v & 0xff) as u8, rolled_back: v & 1 << 8 != 0, shedding: v & 1 << 9 != 0 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookStatus {
+    /// Not run yet (or interrupted by a restart: it runs again, so hooks
+    /// must be idempotent).
+    Pending,
+    Succeeded,
+    Failed,
+    /// No hook is configured.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Activation {
+    pub reason: String,
+    pub actor: String,
+    /// RFC 3339, UTC.
+    pub since: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<HookStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_detail: Option<String>,
+}
+
+/// The state file's content.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub desired_percent: u8,
+    /// `split.percent` as last seen in the config file; a different value at
+    /// the next load or reload means the file changed and wins.
+    pub config_percent: u8,
+    #[serde(default)]
+    pub rollbacks: BTreeMap<Level, Activation>,
+}
+
+impl State {
+    pub fn highest_level(&self) -> Option<Level> {
+        self.rollbacks.keys().max().copied()
+    }
+
+    fn route(&self) -> Route {
+        let rolled_back = self.rollbacks.contains_key(&Level::L1) || self.rollbacks.contains_key(&Level::L3);
+        Route {
+            percent: if rolled_back { 0 } else { self.desired_percent },
+            rolled_back,
+            shedding: self.rollbacks.contains_key(&Level::L2),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("L3 (data inconsistency) is active: the percent is locked until L3 is resumed with confirmation")]
+    LockedByL3,
+    #[error("L2 (database load) is active: the percent cannot be raised above {0} until L2 clears")]
+    FrozenByL2(u8),
+    #[error("percent must be between 0 and 100, got {0}")]
+    PercentOutOfRange(i64),
+    #[error("resuming L3 needs confirmation (\"confirm\": true / --confirm): it re-opens traffic to the new schema")]
+    ConfirmRequired,
+    #[error("{0} is not active")]
+    NotActive(Level),
+    #[error("cannot write state file {path}: {source}")]
+    Persist { path: String, source: std::io::Error },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("state file {path}: {message}; fix or move the file away (grayshift never overwrites it silently)")]
+pub struct StateFileError {
+    pub path: String,
+    pub message: String,
+}
+
+/// A level change, for the notifier and the L3 hook runner.
+#[derive(Debug, Clone)]
+pub struct LevelEvent {
+    pub level: Level,
+    pub active: bool,
+    pub reason: String,
+    pub actor: String,
+}
+
+pub struct Control {
+    gate: AtomicU32,
+    state: Mutex<State>,
+    paths: StateConfig,
+    events: tokio::sync::mpsc::UnboundedSender<LevelEvent>,
+}
+
+impl Control {
+    /// Loads the state file (or starts fresh when there is none) and
+    /// reconciles it with the config's `split.percent`.
+    pub fn open(
+        paths: &StateConfig,
+        config_percent: u8,
+        events: tokio::sync::mpsc::UnboundedSender<LevelEvent>,
+    ) -> Result<Control, StateFileError> {
+        let state = match read_state(&paths.file)? {
+            Some(state) => state,
+            None => State { desired_percent: config_percent, config_percent, rollbacks: BTreeMap::new() },
+        };
+        let control = Control {
+            gate: AtomicU32::new(state.route().pack()),
+            state: Mutex::new(state),
+            paths: paths.clone(),
+            events,
+        };
+        control.config_percent_seen(config_percent);
+        Ok(control)
+    }
+
+    /// The route a restarted grayshift would start with, without writing
+    /// anything (for `grayshift bucket`).
+    pub fn open_read_only(
+        paths: &StateConfig,
+        config_percent: u8,
+        _events: tokio::sync::mpsc::UnboundedSender<LevelEvent>,
+    ) -> Result<Route, StateFileError> {
+        let mut state = read_state(&paths.file)?.unwrap_or_default();
+        if read_state(&paths.file)?.is_none() || state.config_percent != config_percent {
+            state.desired_percent = config_percent;
+        }
+        Ok(state.route())
+    }
+
+    /// One atomic load: the request path's view.
+    #[inline]
+    pub fn route(&self) -> Route {
+        Route::unpack(self.gate.load(Ordering::Acquire))
+    }
+
+    pub fn state(&self) -> State {
+        self.lock().clone()
+    }
+
+    pub fn audit_path(&self) -> &Path {
+        &self.paths.audit
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Write `next`, then publish it. On a write failure the in-memory
+    /// state is left unchanged, except that `force` (rollbacks) applies
+    /// anyway: protecting traffic wins over persisting.
+    fn commit(&self, guard: &mut State, next: State, force: bool) -> Result<(), ControlError> {
+        let written = write_state(&self.paths.file, &next);
+        if let Err(e) = &written {
+            tracing::error!(file = %self.paths.file.display(), error = %e, "cannot write state file");
+            if !force {
+                return Err(ControlError::Persist { path: self.paths.file.display().to_string(), source: written.unwrap_err() });
+            }
+        }
+        *guard = next;
+        self.gate.store(guard.route().pack(), Ordering::Release);
+        written.map_err(|source| ControlError::Persist { path: self.paths.file.display().to_string(), source })
+    }
+
+    pub fn audit(&self, actor: &Actor, action: &str, detail: serde_json::Value) {
+        let mut entry = json!({ "time": now_rfc3339(), "actor": actor.to_string(), "action": action });
+        if let (Some(obj), serde_json::Value::Object(extra)) = (entry.as_object_mut(), detail) {
+            obj.extend(extra);
+        }
+        if let Err(e) = append_line(&self.paths.audit, &entry.to_string()) {
+            tracing::error!(file = %self.paths.audit.display(), error = %e, "cannot append to audit log");
+        }
+    }
+
+    /// The config file's `split.percent` as loaded now; a changed value is a
+    /// new desired percent (last writer wins against the admin API).
+    pub fn config_percent_seen(&self, percent: u8) {
+        let mut guard = self.lock();
+        if guard.config_percent == percent {
+            return;
+        }
+        let old = guard.desired_percent;
+        let next = State { desired_percent: percent, config_percent: percent, ..guard.clone() };
+        let _ = self.commit(&mut guard, next, true);
+        drop(guard);
+        self.audit(&Actor::Config, "percent", json!({ "old": old, "new": percent }));
+        tracing::info!(old, new = percent, actor = "config", "desired percent changed");
+    }
+
+    /// `PUT /percent`: 409-style refusals while L3 is active, or on a raise
+    /// while L2 is active.
+    pub fn set_percent(&self, percent: i64, actor: &Actor) -> Result<u8, ControlError> {
+        let percent = u8::try_from(percent).ok().filter(|p| *p <= 100).ok_or(ControlError::PercentOutOfRange(percent))?;
+        let mut guard = self.lock();
+        if guard.rollbacks.contains_key(&Level::L3) {
+            return Err(ControlError::LockedByL3);
+        }
+        let old = guard.desired_percent;
+        if guard.rollbacks.contains_key(&Level::L2) && percent > old {
+            return Err(ControlError::FrozenByL2(old));
+        }
+        let next = State { desired_percent: percent, ..guard.clone() };
+        self.commit(&mut guard, next, false)?;
+        drop(guard);
+        self.audit(actor, "percent", json!({ "old": old, "new": percent }));
+        tracing::info!(old, new = percent, %actor, "desired percent changed");
+        Ok(old)
+    }
+
+    /// Activate `level`. Returns false when it was already active (the
+    /// first reason is kept; the L3 hook does not run twice).
+    pub fn activate(&self, level: Level, reason: &str, actor: &Actor, hook_configured: bool) -> Result<bool, ControlError> {
+        let mut guard = self.lock();
+        if guard.rollbacks.contains_key(&level) {
+            return Ok(false);
+        }
+        let hook = (level == Level::L3).then(|| if hook_configured { HookStatus::Pending } else { HookStatus::None });
+        let activation =
+            Activation { reason: reason.to_string(), actor: actor.to_string(), since: now_rfc3339(), hook, hook_detail: None };
+        let mut next = guard.clone();
+        next.rollbacks.insert(level, activation);
+        let result = self.commit(&mut guard, next, true);
+        drop(guard);
+        self.audit(actor, "rollback", json!({ "level": level, "reason": reason, "old": "inactive", "new": "active" }));
+        tracing::warn!(%level, reason, %actor, "rollback level activated");
+        let _ = self.events.send(LevelEvent { level, active: true, reason: reason.into(), actor: actor.to_string() });
+        result.map(|_| true)
+    }
+
+    /// Clear `level`; L3 needs `confirm`.
+    pub fn resume(&self, level: Level, confirm: bool, actor: &Actor) -> Result<(), ControlError> {
+        if level == Level::L3 && !confirm {
+            return Err(ControlError::ConfirmRequired);
+        }
+        let mut guard = self.lock();
+        if !guard.rollbacks.contains_key(&level) {
+            return Err(ControlError::NotActive(level));
+        }
+        let mut next = guard.clone();
+        next.rollbacks.remove(&level);
+        self.commit(&mut guard, next, false)?;
+        drop(guard);
+        self.audit(actor, "resume", json!({ "level": level, "old": "active", "new": "inactive" }));
+        tracing::warn!(%level, %actor, "rollback level resumed");
+        let _ = self.events.send(LevelEvent { level, active: false, reason: "resumed".into(), actor: actor.to_string() });
+        Ok(())
+    }
+
+    /// Record the L3 hook's outcome.
+    pub fn set_hook_status(&self, status: HookStatus, detail: &str) {
+        let mut guard = self.lock();
+        let mut next = guard.clone();
+        let Some(activation) = next.rollbacks.get_mut(&Level::L3) else { return };
+        activation.hook = Some(status.clone());
+        activation.hook_detail = Some(detail.to_string());
+        let _ = self.commit(&mut guard, next, true);
+        drop(guard);
+        self.audit(&Actor::Rule("hook".into()), "hook", json!({ "level": Level::L3, "new": status, "detail": detail }));
+    }
+
+    /// Keep the percent gauges and the level gauge in line with the state.
+    pub fn export(&self, metrics: &Metrics) {
+        let state = self.state();
+        metrics.percent_desired.set(state.desired_percent as i64);
+        metrics.percent_effective.set(state.route().percent as i64);
+        metrics.rollback_level.set(state.highest_level().map_or(0, |l| l.number() as i64));
+    }
+}
+
+fn read_state(path: &Path) -> Result<Option<State>, StateFileError> {
+    let err = |message: String| StateFileError { path: path.display().to_string(), message };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err(format!("cannot read: {e}"))),
+    };
+    let state: State = serde_json::from_str(&text).map_err(|e| err(format!("corrupt: {e}")))?;
+    if state.desired_percent > 100 || state.config_percent > 100 {
+        return Err(err("corrupt: percent above 100".into()));
+    }
+    Ok(Some(state))
+}
+
+/// Temp file, fsync, rename, fsync the directory: after a crash the file
+/// is either the old state or the new one, never half of each.
+fn write_state(path: &Path, state: &State) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("state")));
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(serde_json::to_string_pretty(state).expect("state serializes").as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(&dir)?.sync_all()
+}
+
+fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    file.write_all(format!("{line}\n").as_bytes())
+}
+
+/// The last `limit` audit entries, oldest first.
+pub fn read_audit(path: &Path, limit: usize) -> std::io::Result<Vec<serde_json::Value>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(limit);
+    Ok(lines[start..].iter().filter_map(|l| serde_json::from_str(l).ok()).collect())
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path, percent: u8) -> (Control, tokio::sync::mpsc::UnboundedReceiver<LevelEvent>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let paths = StateConfig { file: dir.join("state.json"), audit: dir.join("audit.jsonl") };
+        (Control::open(&paths, percent, tx).unwrap(), rx)
+    }
+
+    #[test]
+    fn route_packs_losslessly() {
+        for percent in [0, 1, 50, 100] {
+            for rolled_back in [false, true] {
+                for shedding in [false, true] {
+                    let r = Route { percent, rolled_back, shedding };
+                    assert_eq!(Route::unpack(r.pack()), r);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rollback_zeroes_effective_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, mut events) = open(dir.path(), 20);
+        assert_eq!(c.route().percent, 20);
+        c.set_percent(35, &Actor::Admin).unwrap();
+        assert!(c.activate(Level::L1, "errors", &Actor::Rule("r".into()), false).unwrap());
+        assert!(!c.activate(Level::L1, "again", &Actor::Admin, false).unwrap());
+        assert_eq!(c.route(), Route { percent: 0, rolled_back: true, shedding: false });
+        assert_eq!(events.try_recv().unwrap().level, Level::L1);
+        drop(c);
+        let (c, _) = open(dir.path(), 20);
+        assert_eq!(c.state().desired_percent, 35);
+        assert_eq!(c.state().rollbacks[&Level::L1].reason, "errors");
+        assert_eq!(c.route().percent, 0);
+        c.resume(Level::L1, false, &Actor::Admin).unwrap();
+        assert_eq!(c.route().percent, 35);
+    }
+
+    #[test]
+    fn l2_freezes_raises_and_l3_locks_and_needs_confirm() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _) = open(dir.path(), 20);
+        c.activate(Level::L2, "db", &Actor::Admin, false).unwrap();
+        assert!(c.route().shedding);
+        assert!(matches!(c.set_percent(30, &Actor::Admin), Err(ControlError::FrozenByL2(20))));
+        c.set_percent(10, &Actor::Admin).unwrap();
+        c.activate(Level::L3, "diff", &Actor::Admin, true).unwrap();
+        assert!(matches!(c.set_percent(5, &Actor::Admin), Err(ControlError::LockedByL3)));
+        assert_eq!(c.state().rollbacks[&Level::L3].hook, Some(HookStatus::Pending));
+        assert!(matches!(c.resume(Level::L3, false, &Actor::Admin), Err(ControlError::ConfirmRequired)));
+        c.resume(Level::L3, true, &Actor::Admin).unwrap();
+        assert!(matches!(c.resume(Level::L3, true, &Actor::Admin), Err(ControlError::NotActive(Level::L3))));
+        assert!(matches!(c.set_percent(101, &Actor::Admin), Err(ControlError::PercentOutOfRange(101))));
+    }
+
+    #[test]
+    fn config_change_wins_but_unchanged_config_keeps_admin_percent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _) = open(dir.path(), 20);
+        c.set_percent(50, &Actor::Admin).unwrap();
+        drop(c);
+        let (c, _) = open(dir.path(), 20);
+        assert_eq!(c.state().desired_percent, 50, "same config percent: the admin's value stands");
+        drop(c);
+        let (c, _) = open(dir.path(), 30);
+        assert_eq!(c.state().desired_percent, 30, "the config file changed: last writer wins");
+        let audit = read_audit(c.audit_path(), 10).unwrap();
+        assert_eq!(audit.last().unwrap()["actor"], "config");
+        assert_eq!(audit.last().unwrap()["new"], 30);
+    }
+
+    #[test]
+    fn corrupt_state_file_is_an_error_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("state.json"), "{ not json").unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let paths = StateConfig { file: dir.path().join("state.json"), audit: dir.path().join("a.jsonl") };
+        let err = Control::open(&paths, 10, tx).err().expect("corrupt file must be refused");
+        assert!(err.to_string().contains("state.json"), "{err}");
+        assert_eq!(std::fs::read_to_string(dir.path().join("state.json")).unwrap(), "{ not json");
+    }
+}

@@ -1,0 +1,72 @@
+//! `grayshift demo` and `grayshift upstream`: built-in upstreams that say
+//! which version answered, so a newcomer can watch the split work.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// Serve a demo upstream named `name` on `listener` until the process ends.
+/// Every path answers 200 with a line naming the version; `/healthz` too.
+pub async fn serve_upstream(name: String, listener: TcpListener) {
+    let name: &'static str = Box::leak(name.into_boxed_str());
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| async move {
+                let header = |h: &str| req.headers().get(h).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+                let text = format!(
+                    "hello from {name}: {} {} user={} bucket={} pool={}\n",
+                    req.method(),
+                    req.uri().path(),
+                    header("x-user-id"),
+                    header("x-gray-bucket"),
+                    header("x-gray-pool"),
+                );
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Start the demo upstreams on the addresses the demo config's pools name.
+pub async fn start_upstreams(config: &crate::config::Config) -> std::io::Result<Vec<SocketAddr>> {
+    let mut bound = Vec::new();
+    for name in crate::config::PoolName::ALL {
+        for endpoint in &config.pool(name).endpoints {
+            let listener = TcpListener::bind(endpoint.as_str()).await?;
+            bound.push(listener.local_addr()?);
+            tokio::spawn(serve_upstream(name.as_str().to_string(), listener));
+        }
+    }
+    Ok(bound)
+}
+
+/// The lines `grayshift demo` prints to get a newcomer going.
+pub fn instructions(proxy: SocketAddr, admin: SocketAddr, config_path: &str) -> String {
+    format!(
+        r#"grayshift demo is running ({config_path})
+  proxy  http://{proxy}    admin  http://{admin}
+
+Try:
+  curl -s http://{proxy}/ -H 'X-User-ID: alice'          # the same user always lands on the same side
+  for u in alice bob carol dave erin frank; do curl -s http://{proxy}/ -H "X-User-ID: $u"; done
+  cargo run --release -- bucket --config {config_path} alice      # which side does alice see?
+  cargo run --release -- ctl --admin http://{admin} set-percent 50
+  cargo run --release -- ctl --admin http://{admin} status
+  cargo run --release -- ctl --admin http://{admin} rollback L1 --reason "demo"
+  cargo run --release -- ctl --admin http://{admin} resume L1
+  curl -s http://{admin}/metrics | grep grayshift_requests_total
+
+Ctrl-C stops it."#
+    )
+}

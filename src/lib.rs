@@ -1,0 +1,183 @@
+//! grayshift: a gray-release (canary) reverse proxy.
+//!
+//! [`start`] runs the whole proxy without the CLI: it loads the config,
+//! restores the persisted run-time state, binds the proxy and admin
+//! listeners and spawns the reload watcher and the rule engine. `main.rs`
+//! only parses arguments, sets up logging and forwards signals.
+
+pub mod admin;
+pub mod body;
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod ctl;
+pub mod demo;
+pub mod error;
+pub mod forward;
+pub mod metrics;
+pub mod proxy;
+pub mod reload;
+pub mod rules;
+pub mod server;
+pub mod snapshot;
+pub mod split;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigError};
+use crate::control::{Control, StateFileError};
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+
+/// Everything the listeners, the reloader and the rule engine share.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub control: Control,
+    pub metrics: Metrics,
+    pub config_path: PathBuf,
+    pub reload_status: Mutex<reload::ReloadStatus>,
+    pub rules: rules::RuleBoard,
+    pub admin_token: Option<String>,
+    pub access_log: bool,
+}
+
+impl Shared {
+    pub fn config(&self) -> Arc<Config> {
+        self.snapshot.load().config.clone()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config_path: PathBuf,
+    /// One log line per request (`--access-log`).
+    pub access_log: bool,
+    /// Watch the config file and reload when it changes.
+    pub watch_config: bool,
+}
+
+impl Options {
+    pub fn new(config_path: impl Into<PathBuf>) -> Self {
+        Options { config_path: config_path.into(), access_log: false, watch_config: true }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    State(#[from] StateFileError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Admin(String),
+}
+
+/// A running grayshift.
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stop accepting, drain in-flight requests (up to `server.drain_timeout`).
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Wait until both listeners have drained.
+    pub async fn wait(self) {
+        for server in self.servers {
+            let _ = server.await;
+        }
+    }
+}
+
+/// The admin token: `admin.token_file` if set, else the environment
+/// variable named by `admin.token_env`. Empty counts as unset.
+pub fn admin_token(config: &Config) -> Result<Option<String>, StartError> {
+    let token = match &config.admin.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| StartError::Admin(format!("cannot read admin.token_file {}: {e}", path.display())))?,
+        ),
+        None => std::env::var(&config.admin.token_env).ok(),
+    };
+    Ok(token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
+}
+
+pub async fn start(options: Options) -> Result<Running, StartError> {
+    let config = config::load(&options.config_path)?;
+    let admin_token = admin_token(&config)?;
+    if !config.admin.listen.ip().is_loopback() && admin_token.is_none() {
+        return Err(StartError::Admin(format!(
+            "admin.listen {} is not loopback and no admin token is set (env {} or admin.token_file): refusing to expose an unauthenticated admin API",
+            config.admin.listen, config.admin.token_env
+        )));
+    }
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let control = Control::open(&config.state, config.split.percent, events_tx)?;
+    let metrics = Metrics::new();
+
+    let bind = |what, addr| async move {
+        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+    };
+    let proxy_listener = bind("server.listen", config.server.listen).await?;
+    let admin_listener = bind("admin.listen", config.admin.listen).await?;
+    let proxy_addr = proxy_listener.local_addr().expect("bound socket has an address");
+    let admin_addr = admin_listener.local_addr().expect("bound socket has an address");
+
+    let server_config = config.server.clone();
+    let admin_limits = config.server.clone();
+    let snapshot = Snapshot::build(config, 1, None, &metrics);
+    let shared = Arc::new(Shared {
+        rules: rules::RuleBoard::new(&snapshot.config.rules),
+        snapshot: ArcSwap::from_pointee(snapshot),
+        control,
+        metrics,
+        config_path: options.config_path.clone(),
+        reload_status: Mutex::new(reload::ReloadStatus::new(1)),
+        admin_token,
+        access_log: options.access_log,
+    });
+    shared.control.export(&shared.metrics);
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let drain = server_config.drain_timeout;
+    let proxy_shared = shared.clone();
+    let proxy = tokio::spawn(server::serve(
+        proxy_listener,
+        server::http_builder(&server_config),
+        server_config.max_connections,
+        move |conn, req| proxy::handle(proxy_shared.clone(), conn, req),
+        shutdown_rx.clone(),
+        drain,
+    ));
+    let admin_shared = shared.clone();
+    let admin = tokio::spawn(server::serve(
+        admin_listener,
+        server::http_builder(&admin_limits),
+        1024,
+        move |conn, req| admin::handle(admin_shared.clone(), conn, req),
+        shutdown_rx.clone(),
+        drain,
+    ));
+    if options.watch_config {
+        reload::spawn_watcher(shared.clone(), shutdown_rx.clone());
+    }
+    rules::spawn(shared.clone(), events_rx, shutdown_rx);
+    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, config = %options.config_path.display(), "grayshift started");
+    Ok(Running { proxy_addr, admin_addr, shared, shutdown, servers: vec![proxy, admin] })
+}

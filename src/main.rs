@@ -1,0 +1,246 @@
+//! The `grayshift` command line: parses arguments, sets up logging and
+//! signals, and calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use grayshift::config::{self, PoolName};
+use grayshift::ctl;
+
+#[derive(Parser)]
+#[command(name = "grayshift", version, about = "Gray-release (canary) reverse proxy with automatic L1/L2/L3 rollback")]
+struct Cli {
+    /// Log format: human-readable lines, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve: proxy, admin API, hot reload and the rule engine.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Log one line per request.
+        #[arg(long)]
+        access_log: bool,
+    },
+    /// Validate a config file: prints `ok`, or `FILE:LINE:COL: message` and exits 1.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print a key's bucket and the pool it gets at the current percent.
+    Bucket {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The routing key: a user ID, cookie value or client IP.
+        key: String,
+    },
+    /// Talk to a running grayshift's admin API.
+    Ctl {
+        /// Admin API base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        /// Bearer token for changes.
+        #[arg(long, env = "GRAYSHIFT_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
+    /// Two built-in upstreams (stable, new) and the proxy in front of them.
+    Demo {
+        #[arg(long, short, default_value = "config/demo.toml")]
+        config: PathBuf,
+    },
+    /// A built-in demo upstream answering "hello from NAME" on every path.
+    Upstream {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        listen: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Percent, rollback level, rules, pools, config version.
+    Status {
+        /// The raw JSON document, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the desired percent of users on `new` (0..100).
+    SetPercent { percent: i64 },
+    /// Trigger a rollback level by hand.
+    Rollback {
+        level: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Clear a rollback level (L3 needs --confirm).
+    Resume {
+        level: String,
+        #[arg(long)]
+        confirm: bool,
+    },
+    /// Reload the config file now.
+    Reload,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Check { config } => match config::load(&config) {
+            Ok(_) => {
+                println!("ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bucket { config, key } => bucket(&config, &key),
+        Command::Run { config, access_log } => {
+            let workers = config::load(&config).ok().and_then(|c| c.server.workers);
+            runtime(workers).block_on(serve(grayshift::Options { access_log, ..grayshift::Options::new(config) }, false))
+        }
+        Command::Demo { config } => runtime(None).block_on(serve(grayshift::Options::new(config), true)),
+        Command::Upstream { name, listen } => runtime(Some(1)).block_on(async {
+            match tokio::net::TcpListener::bind(&listen).await {
+                Ok(listener) => {
+                    println!("demo upstream {name} listening on {listen}");
+                    grayshift::demo::serve_upstream(name, listener).await;
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cannot listen on {listen}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+        Command::Ctl { admin, token, command } => {
+            let command = match command {
+                CtlCommand::Status { json } => ctl::Command::Status { json },
+                CtlCommand::SetPercent { percent } => ctl::Command::SetPercent(percent),
+                CtlCommand::Rollback { level, reason } => ctl::Command::Rollback { level, reason },
+                CtlCommand::Resume { level, confirm } => ctl::Command::Resume { level, confirm },
+                CtlCommand::Reload => ctl::Command::Reload,
+            };
+            match runtime(Some(1)).block_on(ctl::run(&admin, token.as_deref(), command)) {
+                Ok(out) => {
+                    println!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("grayshift ctl: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build().expect("tokio runtime")
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GRAYSHIFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
+}
+
+/// `grayshift bucket`: which version does this user see right now? Uses the
+/// persisted state (admin-set percent, active rollback) when there is one.
+fn bucket(path: &std::path::Path, key: &str) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let route = match grayshift::control::Control::open_read_only(&config.state, config.split.percent, tx) {
+        Ok(route) => route,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let splitter = grayshift::split::Splitter::new(&config.split);
+    let bucket = splitter.bucket(key.as_bytes());
+    let (pool, reason) = splitter.decide(key.as_bytes(), bucket, route.percent, route.rolled_back);
+    let why = match reason {
+        grayshift::split::Reason::Percent if pool == PoolName::New => format!("bucket {bucket} < percent {}", route.percent),
+        grayshift::split::Reason::Percent => format!("bucket {bucket} >= percent {}", route.percent),
+        grayshift::split::Reason::ForcedNew => "listed in split.force_new".into(),
+        grayshift::split::Reason::ForcedStable => "listed in split.force_stable".into(),
+        grayshift::split::Reason::RolledBack => "an L1/L3 rollback is active".into(),
+    };
+    println!("key={key:?} group={} bucket={bucket} percent={} pool={} ({why})", config.split.group, route.percent, pool.as_str());
+    ExitCode::SUCCESS
+}
+
+async fn serve(options: grayshift::Options, demo: bool) -> ExitCode {
+    if demo {
+        let config = match config::load(&options.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Err(e) = grayshift::demo::start_upstreams(&config).await {
+            eprintln!("cannot start the demo upstreams: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let running = match grayshift::start(options.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("grayshift: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if demo {
+        println!("{}", grayshift::demo::instructions(running.proxy_addr, running.admin_addr, &options.config_path.display().to_string()));
+    }
+    let shared = running.shared.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            let _ = grayshift::reload::reload(&shared, "sighup");
+        }
+    });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+    running.shutdown();
+    running.wait().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}

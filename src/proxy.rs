@@ -1,0 +1,158 @@
+//! The request path, top to bottom: who is the user → which pool → shed or
+//! fall back → connect → rewrite → forward → respond. Each step lives in its
+//! own module; this function only puts them in order.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::{RequestBody, ResponseBody, UpstreamBody};
+use crate::config::{PoolName, ShedMode};
+use crate::error::{text_response, ProxyError};
+use crate::forward::{self, Answer, Forwarded};
+use crate::metrics::UpstreamErrorKind;
+use crate::split::{self, IpText};
+use crate::Shared;
+
+/// Facts about the client connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+    let started = Instant::now();
+    let method = shared.access_log.then(|| (req.method().clone(), req.uri().path().to_string()));
+    let (response, pool, bucket) = match route_and_forward(&shared, conn, req, started).await {
+        Ok(done) => done,
+        Err((error, pool)) => {
+            tracing::debug!(%error, "request failed");
+            let response = error.into_response();
+            if let Some(pool) = pool {
+                shared.metrics.pool(pool).count_response(response.status().as_u16(), started.elapsed().as_secs_f64());
+            }
+            (response, pool, None)
+        }
+    };
+    if let Some((method, path)) = method {
+        tracing::info!(
+            target: "grayshift::access",
+            peer = %conn.peer, %method, path, status = response.status().as_u16(),
+            pool = pool.map_or("-", PoolName::as_str), bucket, ms = started.elapsed().as_secs_f64() * 1000.0,
+        );
+    }
+    Ok(response)
+}
+
+type Routed = (Response<ResponseBody>, Option<PoolName>, Option<u8>);
+
+async fn route_and_forward(
+    shared: &Shared,
+    conn: ConnInfo,
+    mut req: Request<Incoming>,
+    started: Instant,
+) -> Result<Routed, (ProxyError, Option<PoolName>)> {
+    let snapshot = shared.snapshot.load_full();
+    let config = &snapshot.config;
+    let route = shared.control.route();
+    let metrics = &shared.metrics;
+
+    // 1. Who is the user, and which pool do they belong to?
+    let splitter = &snapshot.splitter;
+    let client = split::client_ip(conn.peer.ip(), req.headers(), &splitter.trusted_proxies);
+    let (mut pool, bucket) = {
+        let ip_text = IpText::new(client);
+        let key = splitter.routing_key(req.headers(), &ip_text);
+        let bucket = splitter.bucket(key);
+        (splitter.decide(key, bucket, route.percent, route.rolled_back).0, bucket)
+    };
+
+    // 2. Under L2, the new-feature entry points are shed (or sent to stable).
+    if route.shedding && config.features.matches(req.method(), req.uri().path()) {
+        metrics.shed.inc();
+        match config.features.mode {
+            ShedMode::Reject => return Ok((shed_response(&config.features), None, Some(bucket))),
+            ShedMode::Stable => pool = PoolName::Stable,
+        }
+    }
+
+    // 3. Requests over the body limit are refused before anything is sent.
+    if let Some(limit) = config.server.max_body_bytes {
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            let response = text_response(StatusCode::PAYLOAD_TOO_LARGE, "grayshift: request body too large\n");
+            return Ok((response, None, Some(bucket)));
+        }
+    }
+
+    // 4. `new` without a healthy endpoint hands its users to stable.
+    let fallback = config.split.fallback_to_stable;
+    if pool == PoolName::New && fallback && !snapshot.pool(PoolName::New).has_healthy() {
+        metrics.fallback.inc();
+        pool = PoolName::Stable;
+    }
+
+    // 5. Connect (one retry on another endpoint for idempotent requests;
+    //    a `new` that cannot be reached also falls back: nothing was sent).
+    let retry = forward::is_idempotent(req.method());
+    let (upstream_conn, endpoint) = match forward::connect(snapshot.pool(pool), metrics.pool(pool), retry).await {
+        Ok(c) => c,
+        Err(_) if pool == PoolName::New && fallback => {
+            metrics.fallback.inc();
+            pool = PoolName::Stable;
+            forward::connect(snapshot.pool(pool), metrics.pool(pool), retry).await.map_err(|e| (e, Some(pool)))?
+        }
+        Err(e) => return Err((e, Some(pool))),
+    };
+
+    // 6. Rewrite for the upstream and send.
+    let upgrade = forward::is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let peer_trusted = split::is_trusted(conn.peer.ip(), &splitter.trusted_proxies);
+    forward::rewrite_request(&mut req, &Forwarded { peer: conn.peer.ip(), peer_trusted, tls: conn.tls, pool, bucket, upgrade });
+    let req = req.map(|body| RequestBody::new(body, config.server.max_body_bytes));
+    let pool_metrics = metrics.pool(pool);
+    let Answer { mut response, conn: upstream_conn, endpoint } =
+        forward::send(snapshot.pool(pool), pool_metrics, upstream_conn, endpoint, req).await.map_err(|e| (e, Some(pool)))?;
+
+    // 7. Respond: count, rewrite headers, stream the body back.
+    pool_metrics.count_response(response.status().as_u16(), started.elapsed().as_secs_f64());
+    forward::rewrite_response(&mut response, pool, config.split.expose_pool);
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // The upstream connection now belongs to the tunnel, not the pool.
+        if let Some(client_upgrade) = client_upgrade {
+            tokio::spawn(tunnel(client_upgrade, hyper::upgrade::on(&mut response)));
+        }
+        return Ok((response.map(|_| ResponseBody::empty()), Some(pool), Some(bucket)));
+    }
+    let resets = pool_metrics.upstream_errors[UpstreamErrorKind::Reset as usize].clone();
+    let response = response.map(|body| ResponseBody::Upstream(UpstreamBody::new(body, upstream_conn, endpoint, resets)));
+    Ok((response, Some(pool), Some(bucket)))
+}
+
+fn shed_response(features: &crate::config::FeaturesConfig) -> Response<ResponseBody> {
+    let mut response =
+        text_response(features.status, "grayshift: this feature is paused while the database is under load (L2), retry later\n");
+    if let Ok(value) = HeaderValue::from_str(&features.retry_after.as_secs().max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// Copy bytes both ways between an upgraded client and upstream connection.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded connection ended");
+    }
+}

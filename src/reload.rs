@@ -1,0 +1,124 @@
+//! Hot reload: validate the whole file, build the snapshot off the request
+//! path, swap it in with one store. Triggers: the file changing on disk
+//! (including replacement by rename, as Kubernetes ConfigMaps do), SIGHUP
+//! (wired in `main.rs`) and `POST /reload`. An invalid file changes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::config::{self, Config, ConfigError};
+use crate::control::{now_rfc3339, Actor};
+use crate::snapshot::Snapshot;
+use crate::Shared;
+
+/// Shown in `/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadStatus {
+    pub version: u64,
+    pub loaded_at: String,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    /// Settings that changed in the file but only take effect on restart.
+    pub restart_needed: Vec<String>,
+}
+
+impl ReloadStatus {
+    pub fn new(version: u64) -> Self {
+        ReloadStatus { version, loaded_at: now_rfc3339(), last_error: None, last_error_at: None, restart_needed: Vec::new() }
+    }
+}
+
+/// Reload the config file now. Returns the new config version.
+pub fn reload(shared: &Shared, trigger: &str) -> Result<u64, ConfigError> {
+    // Held for the whole reload, so two triggers cannot interleave.
+    let mut status = shared.reload_status.lock().unwrap_or_else(|e| e.into_inner());
+    let loaded = config::load(&shared.config_path);
+    let config = match loaded {
+        Ok(config) => config,
+        Err(error) => {
+            shared.metrics.reloads_error.inc();
+            status.last_error = Some(error.to_string());
+            status.last_error_at = Some(now_rfc3339());
+            tracing::error!(trigger, %error, "config reload rejected; the previous config keeps serving");
+            shared.control.audit(&Actor::Config, "reload", json!({ "result": "error", "trigger": trigger, "error": error.to_string() }));
+            return Err(error);
+        }
+    };
+    let previous = shared.snapshot.load_full();
+    let restart_needed = restart_needed(&previous.config, &config);
+    let percent = config.split.percent;
+    let version = previous.version + 1;
+    let snapshot = Snapshot::build(config, version, Some(&previous), &shared.metrics);
+    shared.rules.update(&snapshot.config.rules);
+    shared.snapshot.store(Arc::new(snapshot));
+    shared.control.config_percent_seen(percent);
+    shared.metrics.reloads_ok.inc();
+    *status = ReloadStatus { restart_needed, ..ReloadStatus::new(version) };
+    if !status.restart_needed.is_empty() {
+        tracing::warn!(settings = ?status.restart_needed, "changed settings take effect only after a restart");
+    }
+    tracing::info!(trigger, version, "config reloaded");
+    shared.control.audit(&Actor::Config, "reload", json!({ "result": "ok", "trigger": trigger, "new": version }));
+    Ok(version)
+}
+
+/// Listener, TLS-less server settings and admin settings are read at start.
+fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
+    let mut changed = Vec::new();
+    if old.server != new.server {
+        changed.push("server".to_string());
+    }
+    if old.admin != new.admin {
+        changed.push("admin".to_string());
+    }
+    if old.state != new.state {
+        changed.push("state".to_string());
+    }
+    changed
+}
+
+/// Watch the config file's directory (a rename into place replaces the
+/// inode, so watching the file itself would miss it) and reload when the
+/// file's content changes.
+pub fn spawn_watcher(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let path = shared.config_path.clone();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => ".".into(),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.send(());
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => return tracing::error!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /reload"),
+    };
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        return tracing::error!(dir = %dir.display(), error = %e, "cannot watch the config directory");
+    }
+    tokio::spawn(async move {
+        let _watcher = watcher; // dropping it stops the notifications
+        let mut last = std::fs::read(&path).ok();
+        loop {
+            tokio::select! {
+                event = rx.recv() => if event.is_none() { return },
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            // Editors and ConfigMap updates write in several steps: settle first.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            while rx.try_recv().is_ok() {}
+            let current = tokio::fs::read(&path).await.ok();
+            if current.is_some() && current != last {
+                last = current;
+                let _ = reload(&shared, "file");
+            }
+        }
+    });
+}

@@ -1,0 +1,242 @@
+//! Upstream pools: endpoints, round-robin, kept-alive HTTP/1.1 connections,
+//! passive ejection and active health checks.
+//!
+//! Connections are our own small pool (a lock-free queue of idle
+//! `SendRequest`s per endpoint) rather than hyper-util's legacy client:
+//! checking a connection out *before* the request is handed over is what
+//! lets a failed connect be retried on another endpoint without buffering
+//! the body, and the checkout takes no lock.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_queue::ArrayQueue;
+use http_body_util::Empty;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use prometheus::IntGauge;
+use tokio::net::TcpStream;
+
+use crate::body::RequestBody;
+use crate::config::{PoolConfig, PoolName};
+use crate::metrics::Metrics;
+
+pub type Conn = http1::SendRequest<RequestBody>;
+
+/// Idle connections kept per endpoint; more are closed when returned.
+const MAX_IDLE_PER_ENDPOINT: usize = 256;
+
+/// Milliseconds since the process started: a cheap monotonic clock that
+/// fits in an atomic.
+pub fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timed out")]
+    Timeout,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("handshake: {0}")]
+    Handshake(#[from] hyper::Error),
+}
+
+pub struct Endpoint {
+    pub pool: PoolName,
+    /// `host:port` as configured; also the upstream `Host` when a request has none.
+    pub authority: String,
+    idle: ArrayQueue<(Conn, Instant)>,
+    consecutive_failures: AtomicU32,
+    ejected_until_ms: AtomicU64,
+    /// Result of the last active health check (true when none is configured).
+    check_ok: AtomicBool,
+    healthy_gauge: IntGauge,
+}
+
+impl Endpoint {
+    fn new(pool: PoolName, authority: &str, metrics: &Metrics) -> Self {
+        let gauge = metrics.endpoint_healthy.with_label_values(&[pool.as_str(), authority]);
+        gauge.set(1);
+        Endpoint {
+            pool,
+            authority: authority.to_string(),
+            idle: ArrayQueue::new(MAX_IDLE_PER_ENDPOINT),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            check_ok: AtomicBool::new(true),
+            healthy_gauge: gauge,
+        }
+    }
+
+    pub fn is_healthy(&self, now_ms: u64) -> bool {
+        self.check_ok.load(Ordering::Relaxed) && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms
+    }
+
+    fn refresh_gauge(&self) {
+        self.healthy_gauge.set(self.is_healthy(now_ms()) as i64);
+    }
+
+    /// Passive health: `max_fails` consecutive connect failures eject the
+    /// endpoint for `fail_timeout` (nginx's `max_fails`/`fail_timeout`).
+    fn record_failure(&self, config: &PoolConfig) {
+        let fails = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if config.max_fails > 0 && fails >= config.max_fails {
+            let until = now_ms() + config.fail_timeout.as_millis() as u64;
+            if self.ejected_until_ms.swap(until, Ordering::Relaxed) <= now_ms() {
+                tracing::warn!(pool = self.pool.as_str(), endpoint = %self.authority, fails, "endpoint ejected after consecutive connect failures");
+            }
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            self.healthy_gauge.set(0);
+        }
+    }
+
+    fn record_success(&self) {
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Hand a connection back after its response body was read to the end.
+    pub fn release(&self, conn: Conn) {
+        if !conn.is_closed() {
+            let _ = self.idle.push((conn, Instant::now()));
+        }
+    }
+}
+
+pub struct Pool {
+    pub name: PoolName,
+    pub config: PoolConfig,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    /// Builds a pool, reusing endpoints (their idle connections and health)
+    /// of `previous` whose address is unchanged.
+    pub fn build(name: PoolName, config: &PoolConfig, previous: Option<&Pool>, metrics: &Metrics) -> Arc<Pool> {
+        let endpoints = config
+            .endpoints
+            .iter()
+            .map(|addr| {
+                previous
+                    .and_then(|p| p.endpoints.iter().find(|e| &e.authority == addr))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Endpoint::new(name, addr, metrics)))
+            })
+            .collect();
+        if let Some(prev) = previous {
+            for gone in prev.endpoints.iter().filter(|e| !config.endpoints.contains(&e.authority)) {
+                let _ = metrics.endpoint_healthy.remove_label_values(&[name.as_str(), &gone.authority]);
+            }
+        }
+        Arc::new(Pool { name, config: config.clone(), endpoints, next: AtomicUsize::new(0) })
+    }
+
+    pub fn has_healthy(&self) -> bool {
+        let now = now_ms();
+        self.endpoints.iter().any(|e| e.is_healthy(now))
+    }
+
+    /// Round-robin over healthy endpoints, skipping `avoid`. With none
+    /// healthy, round-robin over all (Envoy's "panic mode"): trying a
+    /// maybe-dead endpoint beats refusing every request.
+    pub fn pick(&self, avoid: Option<&Arc<Endpoint>>) -> Option<&Arc<Endpoint>> {
+        let n = self.endpoints.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = now_ms();
+        let usable = |e: &&Arc<Endpoint>| avoid.is_none_or(|a| !Arc::ptr_eq(a, e));
+        let ring = || (0..n).map(|i| &self.endpoints[(start + i) % n]);
+        ring().filter(usable).find(|e| e.is_healthy(now)).or_else(|| ring().find(usable))
+    }
+
+    /// A ready connection to `endpoint`: an idle one if any, else a new one.
+    pub async fn checkout(&self, endpoint: &Endpoint) -> Result<Conn, ConnectError> {
+        while let Some((mut conn, since)) = endpoint.idle.pop() {
+            if since.elapsed() >= self.config.idle_timeout || conn.is_closed() {
+                continue;
+            }
+            // Usually ready at once; a connection handed back a moment ago
+            // may still be finishing its last response.
+            if conn.ready().await.is_ok() {
+                return Ok(conn);
+            }
+        }
+        match self.connect(endpoint).await {
+            Ok(conn) => {
+                endpoint.record_success();
+                Ok(conn)
+            }
+            Err(e) => {
+                endpoint.record_failure(&self.config);
+                Err(e)
+            }
+        }
+    }
+
+    async fn connect(&self, endpoint: &Endpoint) -> Result<Conn, ConnectError> {
+        let stream = tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(&endpoint.authority))
+            .await
+            .map_err(|_| ConnectError::Timeout)??;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// Active health checks: `GET health.path` on every endpoint each
+/// `interval`; a 2xx/3xx answer within `timeout` is healthy. Runs until the
+/// pool is replaced by a reload (the task only holds a `Weak`).
+pub fn spawn_health_checks(pool: &Arc<Pool>) {
+    for endpoint in &pool.endpoints {
+        endpoint.refresh_gauge();
+    }
+    let Some(health) = pool.config.health.clone() else { return };
+    let weak: Weak<Pool> = Arc::downgrade(pool);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(health.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(pool) = weak.upgrade() else { return };
+            for endpoint in &pool.endpoints {
+                let ok = probe(&endpoint.authority, &health.path, health.timeout).await;
+                if endpoint.check_ok.swap(ok, Ordering::Relaxed) != ok {
+                    if ok {
+                        tracing::info!(pool = pool.name.as_str(), endpoint = %endpoint.authority, "health check passed: endpoint back in rotation");
+                    } else {
+                        tracing::warn!(pool = pool.name.as_str(), endpoint = %endpoint.authority, path = %health.path, "health check failed: endpoint out of rotation");
+                    }
+                }
+                endpoint.refresh_gauge();
+            }
+        }
+    });
+}
+
+/// One health probe on a fresh connection (so a check never steals or
+/// poisons a pooled connection).
+pub async fn probe(authority: &str, path: &str, timeout: Duration) -> bool {
+    let attempt = async {
+        let stream = TcpStream::connect(authority).await.ok()?;
+        let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await.ok()?;
+        tokio::spawn(conn);
+        let req = http::Request::get(path)
+            .header(http::header::HOST, authority)
+            .header(http::header::USER_AGENT, "grayshift-health")
+            .body(Empty::new())
+            .ok()?;
+        let status = sender.send_request(req).await.ok()?.status();
+        Some(status.is_success() || status.is_redirection())
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+}
