@@ -355,7 +355,7 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         token_env: raw.admin.token_env.as_ref().map_or("GRAYSHIFT_ADMIN_TOKEN".into(), |v| v.get_ref().clone()),
         token_file: raw.admin.token_file.as_ref().map(|v| PathBuf::from(v.get_ref())),
     };
-    if admin.listen == server.listen {
+    if admin.listen == server.listen && server.listen.port() != 0 {
         return invalid(raw.admin.listen.as_ref().map_or(0..0, |v| v.span()), "admin.listen must differ from server.listen");
     }
     let split = validate_split(&raw.split)?;
