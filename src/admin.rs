@@ -24,11 +24,31 @@ use crate::{reload, Shared};
 
 const MAX_BODY: usize = 64 * 1024;
 
-pub async fn handle(shared: Arc<Shared>, _conn: ConnInfo, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
-    Ok(route(&shared, req).await.unwrap_or_else(|e| e))
+pub async fn handle(
+    shared: Arc<Shared>,
+    _conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    Ok(route(&shared, req).await.unwrap_or_else(ApiError::into_response))
 }
 
-type Reply = Result<Response<ResponseBody>, Response<ResponseBody>>;
+type Reply = Result<Response<ResponseBody>, ApiError>;
+
+/// An admin API refusal: a status and a message, sent as `{"error": ...}`.
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn into_response(self) -> Response<ResponseBody> {
+        let mut response = json_response(self.status, json!({ "error": self.message }));
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
 
 async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
     let method = req.method().clone();
@@ -42,7 +62,10 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
         (Method::PUT, "/percent") => {
             let body: PercentBody = change_body(shared, req).await?;
             match shared.control.set_percent(body.percent, &Actor::Admin) {
-                Ok(old) => Ok(json_response(StatusCode::OK, json!({ "old": old, "desired": body.percent, "effective": shared.control.route().percent }))),
+                Ok(old) => Ok(json_response(
+                    StatusCode::OK,
+                    json!({ "old": old, "desired": body.percent, "effective": shared.control.route().percent }),
+                )),
                 Err(e) => Err(control_error(e)),
             }
         }
@@ -52,7 +75,10 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
             let reason = body.reason.unwrap_or_else(|| "manual rollback".into());
             let hook = shared.config().rollback.hook.is_some();
             match shared.control.activate(level, &reason, &Actor::Admin, hook) {
-                Ok(activated) => Ok(json_response(StatusCode::OK, json!({ "level": level, "activated": activated, "state": shared.control.state() }))),
+                Ok(activated) => Ok(json_response(
+                    StatusCode::OK,
+                    json!({ "level": level, "activated": activated, "state": shared.control.state() }),
+                )),
                 Err(e) => Err(control_error(e)),
             }
         }
@@ -60,7 +86,10 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
             let body: ResumeBody = change_body(shared, req).await?;
             let level = parse_level(&body.level)?;
             match shared.control.resume(level, body.confirm, &Actor::Admin) {
-                Ok(()) => Ok(json_response(StatusCode::OK, json!({ "level": level, "resumed": true, "state": shared.control.state() }))),
+                Ok(()) => Ok(json_response(
+                    StatusCode::OK,
+                    json!({ "level": level, "resumed": true, "state": shared.control.state() }),
+                )),
                 Err(e) => Err(control_error(e)),
             }
         }
@@ -71,9 +100,11 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
                 Err(e) => Err(error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string())),
             }
         }
-        (_, "/healthz" | "/readyz" | "/metrics" | "/status" | "/audit" | "/percent" | "/rollback" | "/resume" | "/reload") => {
-            Err(error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path"))
-        }
+        (
+            _,
+            "/healthz" | "/readyz" | "/metrics" | "/status" | "/audit" | "/percent" | "/rollback" | "/resume"
+            | "/reload",
+        ) => Err(error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path")),
         _ => Err(error(StatusCode::NOT_FOUND, "no such admin endpoint")),
     }
 }
@@ -99,12 +130,13 @@ struct ResumeBody {
     confirm: bool,
 }
 
-fn parse_level(text: &str) -> Result<Level, Response<ResponseBody>> {
-    Level::parse(text).ok_or_else(|| error(StatusCode::BAD_REQUEST, &format!("level must be \"L1\", \"L2\" or \"L3\", got {text:?}")))
+fn parse_level(text: &str) -> Result<Level, ApiError> {
+    Level::parse(text)
+        .ok_or_else(|| error(StatusCode::BAD_REQUEST, &format!("level must be \"L1\", \"L2\" or \"L3\", got {text:?}")))
 }
 
 /// Authorise a change and parse its JSON body (an empty body is `null`).
-async fn change_body<T: serde::de::DeserializeOwned>(shared: &Shared, req: Request<Incoming>) -> Result<T, Response<ResponseBody>> {
+async fn change_body<T: serde::de::DeserializeOwned>(shared: &Shared, req: Request<Incoming>) -> Result<T, ApiError> {
     authorize(shared, req.headers())?;
     if req.headers().contains_key(header::ORIGIN) {
         return Err(error(StatusCode::FORBIDDEN, "cross-origin requests are refused on the admin API"));
@@ -127,8 +159,10 @@ async fn change_body<T: serde::de::DeserializeOwned>(shared: &Shared, req: Reque
 }
 
 /// Without a configured token (loopback only), changes are open.
-fn authorize(shared: &Shared, headers: &http::HeaderMap) -> Result<(), Response<ResponseBody>> {
-    let Some(token) = &shared.admin_token else { return Ok(()) };
+fn authorize(shared: &Shared, headers: &http::HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &shared.admin_token else {
+        return Ok(());
+    };
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -137,13 +171,11 @@ fn authorize(shared: &Shared, headers: &http::HeaderMap) -> Result<(), Response<
     if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
         Ok(())
     } else {
-        let mut response = error(StatusCode::UNAUTHORIZED, "a valid admin token is required: Authorization: Bearer <token>");
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        Err(response)
+        Err(error(StatusCode::UNAUTHORIZED, "a valid admin token is required: Authorization: Bearer <token>"))
     }
 }
 
-fn control_error(e: ControlError) -> Response<ResponseBody> {
+fn control_error(e: ControlError) -> ApiError {
     let status = match e {
         ControlError::LockedByL3 | ControlError::FrozenByL2(_) | ControlError::NotActive(_) => StatusCode::CONFLICT,
         ControlError::PercentOutOfRange(_) | ControlError::ConfirmRequired => StatusCode::BAD_REQUEST,
@@ -211,9 +243,11 @@ pub fn status(shared: &Shared) -> Value {
 fn audit(shared: &Shared, query: Option<&str>) -> Reply {
     let limit = match query.into_iter().flat_map(|q| q.split('&')).find_map(|kv| kv.strip_prefix("limit=")) {
         None => 100,
-        Some(n) => n.parse::<usize>().ok().filter(|n| (1..=10_000).contains(n)).ok_or_else(|| {
-            error(StatusCode::BAD_REQUEST, "limit must be a number from 1 to 10000")
-        })?,
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| error(StatusCode::BAD_REQUEST, "limit must be a number from 1 to 10000"))?,
     };
     match control::read_audit(shared.control.audit_path(), limit) {
         Ok(entries) => Ok(json_response(StatusCode::OK, json!({ "entries": entries }))),
@@ -228,6 +262,6 @@ pub fn json_response(status: StatusCode, value: Value) -> Response<ResponseBody>
     response
 }
 
-fn error(status: StatusCode, message: &str) -> Response<ResponseBody> {
-    json_response(status, json!({ "error": message }))
+fn error(status: StatusCode, message: &str) -> ApiError {
+    ApiError { status, message: message.to_string() }
 }

@@ -36,9 +36,7 @@ pub async fn request(
     body: Option<Bytes>,
     timeout: Duration,
 ) -> Result<(StatusCode, Bytes), ClientError> {
-    tokio::time::timeout(timeout, send(method, url, headers, body))
-        .await
-        .unwrap_or(Err(ClientError::Timeout(timeout)))
+    tokio::time::timeout(timeout, send(method, url, headers, body)).await.unwrap_or(Err(ClientError::Timeout(timeout)))
 }
 
 async fn send(
@@ -65,9 +63,7 @@ async fn send(
     if body.is_some() {
         req = req.header(header::CONTENT_TYPE, "application/json");
     }
-    let req = req
-        .body(Full::new(body.unwrap_or_default()))
-        .map_err(|e| ClientError::Url(format!("{url}: {e}")))?;
+    let req = req.body(Full::new(body.unwrap_or_default())).map_err(|e| ClientError::Url(format!("{url}: {e}")))?;
     let response = sender.send_request(req).await?;
     let status = response.status();
     let bytes = Limited::new(response.into_body(), MAX_RESPONSE)

@@ -209,7 +209,10 @@ impl Control {
         if let Err(e) = &written {
             tracing::error!(file = %self.paths.file.display(), error = %e, "cannot write state file");
             if !force {
-                return Err(ControlError::Persist { path: self.paths.file.display().to_string(), source: written.unwrap_err() });
+                return Err(ControlError::Persist {
+                    path: self.paths.file.display().to_string(),
+                    source: written.unwrap_err(),
+                });
             }
         }
         *guard = next;
@@ -245,7 +248,8 @@ impl Control {
     /// `PUT /percent`: 409-style refusals while L3 is active, or on a raise
     /// while L2 is active.
     pub fn set_percent(&self, percent: i64, actor: &Actor) -> Result<u8, ControlError> {
-        let percent = u8::try_from(percent).ok().filter(|p| *p <= 100).ok_or(ControlError::PercentOutOfRange(percent))?;
+        let percent =
+            u8::try_from(percent).ok().filter(|p| *p <= 100).ok_or(ControlError::PercentOutOfRange(percent))?;
         let mut guard = self.lock();
         if guard.rollbacks.contains_key(&Level::L3) {
             return Err(ControlError::LockedByL3);
@@ -264,14 +268,26 @@ impl Control {
 
     /// Activate `level`. Returns false when it was already active (the
     /// first reason is kept; the L3 hook does not run twice).
-    pub fn activate(&self, level: Level, reason: &str, actor: &Actor, hook_configured: bool) -> Result<bool, ControlError> {
+    pub fn activate(
+        &self,
+        level: Level,
+        reason: &str,
+        actor: &Actor,
+        hook_configured: bool,
+    ) -> Result<bool, ControlError> {
         let mut guard = self.lock();
         if guard.rollbacks.contains_key(&level) {
             return Ok(false);
         }
-        let hook = (level == Level::L3).then(|| if hook_configured { HookStatus::Pending } else { HookStatus::None });
-        let activation =
-            Activation { reason: reason.to_string(), actor: actor.to_string(), since: now_rfc3339(), hook, hook_detail: None };
+        let hook_status = if hook_configured { HookStatus::Pending } else { HookStatus::None };
+        let hook = (level == Level::L3).then_some(hook_status);
+        let activation = Activation {
+            reason: reason.to_string(),
+            actor: actor.to_string(),
+            since: now_rfc3339(),
+            hook,
+            hook_detail: None,
+        };
         let mut next = guard.clone();
         next.rollbacks.insert(level, activation);
         let result = self.commit(&mut guard, next, true);
@@ -297,7 +313,8 @@ impl Control {
         drop(guard);
         self.audit(actor, "resume", json!({ "level": level, "old": "active", "new": "inactive" }));
         tracing::warn!(%level, %actor, "rollback level resumed");
-        let _ = self.events.send(LevelEvent { level, active: false, reason: "resumed".into(), actor: actor.to_string() });
+        let _ =
+            self.events.send(LevelEvent { level, active: false, reason: "resumed".into(), actor: actor.to_string() });
         Ok(())
     }
 
@@ -305,7 +322,9 @@ impl Control {
     pub fn set_hook_status(&self, status: HookStatus, detail: &str) {
         let mut guard = self.lock();
         let mut next = guard.clone();
-        let Some(activation) = next.rollbacks.get_mut(&Level::L3) else { return };
+        let Some(activation) = next.rollbacks.get_mut(&Level::L3) else {
+            return;
+        };
         activation.hook = Some(status.clone());
         activation.hook_detail = Some(detail.to_string());
         let _ = self.commit(&mut guard, next, true);

@@ -22,8 +22,12 @@ pub async fn run(admin: &str, token: Option<&str>, command: Command) -> Result<S
     let (method, path, body) = match &command {
         Command::Status { .. } => (Method::GET, "/status", None),
         Command::SetPercent(n) => (Method::PUT, "/percent", Some(json!({ "percent": n }))),
-        Command::Rollback { level, reason } => (Method::POST, "/rollback", Some(json!({ "level": level, "reason": reason }))),
-        Command::Resume { level, confirm } => (Method::POST, "/resume", Some(json!({ "level": level, "confirm": confirm }))),
+        Command::Rollback { level, reason } => {
+            (Method::POST, "/rollback", Some(json!({ "level": level, "reason": reason })))
+        }
+        Command::Resume { level, confirm } => {
+            (Method::POST, "/resume", Some(json!({ "level": level, "confirm": confirm })))
+        }
         Command::Reload => (Method::POST, "/reload", None),
     };
     let url = format!("{}{path}", admin.trim_end_matches('/'));
@@ -32,7 +36,8 @@ pub async fn run(admin: &str, token: Option<&str>, command: Command) -> Result<S
     let (status, bytes) = client::request(method, &url, &headers, body, Duration::from_secs(30))
         .await
         .map_err(|e| format!("cannot reach the admin API at {admin}: {e}"))?;
-    let value: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    let value: Value =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
     if !status.is_success() {
         let message = value.get("error").and_then(Value::as_str).map_or_else(|| value.to_string(), str::to_string);
         return Err(format!("{} {}: {message}", status.as_u16(), status.canonical_reason().unwrap_or("")));
@@ -54,9 +59,17 @@ pub fn summary(s: &Value) -> String {
     }
     if let Some(active) = s["rollback"]["active"].as_object() {
         for (name, a) in active {
-            out += &format!("rollback  {name} ACTIVE since {} by {}: {}", text(&a["since"]), text(&a["actor"]), text(&a["reason"]));
+            out += &format!(
+                "rollback  {name} ACTIVE since {} by {}: {}",
+                text(&a["since"]),
+                text(&a["actor"]),
+                text(&a["reason"])
+            );
             if let Some(hook) = a.get("hook").and_then(Value::as_str) {
-                out += &format!(" [hook {hook}{}]", a.get("hook_detail").and_then(Value::as_str).map_or(String::new(), |d| format!(": {d}")));
+                out += &format!(
+                    " [hook {hook}{}]",
+                    a.get("hook_detail").and_then(Value::as_str).map_or(String::new(), |d| format!(": {d}"))
+                );
             }
             out += "\n";
         }
@@ -77,7 +90,9 @@ pub fn summary(s: &Value) -> String {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|e| format!("{}{}", text(&e["address"]), if e["healthy"].as_bool() == Some(true) { "" } else { " (DOWN)" }))
+            .map(|e| {
+                format!("{}{}", text(&e["address"]), if e["healthy"].as_bool() == Some(true) { "" } else { " (DOWN)" })
+            })
             .collect();
         out += &format!("pool      {pool:<7} {}\n", endpoints.join(", "));
     }

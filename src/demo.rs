@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 pub async fn serve_upstream(name: String, listener: TcpListener) {
     let name: &'static str = Box::leak(name.into_boxed_str());
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| async move {

@@ -33,9 +33,15 @@ impl ProxyError {
     pub fn into_response(self) -> Response<ResponseBody> {
         let text = match &self {
             ProxyError::BadRequest(why) => format!("grayshift: bad request: {why}\n"),
-            ProxyError::Connect { pool, .. } => format!("grayshift: cannot connect to the {pool} pool\n", pool = pool.as_str()),
-            ProxyError::Timeout { pool, .. } => format!("grayshift: the {pool} pool did not answer in time\n", pool = pool.as_str()),
-            ProxyError::Upstream { pool, .. } => format!("grayshift: the {pool} pool failed to answer\n", pool = pool.as_str()),
+            ProxyError::Connect { pool, .. } => {
+                format!("grayshift: cannot connect to the {pool} pool\n", pool = pool.as_str())
+            }
+            ProxyError::Timeout { pool, .. } => {
+                format!("grayshift: the {pool} pool did not answer in time\n", pool = pool.as_str())
+            }
+            ProxyError::Upstream { pool, .. } => {
+                format!("grayshift: the {pool} pool failed to answer\n", pool = pool.as_str())
+            }
         };
         let mut response = text_response(self.status(), text);
         if matches!(self, ProxyError::BadRequest(_)) {
@@ -49,8 +55,6 @@ impl ProxyError {
 pub fn text_response(status: StatusCode, text: impl Into<bytes::Bytes>) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::text(text));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }

@@ -200,7 +200,9 @@ pub async fn send(
         let response = match conn.try_send_request(req).await {
             Ok(response) => response,
             Err(mut e) => {
-                let Some(unsent) = e.take_message() else { return Err(upstream_failed(e.into_error())) };
+                let Some(unsent) = e.take_message() else {
+                    return Err(upstream_failed(e.into_error()));
+                };
                 conn = pool.checkout(&endpoint).await.map_err(|source| {
                     metrics.count_error(UpstreamErrorKind::Connect);
                     ProxyError::Connect { pool: pool.name, source }

@@ -114,7 +114,8 @@ fn main() -> ExitCode {
         Command::Bucket { config, key } => bucket(&config, &key),
         Command::Run { config, access_log } => {
             let workers = config::load(&config).ok().and_then(|c| c.server.workers);
-            runtime(workers).block_on(serve(grayshift::Options { access_log, ..grayshift::Options::new(config) }, false))
+            runtime(workers)
+                .block_on(serve(grayshift::Options { access_log, ..grayshift::Options::new(config) }, false))
         }
         Command::Demo { config } => runtime(None).block_on(serve(grayshift::Options::new(config), true)),
         Command::Upstream { name, listen } => runtime(Some(1)).block_on(async {
@@ -192,13 +193,22 @@ fn bucket(path: &std::path::Path, key: &str) -> ExitCode {
     let bucket = splitter.bucket(key.as_bytes());
     let (pool, reason) = splitter.decide(key.as_bytes(), bucket, route.percent, route.rolled_back);
     let why = match reason {
-        grayshift::split::Reason::Percent if pool == PoolName::New => format!("bucket {bucket} < percent {}", route.percent),
-        grayshift::split::Reason::Percent => format!("bucket {bucket} >= percent {}", route.percent),
+        grayshift::split::Reason::Percent if pool == PoolName::New => {
+            format!("bucket {bucket} < percent {}", route.percent)
+        }
+        grayshift::split::Reason::Percent => {
+            format!("bucket {bucket} >= percent {}", route.percent)
+        }
         grayshift::split::Reason::ForcedNew => "listed in split.force_new".into(),
         grayshift::split::Reason::ForcedStable => "listed in split.force_stable".into(),
         grayshift::split::Reason::RolledBack => "an L1/L3 rollback is active".into(),
     };
-    println!("key={key:?} group={} bucket={bucket} percent={} pool={} ({why})", config.split.group, route.percent, pool.as_str());
+    println!(
+        "key={key:?} group={} bucket={bucket} percent={} pool={} ({why})",
+        config.split.group,
+        route.percent,
+        pool.as_str()
+    );
     ExitCode::SUCCESS
 }
 
@@ -224,11 +234,20 @@ async fn serve(options: grayshift::Options, demo: bool) -> ExitCode {
         }
     };
     if demo {
-        println!("{}", grayshift::demo::instructions(running.proxy_addr, running.admin_addr, &options.config_path.display().to_string()));
+        println!(
+            "{}",
+            grayshift::demo::instructions(
+                running.proxy_addr,
+                running.admin_addr,
+                &options.config_path.display().to_string()
+            )
+        );
     }
     let shared = running.shared.clone();
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
         while hup.recv().await.is_some() {
             let _ = grayshift::reload::reload(&shared, "sighup");
         }

@@ -112,7 +112,8 @@ impl Metrics {
         let pool = |name: PoolName| PoolMetrics {
             requests: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| requests.with_label_values(&[name.as_str(), c])),
             duration: duration.with_label_values(&[name.as_str()]),
-            upstream_errors: UpstreamErrorKind::ALL.map(|k| upstream_errors.with_label_values(&[name.as_str(), k.as_str()])),
+            upstream_errors: UpstreamErrorKind::ALL
+                .map(|k| upstream_errors.with_label_values(&[name.as_str(), k.as_str()])),
         };
         let pools = [pool(PoolName::Stable), pool(PoolName::New)];
         let percent = IntGaugeVec::new(
@@ -120,19 +121,27 @@ impl Metrics {
             &["kind"],
         )
         .unwrap();
-        let reloads = IntCounterVec::new(
-            Opts::new("grayshift_config_reloads_total", "Config reloads by result."),
-            &["result"],
-        )
-        .unwrap();
+        let reloads =
+            IntCounterVec::new(Opts::new("grayshift_config_reloads_total", "Config reloads by result."), &["result"])
+                .unwrap();
         let m = Metrics {
-            fallback: IntCounter::new("grayshift_fallback_total", "Requests for new sent to stable because new had no healthy endpoint.").unwrap(),
+            fallback: IntCounter::new(
+                "grayshift_fallback_total",
+                "Requests for new sent to stable because new had no healthy endpoint.",
+            )
+            .unwrap(),
             shed: IntCounter::new("grayshift_shed_total", "New-feature requests shed while L2 is active.").unwrap(),
             percent_desired: percent.with_label_values(&["desired"]),
             percent_effective: percent.with_label_values(&["effective"]),
-            rollback_level: IntGauge::new("grayshift_rollback_level", "Highest active rollback level (0 = none).").unwrap(),
-            rule_value: GaugeVec::new(Opts::new("grayshift_rule_value", "Last value read for each rule's signal."), &["rule"]).unwrap(),
-            rule_firing: IntGaugeVec::new(Opts::new("grayshift_rule_firing", "1 while a rule is firing."), &["rule"]).unwrap(),
+            rollback_level: IntGauge::new("grayshift_rollback_level", "Highest active rollback level (0 = none).")
+                .unwrap(),
+            rule_value: GaugeVec::new(
+                Opts::new("grayshift_rule_value", "Last value read for each rule's signal."),
+                &["rule"],
+            )
+            .unwrap(),
+            rule_firing: IntGaugeVec::new(Opts::new("grayshift_rule_firing", "1 while a rule is firing."), &["rule"])
+                .unwrap(),
             reloads_ok: reloads.with_label_values(&["ok"]),
             reloads_error: reloads.with_label_values(&["error"]),
             endpoint_healthy: IntGaugeVec::new(
@@ -140,7 +149,11 @@ impl Metrics {
                 &["pool", "endpoint"],
             )
             .unwrap(),
-            hook_runs: IntCounterVec::new(Opts::new("grayshift_hook_runs_total", "L3 data-rollback hook runs by result."), &["result"]).unwrap(),
+            hook_runs: IntCounterVec::new(
+                Opts::new("grayshift_hook_runs_total", "L3 data-rollback hook runs by result."),
+                &["result"],
+            )
+            .unwrap(),
             signal_errors: IntCounterVec::new(
                 Opts::new("grayshift_signal_errors_total", "Rule signal reads that failed (value unknown)."),
                 &["rule"],

@@ -25,7 +25,11 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let method = shared.access_log.then(|| (req.method().clone(), req.uri().path().to_string()));
     let (response, pool, bucket) = match route_and_forward(&shared, conn, req, started).await {
@@ -114,11 +118,16 @@ async fn route_and_forward(
     let upgrade = forward::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let peer_trusted = split::is_trusted(conn.peer.ip(), &splitter.trusted_proxies);
-    forward::rewrite_request(&mut req, &Forwarded { peer: conn.peer.ip(), peer_trusted, tls: conn.tls, pool, bucket, upgrade });
+    forward::rewrite_request(
+        &mut req,
+        &Forwarded { peer: conn.peer.ip(), peer_trusted, tls: conn.tls, pool, bucket, upgrade },
+    );
     let req = req.map(|body| RequestBody::new(body, config.server.max_body_bytes));
     let pool_metrics = metrics.pool(pool);
     let Answer { mut response, conn: upstream_conn, endpoint } =
-        forward::send(snapshot.pool(pool), pool_metrics, upstream_conn, endpoint, req).await.map_err(|e| (e, Some(pool)))?;
+        forward::send(snapshot.pool(pool), pool_metrics, upstream_conn, endpoint, req)
+            .await
+            .map_err(|e| (e, Some(pool)))?;
 
     // 7. Respond: count, rewrite headers, stream the body back.
     pool_metrics.count_response(response.status().as_u16(), started.elapsed().as_secs_f64());
@@ -131,13 +140,16 @@ async fn route_and_forward(
         return Ok((response.map(|_| ResponseBody::empty()), Some(pool), Some(bucket)));
     }
     let resets = pool_metrics.upstream_errors[UpstreamErrorKind::Reset as usize].clone();
-    let response = response.map(|body| ResponseBody::Upstream(UpstreamBody::new(body, upstream_conn, endpoint, resets)));
+    let response =
+        response.map(|body| ResponseBody::Upstream(UpstreamBody::new(body, upstream_conn, endpoint, resets)));
     Ok((response, Some(pool), Some(bucket)))
 }
 
 fn shed_response(features: &crate::config::FeaturesConfig) -> Response<ResponseBody> {
-    let mut response =
-        text_response(features.status, "grayshift: this feature is paused while the database is under load (L2), retry later\n");
+    let mut response = text_response(
+        features.status,
+        "grayshift: this feature is paused while the database is under load (L2), retry later\n",
+    );
     if let Ok(value) = HeaderValue::from_str(&features.retry_after.as_secs().max(1).to_string()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }

@@ -28,7 +28,13 @@ pub struct ReloadStatus {
 
 impl ReloadStatus {
     pub fn new(version: u64) -> Self {
-        ReloadStatus { version, loaded_at: now_rfc3339(), last_error: None, last_error_at: None, restart_needed: Vec::new() }
+        ReloadStatus {
+            version,
+            loaded_at: now_rfc3339(),
+            last_error: None,
+            last_error_at: None,
+            restart_needed: Vec::new(),
+        }
     }
 }
 
@@ -44,7 +50,11 @@ pub fn reload(shared: &Shared, trigger: &str) -> Result<u64, ConfigError> {
             status.last_error = Some(error.to_string());
             status.last_error_at = Some(now_rfc3339());
             tracing::error!(trigger, %error, "config reload rejected; the previous config keeps serving");
-            shared.control.audit(&Actor::Config, "reload", json!({ "result": "error", "trigger": trigger, "error": error.to_string() }));
+            shared.control.audit(
+                &Actor::Config,
+                "reload",
+                json!({ "result": "error", "trigger": trigger, "error": error.to_string() }),
+            );
             return Err(error);
         }
     };
@@ -98,7 +108,9 @@ pub fn spawn_watcher(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     });
     let mut watcher = match watcher {
         Ok(w) => w,
-        Err(e) => return tracing::error!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /reload"),
+        Err(e) => {
+            return tracing::error!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /reload")
+        }
     };
     if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
         return tracing::error!(dir = %dir.display(), error = %e, "cannot watch the config directory");

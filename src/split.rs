@@ -40,9 +40,13 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     let mut client = peer;
     // Later headers are closer to us, so walk the header values backwards.
     for value in headers.get_all("x-forwarded-for").iter().rev() {
-        let Ok(text) = value.to_str() else { return client };
+        let Ok(text) = value.to_str() else {
+            return client;
+        };
         for entry in text.rsplit(',') {
-            let Some(ip) = parse_forwarded_ip(entry.trim()) else { return client };
+            let Some(ip) = parse_forwarded_ip(entry.trim()) else {
+                return client;
+            };
             client = ip;
             if !is_trusted(ip, trusted) {
                 return ip;
@@ -164,7 +168,9 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
     for value in headers.get_all(COOKIE) {
         for pair in value.as_bytes().split(|&b| b == b';') {
             let pair = pair.trim_ascii();
-            let Some(eq) = pair.iter().position(|&b| b == b'=') else { continue };
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
             if pair[..eq].trim_ascii() == name.as_bytes() {
                 let v = pair[eq + 1..].trim_ascii();
                 let v = v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v);

@@ -200,7 +200,9 @@ pub fn spawn_health_checks(pool: &Arc<Pool>) {
     for endpoint in &pool.endpoints {
         endpoint.refresh_gauge();
     }
-    let Some(health) = pool.config.health.clone() else { return };
+    let Some(health) = pool.config.health.clone() else {
+        return;
+    };
     let weak: Weak<Pool> = Arc::downgrade(pool);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(health.interval);

@@ -90,11 +90,14 @@ async fn forwarded_and_gray_headers_reach_the_upstream() {
 async fn client_ip_comes_from_forwarded_for_only_behind_a_trusted_proxy() {
     let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
     // Key on client_ip only; 127.0.0.1 is the trusted load balancer.
-    let text = config(&[&stable], &[&new], 50, "")
-        .replace("key = [\"header:X-User-ID\", \"client_ip\"]", "key = [\"client_ip\"]\ntrusted_proxies = [\"127.0.0.0/8\"]");
+    let text = config(&[&stable], &[&new], 50, "").replace(
+        "key = [\"header:X-User-ID\", \"client_ip\"]",
+        "key = [\"client_ip\"]\ntrusted_proxies = [\"127.0.0.0/8\"]",
+    );
     let proxy = Proxy::start(&text).await;
     for ip in ["10.1.2.3", "203.0.113.5", "2001:db8::7", "192.0.2.200"] {
-        let req = Request::get(proxy.url("/")).header("x-forwarded-for", format!("{ip}, 127.0.0.9")).body(empty()).unwrap();
+        let req =
+            Request::get(proxy.url("/")).header("x-forwarded-for", format!("{ip}, 127.0.0.9")).body(empty()).unwrap();
         let reply = proxy.send(req).await;
         let expected = if bucket_of("orders-v2", ip) < 50 { "new" } else { "stable" };
         assert_eq!(pool_of(&reply), expected, "client {ip}");
@@ -133,9 +136,9 @@ async fn read_response(s: &mut tokio::net::TcpStream) -> String {
         buf.extend_from_slice(&chunk[..n]);
         let text = String::from_utf8_lossy(&buf).into_owned();
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse::<usize>().unwrap()));
+            let len = head.lines().find_map(|l| {
+                l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse::<usize>().unwrap())
+            });
             if len.is_some_and(|len| body.len() >= len) || n == 0 {
                 return text;
             }
@@ -148,7 +151,15 @@ async fn read_response(s: &mut tokio::net::TcpStream) -> String {
 
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap()
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,7 +169,8 @@ async fn large_bodies_stream_both_ways_without_buffering() {
     const SIZE: usize = 256 * 1024 * 1024;
     let before = peak_rss_kib();
     // Upload 256 MiB, echoed back: client → proxy → upstream → proxy → client.
-    let req = Request::post(proxy.url("/echo")).body(http_body_util::BodyExt::boxed(RepeatBody { remaining: SIZE })).unwrap();
+    let req =
+        Request::post(proxy.url("/echo")).body(http_body_util::BodyExt::boxed(RepeatBody { remaining: SIZE })).unwrap();
     let resp = proxy.client.request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
@@ -168,7 +180,8 @@ async fn large_bodies_stream_both_ways_without_buffering() {
     }
     assert_eq!(received, SIZE);
     // Download 256 MiB.
-    let resp = proxy.client.request(Request::get(proxy.url(&format!("/bytes/{SIZE}"))).body(empty()).unwrap()).await.unwrap();
+    let resp =
+        proxy.client.request(Request::get(proxy.url(&format!("/bytes/{SIZE}"))).body(empty()).unwrap()).await.unwrap();
     let mut body = resp.into_body();
     let mut received = 0;
     while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
@@ -250,7 +263,8 @@ async fn idempotent_requests_retry_another_endpoint_and_dead_endpoints_are_eject
 
 #[tokio::test]
 async fn active_health_checks_take_endpoints_out_and_back() {
-    let (a, b, new) = (Upstream::start("stable-a").await, Upstream::start("stable-b").await, Upstream::start("new").await);
+    let (a, b, new) =
+        (Upstream::start("stable-a").await, Upstream::start("stable-b").await, Upstream::start("new").await);
     let text = config(&[&a, &b], &[&new], 0, "")
         .replace("request_timeout = \"2s\"\n\n[pools.new]", "request_timeout = \"2s\"\nhealth = { path = \"/healthz\", interval = \"50ms\", timeout = \"500ms\" }\n\n[pools.new]");
     let proxy = Proxy::start(&text).await;

@@ -343,7 +343,10 @@ fn socket_addr(value: &Option<S<String>>, default: &str) -> Result<SocketAddr, I
     match value {
         None => Ok(default.parse().expect("valid default")),
         Some(v) => v.get_ref().parse().or_else(|_| {
-            invalid(v.span(), format!("invalid listen address {:?}: expected IP:PORT, e.g. \"0.0.0.0:8080\"", v.get_ref()))
+            invalid(
+                v.span(),
+                format!("invalid listen address {:?}: expected IP:PORT, e.g. \"0.0.0.0:8080\"", v.get_ref()),
+            )
         }),
     }
 }
@@ -356,7 +359,10 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         token_file: raw.admin.token_file.as_ref().map(|v| PathBuf::from(v.get_ref())),
     };
     if admin.listen == server.listen && server.listen.port() != 0 {
-        return invalid(raw.admin.listen.as_ref().map_or(0..0, |v| v.span()), "admin.listen must differ from server.listen");
+        return invalid(
+            raw.admin.listen.as_ref().map_or(0..0, |v| v.span()),
+            "admin.listen must differ from server.listen",
+        );
     }
     let split = validate_split(&raw.split)?;
     let stable = validate_pool(&raw.pools.stable)?;
@@ -390,12 +396,7 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
     let notify = raw
         .notify
         .iter()
-        .map(|n| {
-            Ok(NotifyConfig {
-                webhook: http_url(&n.webhook)?,
-                timeout: positive_duration(&n.timeout, "5s")?,
-            })
-        })
+        .map(|n| Ok(NotifyConfig { webhook: http_url(&n.webhook)?, timeout: positive_duration(&n.timeout, "5s")? }))
         .collect::<Result<_, Invalid>>()?;
 
     Ok(Config { server, admin, split, stable, new, state, rollback, features, rules, notify })
@@ -443,9 +444,9 @@ fn validate_split(raw: &raw::RawSplit) -> Result<SplitConfig, Invalid> {
         .iter()
         .map(|v| {
             let s = v.get_ref().trim();
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                .or_else(|_| invalid(v.span(), format!("invalid CIDR {s:?} in split.trusted_proxies (e.g. \"10.0.0.0/8\")")))
+            s.parse::<IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from)).or_else(|_| {
+                invalid(v.span(), format!("invalid CIDR {s:?} in split.trusted_proxies (e.g. \"10.0.0.0/8\")"))
+            })
         })
         .collect::<Result<_, _>>()?;
     let force_new: HashSet<String> = raw.force_new.iter().cloned().collect();
@@ -544,9 +545,10 @@ fn http_url(v: &S<String>) -> Result<String, Invalid> {
     let s = v.get_ref().trim();
     match s.parse::<http::Uri>() {
         Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => Ok(s.to_string()),
-        Ok(uri) if uri.scheme_str() == Some("https") => {
-            invalid(v.span(), format!("{s:?}: https URLs are not supported yet; use http:// (e.g. via a local sidecar)"))
-        }
+        Ok(uri) if uri.scheme_str() == Some("https") => invalid(
+            v.span(),
+            format!("{s:?}: https URLs are not supported yet; use http:// (e.g. via a local sidecar)"),
+        ),
         _ => invalid(v.span(), format!("invalid URL {s:?}: expected http://HOST[:PORT]/PATH")),
     }
 }
@@ -592,7 +594,9 @@ fn validate_features(raw: &raw::RawFeatures) -> Result<FeaturesConfig, Invalid> 
     let mode = match raw.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
         None | Some(("reject", _)) => ShedMode::Reject,
         Some(("stable", _)) => ShedMode::Stable,
-        Some((other, span)) => return invalid(span, format!("features.mode must be \"reject\" or \"stable\", got {other:?}")),
+        Some((other, span)) => {
+            return invalid(span, format!("features.mode must be \"reject\" or \"stable\", got {other:?}"))
+        }
     };
     Ok(FeaturesConfig { paths, methods, status, retry_after: duration(&raw.retry_after, "30s")?, mode })
 }
@@ -602,8 +606,10 @@ fn validate_rule(raw: &RawRule) -> Result<RuleConfig, Invalid> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
         return invalid(raw.name.span(), format!("rule name {name:?} must be non-empty [A-Za-z0-9._-]"));
     }
-    let level = Level::parse(raw.level.get_ref())
-        .map_or_else(|| invalid(raw.level.span(), format!("level must be \"L1\", \"L2\" or \"L3\", got {:?}", raw.level.get_ref())), Ok)?;
+    let level = Level::parse(raw.level.get_ref()).map_or_else(
+        || invalid(raw.level.span(), format!("level must be \"L1\", \"L2\" or \"L3\", got {:?}", raw.level.get_ref())),
+        Ok,
+    )?;
     let condition = match (&raw.above, &raw.below) {
         (Some(a), None) if a.get_ref().is_finite() => Condition::Above(*a.get_ref()),
         (None, Some(b)) if b.get_ref().is_finite() => Condition::Below(*b.get_ref()),
@@ -640,7 +646,12 @@ fn validate_signal(raw: &S<RawSignal>) -> Result<SignalConfig, Invalid> {
         "local" => &["metric", "pool", "window"],
         "postgres" | "prometheus" => &["url", "query", "timeout"],
         "http" => &["url", "pointer", "timeout"],
-        _ => return invalid(s.source.span(), format!("unknown signal source {source:?}: use local, postgres, prometheus or http")),
+        _ => {
+            return invalid(
+                s.source.span(),
+                format!("unknown signal source {source:?}: use local, postgres, prometheus or http"),
+            )
+        }
     };
     let fields = [
         ("metric", &s.metric),
@@ -668,13 +679,18 @@ fn validate_signal(raw: &S<RawSignal>) -> Result<SignalConfig, Invalid> {
                 "latency_p99" => LocalMetric::LatencyP99,
                 "error_rate_delta" => LocalMetric::ErrorRateDelta,
                 other => {
-                    return invalid(metric.span(), format!("unknown local metric {other:?}: use error_rate, latency_p99 or error_rate_delta"))
+                    return invalid(
+                        metric.span(),
+                        format!("unknown local metric {other:?}: use error_rate, latency_p99 or error_rate_delta"),
+                    )
                 }
             };
             let pool = match s.pool.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
                 None | Some(("new", _)) => PoolName::New,
                 Some(("stable", _)) => PoolName::Stable,
-                Some((other, span)) => return invalid(span, format!("unknown pool {other:?}: use \"stable\" or \"new\"")),
+                Some((other, span)) => {
+                    return invalid(span, format!("unknown pool {other:?}: use \"stable\" or \"new\""))
+                }
             };
             let window = positive_duration(&s.window, "1m")?;
             if window > MAX_LOCAL_WINDOW {
@@ -685,7 +701,10 @@ fn validate_signal(raw: &S<RawSignal>) -> Result<SignalConfig, Invalid> {
         "postgres" => {
             let url = required(&s.url, "url")?;
             if url.get_ref().parse::<tokio_postgres::Config>().is_err() {
-                return invalid(url.span(), "invalid PostgreSQL connection string (e.g. \"postgresql://user@host:5432/db\")");
+                return invalid(
+                    url.span(),
+                    "invalid PostgreSQL connection string (e.g. \"postgresql://user@host:5432/db\")",
+                );
             }
             let query = required(&s.query, "query")?.into_inner();
             SignalConfig::Postgres { url: url.into_inner(), query, timeout: timeout()? }
@@ -700,7 +719,11 @@ fn validate_signal(raw: &S<RawSignal>) -> Result<SignalConfig, Invalid> {
             if !pointer.get_ref().is_empty() && !pointer.get_ref().starts_with('/') {
                 return invalid(pointer.span(), "pointer must be an RFC 6901 JSON pointer such as \"/data/load\"");
             }
-            SignalConfig::Http { url: http_url(&required(&s.url, "url")?)?, pointer: pointer.into_inner(), timeout: timeout()? }
+            SignalConfig::Http {
+                url: http_url(&required(&s.url, "url")?)?,
+                pointer: pointer.into_inner(),
+                timeout: timeout()?,
+            }
         }
     })
 }

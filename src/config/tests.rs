@@ -88,7 +88,11 @@ fn bad_values_are_rejected_with_their_location() {
         ("\"header:X-User-ID\"", "\"header:bad header\"", "invalid header name"),
         ("group = \"orders-v2\"", "group = \"\"", "must not be empty"),
         ("group = \"orders-v2\"", "group = \"g\"\ntrusted_proxies = [\"10.0.0.0/33\"]", "invalid CIDR"),
-        ("group = \"orders-v2\"", "group = \"g\"\nforce_new = [\"a\"]\nforce_stable = [\"a\"]", "both force_new and force_stable"),
+        (
+            "group = \"orders-v2\"",
+            "group = \"g\"\nforce_new = [\"a\"]\nforce_stable = [\"a\"]",
+            "both force_new and force_stable",
+        ),
         ("percent = 20", "percent = \"20\"", "invalid type"),
     ];
     for (old, new, expected) in cases {

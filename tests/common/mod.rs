@@ -53,7 +53,9 @@ impl Upstream {
         let state = (name.to_string(), hits.clone(), healthy.clone(), fail_every.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let state = state.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| serve(state.clone(), req));
@@ -88,7 +90,10 @@ impl Drop for Upstream {
 
 type UpState = (String, Arc<AtomicUsize>, Arc<AtomicBool>, Arc<AtomicUsize>);
 
-async fn serve((name, hits, healthy, fail_every): UpState, mut req: Request<Incoming>) -> Result<Response<TestBody>, Infallible> {
+async fn serve(
+    (name, hits, healthy, fail_every): UpState,
+    mut req: Request<Incoming>,
+) -> Result<Response<TestBody>, Infallible> {
     let path = req.uri().path().to_string();
     if path == "/healthz" {
         let status = if healthy.load(Ordering::SeqCst) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -247,7 +252,8 @@ impl Proxy {
     pub async fn start_in(dir: Arc<tempfile::TempDir>, config_text: &str) -> Proxy {
         let config_path = dir.path().join("grayshift.toml");
         std::fs::write(&config_path, config_text.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
-        let running = grayshift::start(grayshift::Options::new(&config_path)).await.unwrap_or_else(|e| panic!("start: {e}"));
+        let running =
+            grayshift::start(grayshift::Options::new(&config_path)).await.unwrap_or_else(|e| panic!("start: {e}"));
         let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         Proxy {
             proxy_addr: running.proxy_addr,
@@ -346,7 +352,8 @@ impl Reply {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn text(&self) -> String {

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The test command (README): makes sure what the tests need is there, then
+# runs the whole suite. On a fresh Debian machine it installs what is
+# missing (as root) and starts a throwaway PostgreSQL when none answers.
+#
+#   scripts/test.sh                 # everything
+#   scripts/test.sh -E 'test(l3)'   # extra arguments go to cargo nextest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+
+apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        log "missing $* and not root: install it (apt-get install $*) and rerun"
+        exit 1
+    fi
+    if [ -z "${APT_UPDATED:-}" ]; then
+        apt-get update -qq >/dev/null
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# --- PostgreSQL (the `postgres` signal tests) --------------------------------
+pg_cleanup() { :; }
+if [ -z "${GRAYSHIFT_TEST_PG_URL:-}" ]; then
+    if command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432 -U postgres; then
+        export GRAYSHIFT_TEST_PG_URL="postgresql://postgres@127.0.0.1:5432/postgres"
+        log "using the PostgreSQL on 127.0.0.1:5432"
+    else
+        initdb=$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n1 || true)
+        if [ -z "$initdb" ]; then
+            log "installing PostgreSQL"
+            apt_install postgresql
+            initdb=$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n1)
+        fi
+        bin=$(dirname "$initdb")
+        port=$(free_port)
+        pgdir=$(mktemp -d /tmp/grayshift-pg.XXXXXX)
+        run_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+        [ "$(id -u)" = 0 ] && chown postgres "$pgdir"
+        log "starting a throwaway PostgreSQL on 127.0.0.1:$port ($pgdir)"
+        run_pg "$bin/initdb" -D "$pgdir/data" -U postgres -A trust >/dev/null
+        run_pg "$bin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w \
+            -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$pgdir" start >/dev/null
+        pg_cleanup() { run_pg "$bin/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$pgdir"; }
+        export GRAYSHIFT_TEST_PG_URL="postgresql://postgres@127.0.0.1:$port/postgres"
+    fi
+fi
+trap 'pg_cleanup' EXIT
+
+# --- Prometheus and promtool (the `prometheus` signal, /metrics lint) --------
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    log "installing Prometheus (Debian package prometheus)"
+    apt_install prometheus
+fi
+export GRAYSHIFT_TEST_PROMETHEUS=${GRAYSHIFT_TEST_PROMETHEUS:-$(command -v prometheus)}
+export GRAYSHIFT_TEST_PROMTOOL=${GRAYSHIFT_TEST_PROMTOOL:-$(command -v promtool)}
+
+# --- The suite ----------------------------------------------------------------
+if ! cargo nextest --version >/dev/null 2>&1; then
+    log "installing cargo-nextest"
+    cargo install --locked cargo-nextest >/dev/null
+fi
+cargo nextest run --no-fail-fast "$@"
+
+# --- Deployment artefacts (manifests, alert rules, dashboard) -----------------
+if [ -x scripts/check-deploy.sh ] && [ $# -eq 0 ]; then
+    bash scripts/check-deploy.sh
+fi
