@@ -100,6 +100,9 @@ pub fn spawn_watcher(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => ".".into(),
     };
+    // The baseline is read before the watch starts: any later change then
+    // both raises an event and differs from it.
+    let mut last = std::fs::read(&path).ok();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok() {
@@ -117,7 +120,6 @@ pub fn spawn_watcher(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     }
     tokio::spawn(async move {
         let _watcher = watcher; // dropping it stops the notifications
-        let mut last = std::fs::read(&path).ok();
         loop {
             tokio::select! {
                 event = rx.recv() => if event.is_none() { return },
