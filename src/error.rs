@@ -9,9 +9,14 @@ use crate::upstream::ConnectError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    /// The client sent something we will not forward.
-    #[error("bad request: {0}")]
-    BadRequest(&'static str),
+    /// The request's framing or Host is not something we will forward.
+    #[error("{0}")]
+    Framing(#[from] crate::framing::FramingError),
+    /// The client's body broke off or was malformed (e.g. a bad chunk size).
+    #[error("client request body failed: {0}")]
+    ClientBody(hyper::Error),
+    #[error("request body larger than server.max_body_bytes")]
+    BodyTooLarge,
     #[error("cannot connect to pool {pool}: {source}")]
     Connect { pool: PoolName, source: ConnectError },
     #[error("pool {pool} did not answer within {timeout:?}")]
@@ -24,15 +29,24 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Framing(e) => e.status(),
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
+    /// The client is at fault: not an upstream error, not counted against a pool.
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, ProxyError::Framing(_) | ProxyError::ClientBody(_) | ProxyError::BodyTooLarge)
+    }
+
     pub fn into_response(self) -> Response<ResponseBody> {
         let text = match &self {
-            ProxyError::BadRequest(why) => format!("grayshift: bad request: {why}\n"),
+            ProxyError::Framing(e) => format!("grayshift: bad request: {e}\n"),
+            ProxyError::ClientBody(_) => "grayshift: bad request: the request body is malformed or incomplete\n".into(),
+            ProxyError::BodyTooLarge => "grayshift: request body too large\n".into(),
             ProxyError::Connect { pool, .. } => {
                 format!("grayshift: cannot connect to the {pool} pool\n", pool = pool.as_str())
             }
@@ -44,7 +58,8 @@ impl ProxyError {
             }
         };
         let mut response = text_response(self.status(), text);
-        if matches!(self, ProxyError::BadRequest(_)) {
+        // After a framing error we cannot know where the next request starts.
+        if self.is_client_error() {
             response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
         }
         response

@@ -195,7 +195,7 @@ pub async fn send(
     req: Request<RequestBody>,
 ) -> Result<Answer, ProxyError> {
     let timeout = pool.config.request_timeout;
-    let upstream_failed = |source| ProxyError::Upstream { pool: pool.name, source };
+    let upstream_failed = |source: hyper::Error| classify(pool.name, source);
     let attempt = async {
         let response = match conn.try_send_request(req).await {
             Ok(response) => response,
@@ -225,6 +225,22 @@ pub async fn send(
             Err(ProxyError::Timeout { pool: pool.name, timeout })
         }
     }
+}
+
+/// A send failure caused by the client's body (it broke off, was malformed
+/// or too large) is the client's error, not the upstream's.
+fn classify(pool: PoolName, error: hyper::Error) -> ProxyError {
+    if !error.is_user() {
+        return ProxyError::Upstream { pool, source: error };
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&error);
+    while let Some(e) = cause {
+        if e.is::<crate::body::BodyTooLarge>() {
+            return ProxyError::BodyTooLarge;
+        }
+        cause = e.source();
+    }
+    ProxyError::ClientBody(error)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod ctl;
 pub mod demo;
 pub mod error;
 pub mod forward;
+pub mod framing;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

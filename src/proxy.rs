@@ -36,6 +36,7 @@ pub async fn handle(
         Ok(done) => done,
         Err((error, pool)) => {
             tracing::debug!(%error, "request failed");
+            let pool = pool.filter(|_| !error.is_client_error());
             let response = error.into_response();
             if let Some(pool) = pool {
                 shared.metrics.pool(pool).count_response(response.status().as_u16(), started.elapsed().as_secs_f64());
@@ -66,7 +67,10 @@ async fn route_and_forward(
     let route = shared.control.route();
     let metrics = &shared.metrics;
 
-    // 1. Who is the user, and which pool do they belong to?
+    // 1. Refuse what cannot be forwarded safely (smuggling, bad Host).
+    crate::framing::check(&req, config.server.max_uri_bytes).map_err(|e| (e.into(), None))?;
+
+    // 2. Who is the user, and which pool do they belong to?
     let splitter = &snapshot.splitter;
     let client = split::client_ip(conn.peer.ip(), req.headers(), &splitter.trusted_proxies);
     let (mut pool, bucket) = {
@@ -76,7 +80,7 @@ async fn route_and_forward(
         (splitter.decide(key, bucket, route.percent, route.rolled_back).0, bucket)
     };
 
-    // 2. Under L2, the new-feature entry points are shed (or sent to stable).
+    // 3. Under L2, the new-feature entry points are shed (or sent to stable).
     if route.shedding && config.features.matches(req.method(), req.uri().path()) {
         metrics.shed.inc();
         match config.features.mode {
@@ -85,23 +89,23 @@ async fn route_and_forward(
         }
     }
 
-    // 3. Requests over the body limit are refused before anything is sent.
+    // 4. Requests over the body limit are refused before anything is sent
+    //    (a chunked body is cut off by `RequestBody` once it passes it).
     if let Some(limit) = config.server.max_body_bytes {
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limit) {
-            let response = text_response(StatusCode::PAYLOAD_TOO_LARGE, "grayshift: request body too large\n");
-            return Ok((response, None, Some(bucket)));
+            return Err((ProxyError::BodyTooLarge, None));
         }
     }
 
-    // 4. `new` without a healthy endpoint hands its users to stable.
+    // 5. `new` without a healthy endpoint hands its users to stable.
     let fallback = config.split.fallback_to_stable;
     if pool == PoolName::New && fallback && !snapshot.pool(PoolName::New).has_healthy() {
         metrics.fallback.inc();
         pool = PoolName::Stable;
     }
 
-    // 5. Connect (one retry on another endpoint for idempotent requests;
+    // 6. Connect (one retry on another endpoint for idempotent requests;
     //    a `new` that cannot be reached also falls back: nothing was sent).
     let retry = forward::is_idempotent(req.method());
     let (upstream_conn, endpoint) = match forward::connect(snapshot.pool(pool), metrics.pool(pool), retry).await {
@@ -114,8 +118,9 @@ async fn route_and_forward(
         Err(e) => return Err((e, Some(pool))),
     };
 
-    // 6. Rewrite for the upstream and send.
+    // 7. Rewrite for the upstream and send.
     let upgrade = forward::is_upgrade(req.headers());
+    let chunked = req.version() == http::Version::HTTP_11 && req.headers().contains_key(header::TRANSFER_ENCODING);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let peer_trusted = split::is_trusted(conn.peer.ip(), &splitter.trusted_proxies);
     forward::rewrite_request(
@@ -129,9 +134,14 @@ async fn route_and_forward(
             .await
             .map_err(|e| (e, Some(pool)))?;
 
-    // 7. Respond: count, rewrite headers, stream the body back.
+    // 8. Respond: count, rewrite headers, stream the body back.
     pool_metrics.count_response(response.status().as_u16(), started.elapsed().as_secs_f64());
     forward::rewrite_response(&mut response, pool, config.split.expose_pool);
+    if chunked {
+        // hyper hides a Content-Length sent beside chunked; RFC 9112 §6.1
+        // says to close after such a request, and we cannot tell them apart.
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         // The upstream connection now belongs to the tunnel, not the pool.
         if let Some(client_upgrade) = client_upgrade {

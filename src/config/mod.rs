@@ -137,6 +137,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// Longest request target (path and query) accepted: 414 beyond.
+    pub max_uri_bytes: usize,
     pub max_body_bytes: Option<u64>,
     pub max_connections: usize,
 }
@@ -417,6 +419,7 @@ fn validate_server(raw: &raw::RawServer) -> Result<ServerConfig, Invalid> {
         idle_timeout: positive_duration(&raw.idle_timeout, "60s")?,
         max_header_bytes: positive(&raw.max_header_bytes, 60 * 1024, "server.max_header_bytes")?,
         max_headers: positive(&raw.max_headers, 100, "server.max_headers")?,
+        max_uri_bytes: positive(&raw.max_uri_bytes, 8192, "server.max_uri_bytes")?,
         max_body_bytes: raw.max_body_bytes.as_ref().map(|v| *v.get_ref()),
         max_connections: positive(&raw.max_connections, 10_000, "server.max_connections")?,
     })

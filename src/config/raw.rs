@@ -39,6 +39,7 @@ pub struct RawServer {
     pub idle_timeout: Option<S<String>>,
     pub max_header_bytes: Option<S<usize>>,
     pub max_headers: Option<S<usize>>,
+    pub max_uri_bytes: Option<S<usize>>,
     pub max_body_bytes: Option<S<u64>>,
     pub max_connections: Option<S<usize>>,
 }

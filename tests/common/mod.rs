@@ -24,6 +24,7 @@ pub type TestBody = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::err
 /// A test upstream. Paths:
 /// - `/status/NNN` answers NNN; `/slow/MS` waits MS ms first;
 /// - `/echo` streams the request body back; `/bytes/N` streams N bytes;
+/// - `/drain` reads the whole body, then answers `drained LEN`;
 /// - `/ws` answers 101 and then echoes raw bytes (an upgrade);
 /// - `/healthz` is 200 unless [`Upstream::set_healthy`]`(false)`;
 /// - anything else: 200 with a JSON object of the request's headers,
@@ -109,6 +110,15 @@ async fn serve(
     }
     if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+    }
+    if path == "/drain" {
+        // Read the whole body before answering (so a broken body is noticed
+        // before any response head exists).
+        let len = match req.into_body().collect().await {
+            Ok(body) => body.to_bytes().len(),
+            Err(_) => return Ok(respond(StatusCode::BAD_REQUEST, "body error")),
+        };
+        return Ok(respond(StatusCode::OK, &format!("drained {len}")));
     }
     if path == "/echo" {
         let body = req.into_body().map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>).boxed();

@@ -1,0 +1,183 @@
+//! Request framing checks, run before anything is forwarded.
+//!
+//! hyper parses leniently for a server; a proxy must not, because whatever
+//! it lets through is re-framed for the upstream, and any disagreement on
+//! where a request ends is request smuggling (RFC 9112 §6.3, §11.2). Every
+//! refusal here is a 400 (501 for a transfer coding we do not implement)
+//! with `Connection: close`.
+
+use http::header::{HeaderMap, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{Method, Request, StatusCode, Version};
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    #[error("Content-Length together with Transfer-Encoding")]
+    LengthAndChunked,
+    #[error("conflicting or invalid Content-Length")]
+    BadContentLength,
+    #[error("Transfer-Encoding must end with a single chunked")]
+    BadTransferEncoding,
+    #[error("transfer coding not implemented")]
+    UnsupportedTransferCoding,
+    #[error("missing Host header")]
+    MissingHost,
+    #[error("more than one Host header")]
+    DuplicateHost,
+    #[error("invalid Host header")]
+    BadHost,
+    #[error("request target too long")]
+    UriTooLong,
+    #[error("CONNECT is not supported by a reverse proxy")]
+    Connect,
+}
+
+impl FramingError {
+    pub fn status(self) -> StatusCode {
+        match self {
+            FramingError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
+            FramingError::UriTooLong => StatusCode::URI_TOO_LONG,
+            FramingError::Connect => StatusCode::METHOD_NOT_ALLOWED,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Check one request's framing and Host. `max_uri` bounds the request
+/// target in bytes.
+pub fn check<B>(req: &Request<B>, max_uri: usize) -> Result<(), FramingError> {
+    if req.method() == Method::CONNECT {
+        return Err(FramingError::Connect);
+    }
+    let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > max_uri {
+        return Err(FramingError::UriTooLong);
+    }
+    // HTTP/2 frames bodies itself and carries the authority in `:authority`;
+    // the h2 codec already refuses connection-specific headers.
+    if req.version() >= Version::HTTP_2 {
+        return Ok(());
+    }
+    let headers = req.headers();
+    check_host(headers, req.version())?;
+    let chunked = check_transfer_encoding(headers)?;
+    let has_length = check_content_length(headers)?;
+    if chunked && has_length {
+        return Err(FramingError::LengthAndChunked);
+    }
+    Ok(())
+}
+
+fn check_host(headers: &HeaderMap, version: Version) -> Result<(), FramingError> {
+    let mut hosts = headers.get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if version == Version::HTTP_11 => Err(FramingError::MissingHost),
+        (Some(_), Some(_)) => Err(FramingError::DuplicateHost),
+        (Some(host), None)
+            if host.to_str().map_or(true, |h| h.parse::<http::uri::Authority>().is_err() && !h.is_empty()) =>
+        {
+            Err(FramingError::BadHost)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Returns whether the body is chunked. Only exactly one `chunked`, last,
+/// is accepted; other codings are not implemented.
+fn check_transfer_encoding(headers: &HeaderMap) -> Result<bool, FramingError> {
+    let mut codings = 0;
+    let mut chunked_at = None;
+    for value in headers.get_all(TRANSFER_ENCODING) {
+        let text = value.to_str().map_err(|_| FramingError::BadTransferEncoding)?;
+        for coding in text.split(',') {
+            let coding = coding.trim();
+            if coding.is_empty() {
+                return Err(FramingError::BadTransferEncoding);
+            }
+            codings += 1;
+            if coding.eq_ignore_ascii_case("chunked") {
+                if chunked_at.is_some() {
+                    return Err(FramingError::BadTransferEncoding);
+                }
+                chunked_at = Some(codings);
+            }
+        }
+    }
+    match (codings, chunked_at) {
+        (0, _) => Ok(false),
+        (n, Some(at)) if at == n && n == 1 => Ok(true),
+        (n, Some(at)) if at == n => Err(FramingError::UnsupportedTransferCoding),
+        _ => Err(FramingError::BadTransferEncoding),
+    }
+}
+
+/// Returns whether a Content-Length is present. Several are accepted only
+/// when they all carry the same digits (RFC 9112 §6.3 point 5).
+fn check_content_length(headers: &HeaderMap) -> Result<bool, FramingError> {
+    let mut length: Option<u64> = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        let text = value.to_str().map_err(|_| FramingError::BadContentLength)?;
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(FramingError::BadContentLength);
+            }
+            let n = part.parse::<u64>().map_err(|_| FramingError::BadContentLength)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(FramingError::BadContentLength);
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(version: Version, headers: &[(&str, &str)]) -> Request<()> {
+        let mut r = Request::post("/x").version(version);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.body(()).unwrap()
+    }
+
+    fn check11(headers: &[(&str, &str)]) -> Result<(), FramingError> {
+        check(&req(Version::HTTP_11, headers), 8192)
+    }
+
+    #[test]
+    fn framing_cases() {
+        use FramingError::*;
+        let h = ("host", "a");
+        assert_eq!(check11(&[h]), Ok(()));
+        assert_eq!(check11(&[h, ("content-length", "5")]), Ok(()));
+        assert_eq!(check11(&[h, ("content-length", "5"), ("content-length", "5")]), Ok(()));
+        assert_eq!(check11(&[h, ("transfer-encoding", "chunked")]), Ok(()));
+        assert_eq!(check11(&[h, ("transfer-encoding", "Chunked")]), Ok(()));
+        assert_eq!(check11(&[h, ("content-length", "5"), ("transfer-encoding", "chunked")]), Err(LengthAndChunked));
+        assert_eq!(check11(&[h, ("content-length", "5"), ("content-length", "6")]), Err(BadContentLength));
+        assert_eq!(check11(&[h, ("content-length", "5, 6")]), Err(BadContentLength));
+        assert_eq!(check11(&[h, ("content-length", "+5")]), Err(BadContentLength));
+        assert_eq!(check11(&[h, ("transfer-encoding", "chunked, chunked")]), Err(BadTransferEncoding));
+        assert_eq!(
+            check11(&[h, ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")]),
+            Err(BadTransferEncoding)
+        );
+        assert_eq!(check11(&[h, ("transfer-encoding", "chunked, gzip")]), Err(BadTransferEncoding));
+        assert_eq!(check11(&[h, ("transfer-encoding", "gzip")]), Err(BadTransferEncoding));
+        assert_eq!(check11(&[h, ("transfer-encoding", "gzip, chunked")]), Err(UnsupportedTransferCoding));
+        assert_eq!(check11(&[h, ("transfer-encoding", ",chunked")]), Err(BadTransferEncoding));
+        assert_eq!(check11(&[]), Err(MissingHost));
+        assert_eq!(check11(&[h, ("host", "b")]), Err(DuplicateHost));
+        assert_eq!(check11(&[("host", "a b")]), Err(BadHost));
+        assert_eq!(check(&req(Version::HTTP_10, &[]), 8192), Ok(()), "HTTP/1.0 may omit Host");
+        assert_eq!(check(&req(Version::HTTP_2, &[]), 8192), Ok(()));
+        let long = Request::get(format!("/{}", "a".repeat(100))).header("host", "a").body(()).unwrap();
+        assert_eq!(check(&long, 50), Err(UriTooLong));
+        let connect = Request::connect("a:443").header("host", "a").body(()).unwrap();
+        assert_eq!(check(&connect, 8192), Err(Connect));
+    }
+}
