@@ -1,33 +1,46 @@
 //! Body types on both legs. Bodies stream frame by frame; nothing is
 //! buffered whole.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use prometheus::IntCounter;
+use tokio::time::Sleep;
 
 use crate::upstream::{Conn, Endpoint};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The client's request body on its way upstream, with the optional
-/// `server.max_body_bytes` limit enforced while it streams.
+/// `server.max_body_bytes` limit and the `server.body_read_timeout` (the
+/// longest wait for the next piece of body; hyper has no such timeout)
+/// enforced while it streams.
 pub struct RequestBody {
     inner: Incoming,
     remaining: Option<u64>,
+    read_timeout: Duration,
+    /// Armed only while the client keeps us waiting, so a body that is
+    /// already there costs no timer.
+    waiting: Option<Pin<Box<Sleep>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("request body larger than server.max_body_bytes")]
 pub struct BodyTooLarge;
 
+#[derive(Debug, thiserror::Error)]
+#[error("no request body data within server.body_read_timeout")]
+pub struct BodyTimeout;
+
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: Option<u64>) -> Self {
-        RequestBody { inner, remaining: limit }
+    pub fn new(inner: Incoming, limit: Option<u64>, read_timeout: Duration) -> Self {
+        RequestBody { inner, remaining: limit, read_timeout, waiting: None }
     }
 }
 
@@ -36,7 +49,18 @@ impl Body for RequestBody {
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                self.waiting = None;
+                frame
+            }
+            Poll::Pending => {
+                let timeout = self.read_timeout;
+                let waiting = self.waiting.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(waiting.as_mut().poll(cx));
+                return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+            }
+        };
         if let (Some(Ok(f)), Some(remaining)) = (&frame, self.remaining.as_mut()) {
             let len = f.data_ref().map_or(0, |d| d.len() as u64);
             if len > *remaining {

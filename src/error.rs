@@ -17,6 +17,8 @@ pub enum ProxyError {
     ClientBody(hyper::Error),
     #[error("request body larger than server.max_body_bytes")]
     BodyTooLarge,
+    #[error("request body stalled longer than server.body_read_timeout")]
+    BodyTimeout,
     #[error("cannot connect to pool {pool}: {source}")]
     Connect { pool: PoolName, source: ConnectError },
     #[error("pool {pool} did not answer within {timeout:?}")]
@@ -32,6 +34,7 @@ impl ProxyError {
             ProxyError::Framing(e) => e.status(),
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -39,7 +42,10 @@ impl ProxyError {
 
     /// The client is at fault: not an upstream error, not counted against a pool.
     pub fn is_client_error(&self) -> bool {
-        matches!(self, ProxyError::Framing(_) | ProxyError::ClientBody(_) | ProxyError::BodyTooLarge)
+        matches!(
+            self,
+            ProxyError::Framing(_) | ProxyError::ClientBody(_) | ProxyError::BodyTooLarge | ProxyError::BodyTimeout
+        )
     }
 
     pub fn into_response(self) -> Response<ResponseBody> {
@@ -47,6 +53,7 @@ impl ProxyError {
             ProxyError::Framing(e) => format!("grayshift: bad request: {e}\n"),
             ProxyError::ClientBody(_) => "grayshift: bad request: the request body is malformed or incomplete\n".into(),
             ProxyError::BodyTooLarge => "grayshift: request body too large\n".into(),
+            ProxyError::BodyTimeout => "grayshift: timed out waiting for the request body\n".into(),
             ProxyError::Connect { pool, .. } => {
                 format!("grayshift: cannot connect to the {pool} pool\n", pool = pool.as_str())
             }

@@ -238,6 +238,9 @@ fn classify(pool: PoolName, error: hyper::Error) -> ProxyError {
         if e.is::<crate::body::BodyTooLarge>() {
             return ProxyError::BodyTooLarge;
         }
+        if e.is::<crate::body::BodyTimeout>() {
+            return ProxyError::BodyTimeout;
+        }
         cause = e.source();
     }
     ProxyError::ClientBody(error)

@@ -22,6 +22,7 @@ pub mod rules;
 pub mod server;
 pub mod snapshot;
 pub mod split;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -47,6 +48,8 @@ pub struct Shared {
     pub reload_status: Mutex<reload::ReloadStatus>,
     pub rules: rules::RuleBoard,
     pub admin_token: Option<String>,
+    /// The proxy listener's TLS config, when `server.tls` is set.
+    pub tls: Option<tls::TlsSlot>,
     pub access_log: bool,
 }
 
@@ -81,6 +84,8 @@ pub enum StartError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Admin(String),
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A running grayshift.
@@ -128,6 +133,10 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             config.admin.listen, config.admin.token_env
         )));
     }
+    let tls = match &config.server.tls {
+        Some(t) => Some(Arc::new(arc_swap::ArcSwap::new(tls::server_config(t)?))),
+        None => None,
+    };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let control = Control::open(&config.state, config.split.percent, events_tx)?;
     let metrics = Metrics::new();
@@ -141,7 +150,6 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let admin_addr = admin_listener.local_addr().expect("bound socket has an address");
 
     let server_config = config.server.clone();
-    let admin_limits = config.server.clone();
     let snapshot = Snapshot::build(config, 1, None, &metrics);
     let shared = Arc::new(Shared {
         rules: rules::RuleBoard::new(&snapshot.config.rules),
@@ -151,29 +159,29 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         config_path: options.config_path.clone(),
         reload_status: Mutex::new(reload::ReloadStatus::new(1)),
         admin_token,
+        tls: tls.clone(),
         access_log: options.access_log,
     });
     shared.control.export(&shared.metrics);
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let drain = server_config.drain_timeout;
     let proxy_shared = shared.clone();
     let proxy = tokio::spawn(server::serve(
         proxy_listener,
         server::http_builder(&server_config),
-        server_config.max_connections,
+        server::Limits::new(&server_config),
         move |conn, req| proxy::handle(proxy_shared.clone(), conn, req),
         shutdown_rx.clone(),
-        drain,
+        tls,
     ));
     let admin_shared = shared.clone();
     let admin = tokio::spawn(server::serve(
         admin_listener,
-        server::http_builder(&admin_limits),
-        1024,
+        server::http_builder(&server_config),
+        server::Limits { max_connections: 1024, ..server::Limits::new(&server_config) },
         move |conn, req| admin::handle(admin_shared.clone(), conn, req),
         shutdown_rx.clone(),
-        drain,
+        None,
     ));
     if options.watch_config {
         reload::spawn_watcher(shared.clone(), shutdown_rx.clone());

@@ -127,7 +127,7 @@ async fn route_and_forward(
         &mut req,
         &Forwarded { peer: conn.peer.ip(), peer_trusted, tls: conn.tls, pool, bucket, upgrade },
     );
-    let req = req.map(|body| RequestBody::new(body, config.server.max_body_bytes));
+    let req = req.map(|body| RequestBody::new(body, config.server.max_body_bytes, config.server.body_read_timeout));
     let pool_metrics = metrics.pool(pool);
     let Answer { mut response, conn: upstream_conn, endpoint } =
         forward::send(snapshot.pool(pool), pool_metrics, upstream_conn, endpoint, req)

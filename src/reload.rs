@@ -38,13 +38,20 @@ impl ReloadStatus {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
 /// Reload the config file now. Returns the new config version.
-pub fn reload(shared: &Shared, trigger: &str) -> Result<u64, ConfigError> {
+pub fn reload(shared: &Shared, trigger: &str) -> Result<u64, ReloadError> {
     // Held for the whole reload, so two triggers cannot interleave.
     let mut status = shared.reload_status.lock().unwrap_or_else(|e| e.into_inner());
-    let loaded = config::load(&shared.config_path);
-    let config = match loaded {
-        Ok(config) => config,
+    let (config, tls) = match prepare(shared) {
+        Ok(prepared) => prepared,
         Err(error) => {
             shared.metrics.reloads_error.inc();
             status.last_error = Some(error.to_string());
@@ -65,6 +72,9 @@ pub fn reload(shared: &Shared, trigger: &str) -> Result<u64, ConfigError> {
     let snapshot = Snapshot::build(config, version, Some(&previous), &shared.metrics);
     shared.rules.update(&snapshot.config.rules);
     shared.snapshot.store(Arc::new(snapshot));
+    if let (Some(slot), Some(tls)) = (&shared.tls, tls) {
+        slot.store(tls);
+    }
     shared.control.config_percent_seen(percent);
     shared.metrics.reloads_ok.inc();
     *status = ReloadStatus { restart_needed, ..ReloadStatus::new(version) };
@@ -76,7 +86,19 @@ pub fn reload(shared: &Shared, trigger: &str) -> Result<u64, ConfigError> {
     Ok(version)
 }
 
-/// Listener, TLS-less server settings and admin settings are read at start.
+/// Everything a reload can fail on, checked before anything is swapped:
+/// the file, and the certificates when TLS is on (re-read every time, so a
+/// renewed certificate is picked up by a reload).
+fn prepare(shared: &Shared) -> Result<(Config, Option<Arc<rustls::ServerConfig>>), ReloadError> {
+    let config = config::load(&shared.config_path)?;
+    let tls = match (&shared.tls, &config.server.tls) {
+        (Some(_), Some(tls)) => Some(crate::tls::server_config(tls)?),
+        _ => None,
+    };
+    Ok((config, tls))
+}
+
+/// Listener and admin settings are read at start.
 fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     let mut changed = Vec::new();
     if old.server != new.server {

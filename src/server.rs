@@ -14,10 +14,12 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 use crate::body::ResponseBody;
 use crate::config::ServerConfig;
 use crate::proxy::ConnInfo;
+use crate::tls::TlsSlot;
 
 /// The HTTP server settings for client connections.
 pub fn http_builder(config: &ServerConfig) -> Builder<TokioExecutor> {
@@ -39,20 +41,23 @@ pub fn http_builder(config: &ServerConfig) -> Builder<TokioExecutor> {
 
 /// Accept and serve until `shutdown` flips, then stop accepting and give
 /// open connections `drain` to finish (idle HTTP/1.1 connections close at
-/// once, busy ones after their response; HTTP/2 gets a GOAWAY).
+/// once, busy ones after their response; HTTP/2 gets a GOAWAY). With `tls`,
+/// every connection is a TLS handshake first (bounded by the header read
+/// timeout), using whatever config the slot holds at accept time.
 pub async fn serve<H, F>(
     listener: TcpListener,
     builder: Builder<TokioExecutor>,
-    max_connections: usize,
+    limits: Limits,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
-    drain: Duration,
+    tls: Option<TlsSlot>,
 ) where
     H: Fn(ConnInfo, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let handshake_timeout = limits.handshake_timeout;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -73,13 +78,31 @@ pub async fn serve<H, F>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let info = ConnInfo { peer, tls: false };
+        let info = ConnInfo { peer, tls: tls.is_some() };
         let handler = handler.clone();
         let service = service_fn(move |req| handler(info, req));
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls_config = tls.as_ref().map(|slot| slot.load_full());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let result = match tls_config {
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn).await
+                }
+                Some(config) => {
+                    let handshake = TlsAcceptor::from(config).accept(stream);
+                    match tokio::time::timeout(handshake_timeout, handshake).await {
+                        Ok(Ok(stream)) => {
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            watcher.watch(conn).await
+                        }
+                        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}").into()),
+                        Err(_) => Err("TLS handshake timed out".into()),
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
             }
             drop(slot);
@@ -87,7 +110,28 @@ pub async fn serve<H, F>(
     }
     drop(listener);
     let open = graceful.count();
+    let drain = limits.drain;
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!(open, ?drain, "drain timeout reached with connections still open");
+    }
+}
+
+/// Per-listener limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// How long a TLS handshake may take (the header read timeout).
+    pub handshake_timeout: Duration,
+    /// How long open connections get to finish after shutdown.
+    pub drain: Duration,
+}
+
+impl Limits {
+    pub fn new(config: &ServerConfig) -> Self {
+        Limits {
+            max_connections: config.max_connections,
+            handshake_timeout: config.header_read_timeout,
+            drain: config.drain_timeout,
+        }
     }
 }

@@ -133,8 +133,11 @@ pub struct ServerConfig {
     /// Tokio worker threads; `None` = one per core.
     pub workers: Option<usize>,
     pub drain_timeout: Duration,
+    /// Also bounds how long an idle keep-alive connection waits for its next
+    /// request: hyper starts this timer as soon as it waits for a head.
     pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
+    /// Longest wait for the next piece of a request body: 408 beyond.
+    pub body_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     /// Longest request target (path and query) accepted: 414 beyond.
@@ -416,7 +419,7 @@ fn validate_server(raw: &raw::RawServer) -> Result<ServerConfig, Invalid> {
         workers: raw.workers.as_ref().map(|_| positive(&raw.workers, 1, "server.workers")).transpose()?,
         drain_timeout: duration(&raw.drain_timeout, "30s")?,
         header_read_timeout: positive_duration(&raw.header_read_timeout, "10s")?,
-        idle_timeout: positive_duration(&raw.idle_timeout, "60s")?,
+        body_read_timeout: positive_duration(&raw.body_read_timeout, "30s")?,
         max_header_bytes: positive(&raw.max_header_bytes, 60 * 1024, "server.max_header_bytes")?,
         max_headers: positive(&raw.max_headers, 100, "server.max_headers")?,
         max_uri_bytes: positive(&raw.max_uri_bytes, 8192, "server.max_uri_bytes")?,

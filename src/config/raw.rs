@@ -36,7 +36,7 @@ pub struct RawServer {
     pub workers: Option<S<usize>>,
     pub drain_timeout: Option<S<String>>,
     pub header_read_timeout: Option<S<String>>,
-    pub idle_timeout: Option<S<String>>,
+    pub body_read_timeout: Option<S<String>>,
     pub max_header_bytes: Option<S<usize>>,
     pub max_headers: Option<S<usize>>,
     pub max_uri_bytes: Option<S<usize>>,
