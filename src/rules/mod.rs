@@ -176,8 +176,9 @@ async fn tick(shared: &Shared, signals: &mut Signals, exported: &mut HashSet<Str
         shared.rules.rearm(level);
     }
 
-    let samples = signals.read_all(&config.rules).await;
-    let (decision, states) = shared.rules.evaluate(now, config.rollback.recover_for, &samples);
+    let samples = signals.read_all(&config.rules, config.rollback.interval).await;
+    // `for` and `recover_for` are measured to when the readings came in.
+    let (decision, states) = shared.rules.evaluate(Instant::now(), config.rollback.recover_for, &samples);
     act(shared, &config, &decision);
     export(shared, &samples, &states, exported);
     *active = active_levels(shared);

@@ -2,8 +2,9 @@
 //!
 //! Local signals are computed from [`LocalHistory`] without I/O. Every other
 //! read runs in its own task, all at once, each bounded by its signal's
-//! `timeout`, so a hung database or Prometheus never stalls the other rules
-//! (nor the proxy, which never waits on any of this). A failed read is
+//! `timeout`; an evaluation waits for them at most `rollback.interval`, so
+//! a hung database or Prometheus never stalls the other rules (nor the
+//! proxy, which never waits on any of this). A failed read is
 //! `Sample::Unknown` with the reason.
 //!
 //! - `postgres`: one client per distinct URL, kept across evaluations and
@@ -24,7 +25,7 @@ use std::time::Duration;
 use http::{header, Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::Mutex;
-use tokio::task::JoinSet;
+use tokio::task::{Id, JoinSet};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use crate::client;
@@ -40,6 +41,9 @@ type PgSlot = Arc<Mutex<Option<Arc<Client>>>>;
 pub struct Signals {
     pub local: LocalHistory,
     postgres: HashMap<String, PgSlot>,
+    /// Remote reads, which may outlive one evaluation (up to their timeout).
+    reads: JoinSet<(RuleConfig, Sample)>,
+    in_flight: HashMap<Id, RuleConfig>,
 }
 
 impl Signals {
@@ -47,47 +51,65 @@ impl Signals {
         Self::default()
     }
 
-    /// Read every rule's signal concurrently. Returns one sample per rule,
-    /// in rule order, after at most the longest signal timeout.
-    pub async fn read_all(&mut self, rules: &[RuleConfig]) -> Vec<(RuleConfig, Sample)> {
+    /// Start a read for every rule that has none running, and collect the
+    /// reads that finish within `budget` (normally `rollback.interval`).
+    /// A read still running then reports at a later evaluation; until it
+    /// does, its rule gets no sample and keeps its state, and no second
+    /// read of it starts. So a slow or hung signal delays only itself.
+    pub async fn read_all(&mut self, rules: &[RuleConfig], budget: Duration) -> Vec<(RuleConfig, Sample)> {
         // Forget clients of URLs no rule uses any more.
         self.postgres.retain(|url, _| {
             rules.iter().any(|r| matches!(&r.signal, SignalConfig::Postgres { url: u, .. } if u == url))
         });
-        let mut samples: Vec<Option<Sample>> = vec![None; rules.len()];
-        let mut reads = JoinSet::new();
-        for (i, rule) in rules.iter().enumerate() {
-            match &rule.signal {
-                SignalConfig::Local { metric, pool, window } => {
-                    samples[i] = Some(self.local.sample(*metric, *pool, *window))
-                }
-                SignalConfig::Postgres { url, query, timeout } => {
-                    let slot = self.postgres.entry(url.clone()).or_default().clone();
-                    let (url, query, timeout) = (url.clone(), query.clone(), *timeout);
-                    reads.spawn(async move { (i, read_postgres(slot, &url, &query, timeout).await) });
-                }
-                SignalConfig::Prometheus { url, query, timeout } => {
-                    let (url, query, timeout) = (url.clone(), query.clone(), *timeout);
-                    reads.spawn(async move { (i, read_prometheus(&url, &query, timeout).await) });
-                }
-                SignalConfig::Http { url, pointer, timeout } => {
-                    let (url, pointer, timeout) = (url.clone(), pointer.clone(), *timeout);
-                    reads.spawn(async move { (i, read_http(&url, &pointer, timeout).await) });
-                }
+        let mut samples = Vec::with_capacity(rules.len());
+        for rule in rules {
+            if let SignalConfig::Local { metric, pool, window } = &rule.signal {
+                samples.push((rule.clone(), self.local.sample(*metric, *pool, *window)));
+            } else if !self.in_flight.values().any(|r| r.name == rule.name) {
+                let read = self.read(rule);
+                let def = rule.clone();
+                let id = self.reads.spawn(async move { (def, read.await) }).id();
+                self.in_flight.insert(id, rule.clone());
             }
         }
-        while let Some(done) = reads.join_next().await {
+        let deadline = tokio::time::Instant::now() + budget;
+        while !self.reads.is_empty() {
+            let Ok(done) = tokio::time::timeout_at(deadline, self.reads.join_next_with_id()).await else { break };
             match done {
-                Ok((i, sample)) => samples[i] = Some(sample),
-                Err(e) => tracing::error!(error = %e, "a signal reader failed"),
+                Some(Ok((id, sample))) => {
+                    self.in_flight.remove(&id);
+                    samples.push(sample);
+                }
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "a signal reader failed");
+                    if let Some(rule) = self.in_flight.remove(&e.id()) {
+                        samples.push((rule, Sample::Unknown("the signal reader failed".into())));
+                    }
+                }
+                None => break,
             }
         }
-        rules
-            .iter()
-            .cloned()
-            .zip(samples)
-            .map(|(rule, sample)| (rule, sample.unwrap_or_else(|| Sample::Unknown("the signal reader failed".into()))))
-            .collect()
+        samples
+    }
+
+    /// The read of one remote signal, bounded by its timeout.
+    fn read(&mut self, rule: &RuleConfig) -> std::pin::Pin<Box<dyn std::future::Future<Output = Sample> + Send>> {
+        match &rule.signal {
+            SignalConfig::Postgres { url, query, timeout } => {
+                let slot = self.postgres.entry(url.clone()).or_default().clone();
+                let (url, query, timeout) = (url.clone(), query.clone(), *timeout);
+                Box::pin(async move { read_postgres(slot, &url, &query, timeout).await })
+            }
+            SignalConfig::Prometheus { url, query, timeout } => {
+                let (url, query, timeout) = (url.clone(), query.clone(), *timeout);
+                Box::pin(async move { read_prometheus(&url, &query, timeout).await })
+            }
+            SignalConfig::Http { url, pointer, timeout } => {
+                let (url, pointer, timeout) = (url.clone(), pointer.clone(), *timeout);
+                Box::pin(async move { read_http(&url, &pointer, timeout).await })
+            }
+            SignalConfig::Local { .. } => unreachable!("local signals are computed, not read"),
+        }
     }
 }
 
