@@ -17,7 +17,7 @@
 //! - `http`: `GET url`, JSON, an RFC 6901 pointer to a number or a numeric
 //!   string.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,13 +55,15 @@ impl Signals {
     /// reads that finish within `budget` (normally `rollback.interval`).
     /// A read still running then reports at a later evaluation; until it
     /// does, its rule gets no sample and keeps its state, and no second
-    /// read of it starts. So a slow or hung signal delays only itself.
+    /// read of it starts. So a slow or hung signal delays only itself (and
+    /// the evaluation it started in, by at most `budget`).
     pub async fn read_all(&mut self, rules: &[RuleConfig], budget: Duration) -> Vec<(RuleConfig, Sample)> {
         // Forget clients of URLs no rule uses any more.
         self.postgres.retain(|url, _| {
             rules.iter().any(|r| matches!(&r.signal, SignalConfig::Postgres { url: u, .. } if u == url))
         });
         let mut samples = Vec::with_capacity(rules.len());
+        let mut started = HashSet::new();
         for rule in rules {
             if let SignalConfig::Local { metric, pool, window } = &rule.signal {
                 samples.push((rule.clone(), self.local.sample(*metric, *pool, *window)));
@@ -70,26 +72,42 @@ impl Signals {
                 let def = rule.clone();
                 let id = self.reads.spawn(async move { (def, read.await) }).id();
                 self.in_flight.insert(id, rule.clone());
+                started.insert(id);
             }
         }
+        // Wait for the reads started now; older ones still running report
+        // when they finish, without holding this evaluation up.
         let deadline = tokio::time::Instant::now() + budget;
-        while !self.reads.is_empty() {
-            let Ok(done) = tokio::time::timeout_at(deadline, self.reads.join_next_with_id()).await else { break };
-            match done {
-                Some(Ok((id, sample))) => {
-                    self.in_flight.remove(&id);
-                    samples.push(sample);
+        while !started.is_empty() {
+            match tokio::time::timeout_at(deadline, self.reads.join_next_with_id()).await {
+                Ok(Some(done)) => {
+                    let id = done.as_ref().map_or_else(|e| e.id(), |(id, _)| *id);
+                    started.remove(&id);
+                    samples.extend(self.finished(id, done));
                 }
-                Some(Err(e)) => {
-                    tracing::error!(error = %e, "a signal reader failed");
-                    if let Some(rule) = self.in_flight.remove(&e.id()) {
-                        samples.push((rule, Sample::Unknown("the signal reader failed".into())));
-                    }
-                }
-                None => break,
+                Ok(None) | Err(_) => break,
             }
+        }
+        while let Some(done) = self.reads.try_join_next_with_id() {
+            let id = done.as_ref().map_or_else(|e| e.id(), |(id, _)| *id);
+            samples.extend(self.finished(id, done));
         }
         samples
+    }
+
+    fn finished(
+        &mut self,
+        id: Id,
+        done: Result<(Id, (RuleConfig, Sample)), tokio::task::JoinError>,
+    ) -> Option<(RuleConfig, Sample)> {
+        let rule = self.in_flight.remove(&id);
+        match done {
+            Ok((_, sample)) => Some(sample),
+            Err(e) => {
+                tracing::error!(error = %e, "a signal reader failed");
+                rule.map(|rule| (rule, Sample::Unknown("the signal reader failed".into())))
+            }
+        }
     }
 
     /// The read of one remote signal, bounded by its timeout.

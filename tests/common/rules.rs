@@ -103,11 +103,13 @@ pub async fn wait_status(proxy: &Proxy, what: &str, check: impl Fn(&Value) -> bo
     .await
 }
 
-/// Wait until rule `name` has been evaluated again after the time it shows
-/// now (`evaluated_at` has a one-second resolution, so this is at least one
-/// evaluation and usually several).
+/// Wait until rule `name` has been evaluated in a later second than the one
+/// it shows now (`evaluated_at` has a one-second resolution, so this is at
+/// least one evaluation and usually several; N calls span at least N - 1
+/// seconds).
 pub async fn wait_more_evaluations(proxy: &Proxy, name: &str) {
-    let before = rule(proxy, name).await["evaluated_at"].clone();
+    let first = wait_rule(proxy, name, "a first evaluation", |r| r["evaluated_at"].is_string()).await;
+    let before = first["evaluated_at"].clone();
     wait_rule(proxy, name, "another evaluation", |r| r["evaluated_at"] != before && !r["evaluated_at"].is_null()).await;
 }
 
