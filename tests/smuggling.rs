@@ -38,7 +38,7 @@ const REFUSED: &[(&str, &str, u16)] = &[
     ("space_before_colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
     ("tab_before_colon", "GET / HTTP/1.1\r\nHost\t: a\r\n\r\n", 400),
     ("bad_header_name", "GET / HTTP/1.1\r\nHost: a\r\nX@A: 1\r\n\r\n", 400),
-    ("nul_in_value", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\02\r\n\r\n", 400),
+    ("nul_in_value", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\x002\r\n\r\n", 400),
     ("bad_method", "G<T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("bad_version", "GET / HTTP/1.7\r\nHost: a\r\n\r\n", 400),
     ("lf_in_request_line", "GET /\nx HTTP/1.1\r\nHost: a\r\n\r\n", 400),
