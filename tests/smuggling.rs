@@ -183,3 +183,34 @@ async fn body_limit_answers_413() {
             .await;
     assert_eq!(status_of(&response), 200, "{response}");
 }
+
+/// Not a check: prints how another proxy answers the same corpus, for the
+/// reference table in `tests/data/smuggling-references.md`.
+/// `SMUGGLING_TARGET=127.0.0.1:8081 cargo test --test smuggling -- --ignored --nocapture`
+#[tokio::test]
+#[ignore]
+async fn print_reference_answers() {
+    let target: std::net::SocketAddr =
+        std::env::var("SMUGGLING_TARGET").expect("SMUGGLING_TARGET=host:port").parse().unwrap();
+    for (name, raw, expected) in REFUSED {
+        let mut s = tokio::net::TcpStream::connect(target).await.unwrap();
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        let closed = loop {
+            match tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+                Err(_) => break false,
+            }
+        };
+        let text = String::from_utf8_lossy(&out);
+        let statuses: Vec<&str> =
+            text.match_indices("HTTP/1.1 ").filter_map(|(i, _)| text.get(i + 9..i + 12)).collect();
+        println!(
+            "| {name} | {expected} | {} | {} |",
+            if statuses.is_empty() { "-".into() } else { statuses.join(", ") },
+            if closed { "closed" } else { "open" }
+        );
+    }
+}
