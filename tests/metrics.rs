@@ -43,7 +43,12 @@ for = "5m"
     proxy.get_as("/status/503", Some("bob")).await;
     assert_eq!(proxy.admin("POST", "/reload", None, None).await.status, 200);
     eventually(std::time::Duration::from_secs(10), "rule gauges exported", || async {
-        proxy.admin("GET", "/metrics", None, None).await.text().contains("grayshift_rule_value{rule=\"new-error-rate\"}").then_some(())
+        proxy
+            .admin("GET", "/metrics", None, None)
+            .await
+            .text()
+            .contains("grayshift_rule_value{rule=\"new-error-rate\"}")
+            .then_some(())
     })
     .await;
     let reply = proxy.admin("GET", "/metrics", None, None).await;
