@@ -1,1 +1,231 @@
-fn main() {}
+//! Micro-benchmarks of the per-request work grayshift adds on top of moving
+//! bytes: who is the user, which bucket, which pool, the header rewrite on
+//! both legs and the metrics. Each should take tens of nanoseconds; a
+//! regression to microseconds shows here long before it shows in
+//! `scripts/bench.sh`.
+//!
+//! ```text
+//! cargo bench --bench hot_path            # all
+//! cargo bench --bench hot_path -- split/  # a group
+//! ```
+
+use std::hint::black_box;
+use std::net::IpAddr;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use grayshift::config::PoolName;
+use grayshift::forward::{self, Forwarded};
+use grayshift::metrics::Metrics;
+use grayshift::split::{self, IpText, Splitter};
+use http::{HeaderMap, HeaderValue, Request, Response};
+
+/// The benchmark's config: the bench load's split (50 % on X-User-ID) and
+/// `extra` keys for the `[split]` table.
+fn splitter(key: &str, extra: &str) -> Splitter {
+    let text = format!(
+        r#"
+[split]
+percent = 50
+group = "orders-v2"
+key = {key}
+{extra}
+
+[pools.stable]
+endpoints = ["127.0.0.1:8001"]
+
+[pools.new]
+endpoints = ["127.0.0.1:8002"]
+"#
+    );
+    let config = grayshift::config::parse(&text, "bench.toml").expect("bench config is valid");
+    Splitter::new(&config.split)
+}
+
+/// What a browser behind a load balancer sends (8 headers, ~450 bytes).
+/// The header map has room to grow, as hyper's recycled maps do once a
+/// connection has served a request or two.
+fn browser_request() -> Request<()> {
+    roomy(&browser_request_exact())
+}
+
+/// A copy of `req` whose header map has room for 32 headers (a plain
+/// `clone` has none to spare).
+fn roomy(req: &Request<()>) -> Request<()> {
+    let mut copy = Request::new(());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    let headers = copy.headers_mut();
+    headers.reserve(32);
+    headers.extend(req.headers().iter().map(|(k, v)| (k.clone(), v.clone())));
+    copy
+}
+
+fn browser_request_exact() -> Request<()> {
+    Request::get("/api/v1/orders?page=2")
+        .header("host", "shop.example.com")
+        .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0")
+        .header("accept", "application/json, text/plain, */*")
+        .header("accept-language", "en-GB,en;q=0.5")
+        .header("accept-encoding", "gzip, deflate, br, zstd")
+        .header("cookie", "theme=dark; session=6f1c0c3e9a0b4d2f8e7a; uid=user-48151623; consent=1")
+        .header("x-user-id", "user-48151623")
+        .header("connection", "keep-alive")
+        .body(())
+        .unwrap()
+}
+
+/// What nginx answers (the upstream of the load benchmark).
+fn upstream_response_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("server", HeaderValue::from_static("nginx/1.22.1"));
+    h.insert("date", HeaderValue::from_static("Sun, 22 Nov 2026 03:15:17 GMT"));
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    h.insert("content-length", HeaderValue::from_static("1234"));
+    h.insert("connection", HeaderValue::from_static("keep-alive"));
+    h
+}
+
+fn bench_split(c: &mut Criterion) {
+    let req = browser_request();
+    let headers = req.headers();
+    let ip = IpText::new("203.0.113.77".parse().unwrap());
+
+    let by_header = splitter(r#"["header:X-User-ID", "client_ip"]"#, "");
+    c.bench_function("split/routing_key/header", |b| {
+        b.iter(|| black_box(by_header.routing_key(black_box(headers), &ip)).len())
+    });
+    let by_cookie = splitter(r#"["cookie:uid", "client_ip"]"#, "");
+    c.bench_function("split/routing_key/cookie", |b| {
+        b.iter(|| black_box(by_cookie.routing_key(black_box(headers), &ip)).len())
+    });
+    let by_ip = splitter(r#"["client_ip"]"#, "");
+    c.bench_function("split/routing_key/client_ip", |b| {
+        b.iter(|| {
+            let ip = IpText::new(black_box(IpAddr::from([203, 0, 113, 77])));
+            black_box(by_ip.routing_key(black_box(headers), &ip)).len()
+        })
+    });
+    c.bench_function("split/ip_text/v4", |b| {
+        b.iter(|| IpText::new(black_box(IpAddr::from([203, 0, 113, 77]))).as_bytes().len())
+    });
+
+    c.bench_function("split/bucket", |b| {
+        b.iter(|| split::bucket(black_box(b"orders-v2:"), black_box(b"user-48151623")))
+    });
+    c.bench_function("split/decide", |b| {
+        b.iter(|| by_header.decide(black_box(b"user-48151623"), black_box(18), black_box(20), black_box(false)))
+    });
+    let with_overrides = splitter(
+        r#"["header:X-User-ID"]"#,
+        r#"force_new = ["qa-1", "qa-2"]
+force_stable = ["vip-1"]"#,
+    );
+    c.bench_function("split/decide/with_overrides", |b| {
+        b.iter(|| with_overrides.decide(black_box(b"user-48151623"), black_box(18), black_box(20), black_box(false)))
+    });
+    c.bench_function("split/all_steps", |b| {
+        b.iter(|| {
+            let ip = IpText::new(black_box(IpAddr::from([203, 0, 113, 77])));
+            let key = by_header.routing_key(black_box(headers), &ip);
+            let bucket = by_header.bucket(key);
+            by_header.decide(key, bucket, 20, false)
+        })
+    });
+
+    let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "192.168.0.0/16".parse().unwrap()];
+    let mut xff = HeaderMap::new();
+    xff.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.23, 10.1.2.3"));
+    let lb: IpAddr = "10.0.0.5".parse().unwrap();
+    c.bench_function("split/client_ip/trusted_xff", |b| {
+        b.iter(|| split::client_ip(black_box(lb), black_box(&xff), &trusted))
+    });
+    let untrusted: IpAddr = "203.0.113.77".parse().unwrap();
+    c.bench_function("split/client_ip/untrusted_peer", |b| {
+        b.iter(|| split::client_ip(black_box(untrusted), black_box(&xff), &trusted))
+    });
+}
+
+fn bench_forward(c: &mut Criterion) {
+    let req = browser_request();
+    let fwd = Forwarded {
+        peer: "10.0.0.5".parse().unwrap(),
+        peer_trusted: false,
+        tls: false,
+        pool: PoolName::New,
+        bucket: 18,
+        upgrade: false,
+    };
+    // The clone is setup and the result is dropped after timing: neither is
+    // measured (hyper clears and reuses header maps rather than freeing them).
+    c.bench_function("forward/rewrite_request", |b| {
+        b.iter_batched(
+            || roomy(&req),
+            |mut req| {
+                forward::rewrite_request(&mut req, &fwd);
+                req
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let mut with_xff = browser_request();
+    with_xff.headers_mut().insert("x-forwarded-for", HeaderValue::from_static("198.51.100.23"));
+    c.bench_function("forward/rewrite_request/prior_xff", |b| {
+        b.iter_batched(
+            || roomy(&with_xff),
+            |mut req| {
+                forward::rewrite_request(&mut req, &fwd);
+                req
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    let response = upstream_response_headers();
+    c.bench_function("forward/strip_hop_by_hop/response", |b| {
+        b.iter_batched(
+            || response.clone(),
+            |mut h| {
+                forward::strip_hop_by_hop(&mut h, false);
+                h
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let mut clean = browser_request().headers().clone();
+    clean.remove("connection");
+    c.bench_function("forward/strip_hop_by_hop/none_present", |b| {
+        b.iter_batched(
+            || clean.clone(),
+            |mut h| {
+                forward::strip_hop_by_hop(&mut h, false);
+                h
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let mut resp = Response::new(());
+    *resp.headers_mut() = upstream_response_headers();
+    c.bench_function("forward/rewrite_response", |b| {
+        b.iter_batched(
+            || {
+                let mut r = Response::new(());
+                *r.headers_mut() = resp.headers().clone();
+                r
+            },
+            |mut r| {
+                forward::rewrite_response(&mut r, PoolName::Stable, true);
+                r
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+fn bench_metrics(c: &mut Criterion) {
+    let metrics = Metrics::new();
+    let pool = metrics.pool(PoolName::New);
+    c.bench_function("metrics/count_response", |b| b.iter(|| pool.count_response(black_box(200), black_box(0.000_8))));
+}
+
+criterion_group!(benches, bench_split, bench_forward, bench_metrics);
+criterion_main!(benches);

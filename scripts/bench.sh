@@ -1,0 +1,269 @@
+#!/usr/bin/env bash
+# grayshift vs nginx (split_clients) vs HAProxy, side by side on one machine
+# (SPEC §6). One command:
+#
+#     scripts/bench.sh
+#
+# - installs nginx-light, haproxy and wrk with apt when missing (as root);
+# - builds grayshift and the open-loop generator (benches/load/openloop.rs)
+#   in release mode;
+# - starts two fast upstreams (nginx answering a fixed 200) on free loopback
+#   ports, from configs in a temp dir (never the system service);
+# - starts grayshift (server.workers = 1), nginx (split_clients on
+#   $http_x_user_id, 1 worker, upstream keepalive) and HAProxy (hash of
+#   X-User-ID, nbthread 1), each pinned to CPU $PROXY_CPU with taskset;
+# - ROUNDS times, in turn A B C A B C …: a warm-up, then
+#   `wrk -t1 -c50 -d10s -s users.lua --latency` pinned to CPU $LOAD_CPU,
+#   reading the proxy's utime+stime (all threads; nginx's worker) from
+#   /proc/PID/stat before and after;
+# - the same again at a fixed rate (half of nginx's median maximum) with
+#   the open-loop generator, plus direct to an upstream, for the latency
+#   each proxy adds;
+# - RSS of each proxy holding 1 000 idle keep-alive client connections;
+# - prints a markdown table and writes it to target/bench/results.md
+#   (raw numbers: target/bench/raw.txt).
+#
+# Environment: ROUNDS (3), DURATION (10s), WARMUP (2s), CONNS (50),
+# PROXY_CPU (0), LOAD_CPU (1), UPSTREAM_CPU (1), RATE (default: half of
+# nginx's median requests/s), IDLE_CONNS (1000), PROXIES ("grayshift nginx
+# haproxy"), NICE (0; e.g. -10 on a shared machine: the proxies, upstreams
+# and load generators then win the CPU over other work, which cuts the
+# noise), BENCH_OUT (target/bench), GRAYSHIFT_BIN (a grayshift binary to measure instead of the
+# one built here), SKIP_BUILD (unset).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LOAD="$ROOT/benches/load"
+OUT=${BENCH_OUT:-$ROOT/target/bench}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+CONNS=${CONNS:-50}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+UPSTREAM_CPU=${UPSTREAM_CPU:-1}
+IDLE_CONNS=${IDLE_CONNS:-1000}
+PROXIES=${PROXIES:-"grayshift nginx haproxy"}
+NICE=${NICE:-0}
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- tools ------------------------------------------------------------------
+missing=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v wrk >/dev/null || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || die "missing ${missing[*]}: install them (apt-get install ${missing[*]}) or run as root"
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+for tool in python3 taskset cargo; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+[ "$(nproc)" -ge 2 ] || log "warning: only $(nproc) CPU; proxy and load generator will share it"
+
+# --- build --------------------------------------------------------------------
+cd "$ROOT"
+if [ -z "${SKIP_BUILD:-}" ]; then
+    log "building grayshift and the open-loop generator (release)"
+    cargo build --release --quiet --bin grayshift --example openloop
+fi
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+GRAYSHIFT=${GRAYSHIFT_BIN:-$TARGET_DIR/release/grayshift}
+OPENLOOP="$TARGET_DIR/release/examples/openloop"
+[ -x "$GRAYSHIFT" ] && [ -x "$OPENLOOP" ] || die "release binaries not found in $TARGET_DIR/release"
+
+# --- processes ----------------------------------------------------------------
+WORK=$(mktemp -d /tmp/grayshift-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # port name
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    die "$2 did not listen on port $1 (logs in $WORK)"
+}
+
+render() { # template output key=value...
+    local template=$1 output=$2
+    shift 2
+    local args=()
+    for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
+    sed "${args[@]}" "$template" >"$output"
+}
+
+# Run pinned to a CPU, at priority $NICE (exec chain: the PID is the program's).
+on_cpu() {
+    local cpu=$1
+    shift
+    if [ "$NICE" != 0 ]; then
+        nice -n "$NICE" taskset -c "$cpu" "$@"
+    else
+        taskset -c "$cpu" "$@"
+    fi
+}
+
+# CPU time (utime+stime, clock ticks) of a process, all threads, live and exited.
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+CLK_TCK=$(getconf CLK_TCK)
+
+STABLE_PORT=$(free_port)
+NEW_PORT=$(free_port)
+for name in stable new; do
+    port=$STABLE_PORT; [ "$name" = new ] && port=$NEW_PORT
+    render "$LOAD/upstream.nginx.conf" "$WORK/upstream-$name.conf" NAME="$name" PORT="$port" DIR="$WORK"
+    on_cpu "$UPSTREAM_CPU" nginx -p "$WORK" -c "$WORK/upstream-$name.conf" 2>>"$WORK/upstream-$name.log" &
+    PIDS+=($!)
+    wait_port "$port" "upstream $name"
+done
+log "upstreams: stable 127.0.0.1:$STABLE_PORT, new 127.0.0.1:$NEW_PORT (CPU $UPSTREAM_CPU)"
+
+declare -A PORT PID MEASURE
+for proxy in $PROXIES; do
+    port=$(free_port)
+    PORT[$proxy]=$port
+    case $proxy in
+        grayshift)
+            render "$LOAD/grayshift.toml" "$WORK/grayshift.toml" DIR="$WORK" LISTEN="$port" ADMIN="$(free_port)" \
+                STABLE="$STABLE_PORT" NEW="$NEW_PORT"
+            GRAYSHIFT_LOG=warn on_cpu "$PROXY_CPU" "$GRAYSHIFT" run --config "$WORK/grayshift.toml" \
+                2>>"$WORK/grayshift.log" &
+            PID[$proxy]=$!
+            ;;
+        nginx)
+            render "$LOAD/proxy.nginx.conf" "$WORK/proxy-nginx.conf" DIR="$WORK" LISTEN="$port" \
+                STABLE="$STABLE_PORT" NEW="$NEW_PORT"
+            on_cpu "$PROXY_CPU" nginx -p "$WORK" -c "$WORK/proxy-nginx.conf" 2>>"$WORK/proxy-nginx.log" &
+            PID[$proxy]=$!
+            ;;
+        haproxy)
+            render "$LOAD/haproxy.cfg" "$WORK/haproxy.cfg" LISTEN="$port" STABLE="$STABLE_PORT" NEW="$NEW_PORT"
+            on_cpu "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >>"$WORK/haproxy.log" 2>&1 &
+            PID[$proxy]=$!
+            ;;
+        *) die "unknown proxy $proxy" ;;
+    esac
+    PIDS+=("${PID[$proxy]}")
+    wait_port "$port" "$proxy"
+    MEASURE[$proxy]=${PID[$proxy]}
+    if [ "$proxy" = nginx ]; then
+        # The worker does the proxying; the master only supervises.
+        for _ in $(seq 50); do
+            worker=$(pgrep -P "${PID[$proxy]}" | head -1 || true)
+            [ -n "$worker" ] && break
+            sleep 0.1
+        done
+        [ -n "$worker" ] || die "no nginx worker"
+        MEASURE[$proxy]=$worker
+    fi
+    log "$proxy: 127.0.0.1:$port, pid ${MEASURE[$proxy]} (CPU $PROXY_CPU)"
+done
+
+mkdir -p "$OUT"
+RAW="$OUT/raw.txt"
+: >"$RAW"
+
+wrk_run() { # port duration → RESULT line
+    on_cpu "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2" -s "$LOAD/users.lua" --latency "http://127.0.0.1:$1/" \
+        | grep '^RESULT' || die "wrk failed against port $1"
+}
+
+# --- closed loop: wrk ------------------------------------------------------------
+for round in $(seq "$ROUNDS"); do
+    for proxy in $PROXIES; do
+        port=${PORT[$proxy]} pid=${MEASURE[$proxy]}
+        wrk_run "$port" "$WARMUP" >/dev/null
+        before=$(cpu_ticks "$pid")
+        result=$(wrk_run "$port" "$DURATION")
+        after=$(cpu_ticks "$pid")
+        line=$(awk -v r="$result" -v ticks=$((after - before)) -v hz="$CLK_TCK" -v proxy="$proxy" -v round="$round" '
+            BEGIN {
+                n = split(r, kv, /[ =]/)
+                for (i = 2; i < n; i += 2) v[kv[i]] = kv[i + 1]
+                rps = v["requests"] / (v["duration_us"] / 1e6)
+                cpu = ticks / hz * 1e6 / v["requests"]
+                printf "kind=closed round=%d proxy=%s rps=%.0f p50_us=%d p99_us=%d status_errors=%d socket_errors=%d requests=%d cpu_ticks=%d cpu_us_per_req=%.3f\n",
+                    round, proxy, rps, v["p50_us"], v["p99_us"], v["status_errors"], v["socket_errors"], v["requests"], ticks, cpu
+            }')
+        echo "$line" >>"$RAW"
+        log "round $round: $line"
+    done
+done
+
+# --- open loop at a fixed rate ---------------------------------------------------
+if [ -z "${RATE:-}" ]; then
+    RATE=$(awk '/kind=closed/ && /proxy=nginx / { for (i = 1; i <= NF; i++) if ($i ~ /^rps=/) { sub("rps=", "", $i); print $i } }' "$RAW" \
+        | sort -n | awk '{ a[NR] = $1 } END { if (NR) printf "%d\n", a[int((NR + 1) / 2)] / 2; else print 10000 }')
+fi
+log "fixed-rate latency at $RATE requests/s"
+open_secs=${DURATION%s}
+warm_secs=${WARMUP%s}
+for round in $(seq "$ROUNDS"); do
+    for target in direct $PROXIES; do
+        port=${PORT[$target]:-$STABLE_PORT}
+        result=$(on_cpu "$LOAD_CPU" "$OPENLOOP" --addr "127.0.0.1:$port" --rate "$RATE" --connections "$CONNS" \
+            --duration "$open_secs" --warmup "$warm_secs")
+        line="kind=open round=$round target=$target $result"
+        echo "$line" >>"$RAW"
+        log "$line"
+    done
+done
+
+# --- memory with idle keep-alive client connections ------------------------------
+for proxy in $PROXIES; do
+    pid=${MEASURE[$proxy]}
+    before=$(rss_kib "$pid")
+    ready="$WORK/idle-$proxy.ready"
+    on_cpu "$LOAD_CPU" python3 "$LOAD/idle_conns.py" "127.0.0.1:${PORT[$proxy]}" "$IDLE_CONNS" "$ready" 120 &
+    idle_pid=$!
+    PIDS+=("$idle_pid")
+    for _ in $(seq 600); do [ -s "$ready" ] && break; sleep 0.1; done
+    [ -s "$ready" ] || die "idle connections to $proxy not ready"
+    sleep 1
+    with=$(rss_kib "$pid")
+    open=$(sed -n 's/.*open=\([0-9]*\).*/\1/p' "$ready")
+    kill -TERM "$idle_pid" 2>/dev/null || true
+    wait "$idle_pid" 2>/dev/null || true
+    line="kind=rss proxy=$proxy before_kib=$before with_kib=$with open=$open"
+    echo "$line" >>"$RAW"
+    log "$line"
+done
+
+# --- report ------------------------------------------------------------------------
+{
+    echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r);"
+    echo "proxy on CPU $PROXY_CPU, wrk and the open-loop generator on CPU $LOAD_CPU, upstreams (2 × nginx, 1 worker, fixed 200) on CPU $UPSTREAM_CPU; nice $NICE."
+    echo "grayshift ${GRAYSHIFT_BIN:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')},"\
+        "$(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}'); $(date -u +%Y-%m-%dT%H:%MZ)."
+    echo "CPU per request = Δ(utime+stime) of the proxy process (all threads; nginx: its worker) from /proc/PID/stat over the wrk run ÷ requests."
+} >"$WORK/machine.txt"
+python3 "$LOAD/report.py" "$RAW" "$WORK/machine.txt" >"$OUT/results.md"
+echo
+cat "$OUT/results.md"
+log "written to $OUT/results.md (raw: $RAW)"
