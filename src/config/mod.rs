@@ -290,6 +290,12 @@ pub struct NotifyConfig {
     pub timeout: Duration,
 }
 
+/// The longest duration any key accepts. Durations end up added to clocks
+/// (hyper's header-read deadline, the rule loop's next tick, signal
+/// deadlines); near `u64::MAX` seconds that overflows `Instant` and panics,
+/// which the release profile turns into an abort of the whole proxy.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// The longest sliding window a local signal may ask for.
 pub const MAX_LOCAL_WINDOW: Duration = Duration::from_secs(3600);
 
@@ -331,9 +337,13 @@ fn duration(value: &Option<S<String>>, default: &str) -> Result<Duration, Invali
 }
 
 fn parse_duration(v: &S<String>) -> Result<Duration, Invalid> {
-    humantime::parse_duration(v.get_ref().trim()).or_else(|e| {
+    let d = humantime::parse_duration(v.get_ref().trim()).or_else(|e| {
         invalid(v.span(), format!("invalid duration {:?}: {e} (write e.g. \"250ms\", \"5s\", \"3m\")", v.get_ref()))
-    })
+    })?;
+    if d > MAX_DURATION {
+        return invalid(v.span(), format!("duration {:?} is too long: at most 10 years (\"3650d\")", v.get_ref()));
+    }
+    Ok(d)
 }
 
 fn positive_duration(value: &Option<S<String>>, default: &str) -> Result<Duration, Invalid> {

@@ -1,0 +1,100 @@
+//! Raw bytes into hyper's server, set up exactly as grayshift sets it up
+//! (`server::http_builder` with the default limits), over an in-memory
+//! duplex, with grayshift's framing check as the service (accepted
+//! requests have their body read to the end, as forwarding would).
+//! Never panics or hangs, and whatever comes back starts with a valid
+//! HTTP/1.x status line (or nothing: the connection was closed).
+#![no_main]
+
+use std::convert::Infallible;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use libfuzzer_sys::fuzz_target;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CONFIG: &str = r#"
+[split]
+percent = 50
+group = "fuzz"
+[pools.stable]
+endpoints = ["127.0.0.1:1"]
+[pools.new]
+endpoints = ["127.0.0.1:2"]
+"#;
+
+fn server() -> &'static grayshift::config::ServerConfig {
+    static SERVER: OnceLock<grayshift::config::ServerConfig> = OnceLock::new();
+    SERVER.get_or_init(|| grayshift::config::parse(CONFIG, "fuzz.toml").expect("fuzz config").server)
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap())
+}
+
+fn reply(status: StatusCode, body: String, close: bool) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if close {
+        resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+async fn service(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Err(e) = grayshift::framing::check(&req, server().max_uri_bytes) {
+        return Ok(reply(e.status(), e.to_string(), true));
+    }
+    Ok(match req.into_body().collect().await {
+        Ok(body) => reply(StatusCode::OK, format!("read {}", body.to_bytes().len()), false),
+        Err(e) => reply(StatusCode::BAD_REQUEST, e.to_string(), true),
+    })
+}
+
+fn valid_status_line(out: &[u8]) -> bool {
+    let Some(rest) = out.strip_prefix(b"HTTP/1.1 ").or_else(|| out.strip_prefix(b"HTTP/1.0 ")) else {
+        return false;
+    };
+    rest.len() >= 5
+        && rest[..3].iter().all(u8::is_ascii_digit)
+        && (b'1'..=b'5').contains(&rest[0])
+        && (rest[3] == b' ' || rest[3] == b'\r')
+}
+
+fuzz_target!(|data: &[u8]| {
+    runtime().block_on(async {
+        let (client, server_io) = tokio::io::duplex(1 << 16);
+        let builder = grayshift::server::http_builder(server());
+        let conn = tokio::spawn(async move {
+            let _ = builder.serve_connection_with_upgrades(TokioIo::new(server_io), service_fn(service)).await;
+        });
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let write = async {
+            let _ = wr.write_all(data).await;
+            let _ = wr.shutdown().await;
+        };
+        let read = async {
+            let mut out = Vec::new();
+            let _ = rd.read_to_end(&mut out).await;
+            out
+        };
+        let (_, out) = tokio::time::timeout(std::time::Duration::from_secs(5), async { tokio::join!(write, read) })
+            .await
+            .expect("connection hung after the client's EOF");
+        conn.await.expect("connection task panicked");
+        // The auto builder speaks h2 to a client that opens with the preface.
+        if !out.is_empty() && !data.starts_with(b"PRI ") {
+            assert!(
+                valid_status_line(&out),
+                "bad response start: {:?}",
+                String::from_utf8_lossy(&out[..out.len().min(80)])
+            );
+        }
+    });
+});
