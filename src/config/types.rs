@@ -1,0 +1,273 @@
+//! The validated configuration: what the rest of grayshift reads. Every
+//! value here has been checked by `config::validate`; nothing else builds
+//! these types from untrusted input.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::split::KeySource;
+
+/// The two upstream pools. Every request goes to exactly one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PoolName {
+    Stable,
+    New,
+}
+
+impl PoolName {
+    pub const ALL: [PoolName; 2] = [PoolName::Stable, PoolName::New];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolName::Stable => "stable",
+            PoolName::New => "new",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for PoolName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Rollback levels of the runbook, in increasing severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Level {
+    L1,
+    L2,
+    L3,
+}
+
+impl Level {
+    pub const ALL: [Level; 3] = [Level::L1, Level::L2, Level::L3];
+
+    pub fn number(self) -> u8 {
+        self as u8 + 1
+    }
+
+    pub fn parse(s: &str) -> Option<Level> {
+        match s {
+            "L1" | "l1" => Some(Level::L1),
+            "L2" | "l2" => Some(Level::L2),
+            "L3" | "l3" => Some(Level::L3),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "L{}", self.number())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub split: SplitConfig,
+    pub stable: PoolConfig,
+    pub new: PoolConfig,
+    pub state: StateConfig,
+    pub rollback: RollbackConfig,
+    pub features: FeaturesConfig,
+    pub rules: Vec<RuleConfig>,
+    pub notify: Vec<NotifyConfig>,
+}
+
+impl Config {
+    pub fn pool(&self, name: PoolName) -> &PoolConfig {
+        match name {
+            PoolName::Stable => &self.stable,
+            PoolName::New => &self.new,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsConfig>,
+    /// Tokio worker threads; `None` = one per core.
+    pub workers: Option<usize>,
+    pub drain_timeout: Duration,
+    /// Also bounds how long an idle keep-alive connection waits for its next
+    /// request: hyper starts this timer as soon as it waits for a head.
+    pub header_read_timeout: Duration,
+    /// Longest wait for the next piece of a request body: 408 beyond.
+    pub body_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// Longest request target (path and query) accepted: 414 beyond.
+    pub max_uri_bytes: usize,
+    pub max_body_bytes: Option<u64>,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token_env: String,
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SplitConfig {
+    pub percent: u8,
+    pub group: String,
+    pub key: Vec<KeySource>,
+    pub force_new: HashSet<String>,
+    pub force_stable: HashSet<String>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub fallback_to_stable: bool,
+    pub expose_pool: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    pub endpoints: Vec<String>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Consecutive connect failures that eject an endpoint (0 = never).
+    pub max_fails: u32,
+    /// How long an ejected endpoint sits out before it is tried again.
+    pub fail_timeout: Duration,
+    pub health: Option<HealthConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateConfig {
+    pub file: PathBuf,
+    pub audit: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollbackConfig {
+    pub interval: Duration,
+    pub recover_for: Duration,
+    pub hook: Option<HookConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HookAction {
+    Exec(Vec<String>),
+    Webhook(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookConfig {
+    pub action: HookAction,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShedMode {
+    /// Answer with `status` and `Retry-After`.
+    Reject,
+    /// Send the request to the stable pool instead.
+    Stable,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeaturesConfig {
+    pub paths: Vec<String>,
+    /// Empty = every method.
+    pub methods: Vec<http::Method>,
+    pub status: http::StatusCode,
+    pub retry_after: Duration,
+    pub mode: ShedMode,
+}
+
+impl FeaturesConfig {
+    /// Whether a request is one of the new-feature entry points L2 sheds.
+    pub fn matches(&self, method: &http::Method, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method))
+            && self.paths.iter().any(|p| path.starts_with(p.as_str()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Condition {
+    Above(f64),
+    Below(f64),
+}
+
+impl Condition {
+    pub fn is_bad(self, value: f64) -> bool {
+        match self {
+            Condition::Above(t) => value > t,
+            Condition::Below(t) => value < t,
+        }
+    }
+
+    pub fn threshold(self) -> f64 {
+        match self {
+            Condition::Above(t) | Condition::Below(t) => t,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalMetric {
+    ErrorRate,
+    LatencyP99,
+    ErrorRateDelta,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SignalConfig {
+    Local { metric: LocalMetric, pool: PoolName, window: Duration },
+    Postgres { url: String, query: String, timeout: Duration },
+    Prometheus { url: String, query: String, timeout: Duration },
+    Http { url: String, pointer: String, timeout: Duration },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleConfig {
+    pub name: String,
+    pub level: Level,
+    pub signal: SignalConfig,
+    pub condition: Condition,
+    pub for_: Duration,
+    pub min_requests: u64,
+    /// Fire when the signal cannot be read (`on_error = "fire"`).
+    pub fire_on_error: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyConfig {
+    pub webhook: String,
+    pub timeout: Duration,
+}
+
+/// The longest duration any key accepts. Durations end up added to clocks
+/// (hyper's header-read deadline, the rule loop's next tick, signal
+/// deadlines); near `u64::MAX` seconds that overflows `Instant` and panics,
+/// which the release profile turns into an abort of the whole proxy.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The longest sliding window a local signal may ask for.
+pub const MAX_LOCAL_WINDOW: Duration = Duration::from_secs(3600);
