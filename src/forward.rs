@@ -2,7 +2,7 @@
 //! request to a pool with the one connect retry that is safe.
 
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
@@ -43,10 +43,15 @@ pub fn pool_header(pool: PoolName) -> HeaderValue {
     }
 }
 
-/// `"0"`…`"99"`, made once so the request path never formats a number.
+/// `"0"`…`"99"` as static header values: the request path never formats a
+/// number, and a static value is cloned without touching a reference count.
 fn bucket_header(bucket: u8) -> HeaderValue {
-    static VALUES: OnceLock<Vec<HeaderValue>> = OnceLock::new();
-    VALUES.get_or_init(|| (0..100u16).map(HeaderValue::from).collect())[bucket as usize].clone()
+    const DIGITS: &str = "00010203040506070809101112131415161718192021222324252627282930313233343536373839\
+                          40414243444546474849505152535455565758596061626364656667686970717273747576777879\
+                          8081828384858687888990919293949596979899";
+    let i = 2 * (bucket.min(99) as usize);
+    let text = if bucket < 10 { &DIGITS[i + 1..i + 2] } else { &DIGITS[i..i + 2] };
+    HeaderValue::from_static(text)
 }
 
 /// True for a request asking to switch protocols (WebSocket and friends).
@@ -65,22 +70,43 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 
 /// Remove hop-by-hop headers, including every header named in
 /// `Connection`. For an upgrade, `Connection: upgrade` and `Upgrade` stay.
+///
+/// One pass over the header names finds which hop-by-hop headers are
+/// there (usually none, or only `Connection`), so only those are looked up
+/// and removed; names listed in `Connection` are removed by `&str`, which
+/// allocates nothing.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let upgrade_value = upgrade.then(|| headers.get(header::UPGRADE).cloned()).flatten();
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            present |= 1 << i;
         }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    if present == 0 {
+        return;
+    }
+    let has = |name: &HeaderName| present & (1 << HOP_BY_HOP.iter().position(|h| *h == name).unwrap_or(15)) != 0;
+    let upgrade_value = if upgrade && has(&header::UPGRADE) { headers.get(header::UPGRADE).cloned() } else { None };
+    if has(&header::CONNECTION) {
+        // Clones share the bytes; they let `headers` be changed while the
+        // tokens are read. More than one Connection line is rare.
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        let first = values.next().cloned();
+        let rest: Vec<HeaderValue> = values.cloned().collect();
+        for value in first.iter().chain(&rest) {
+            let Ok(text) = value.to_str() else { continue };
+            for token in text.split(',').map(str::trim) {
+                // Hop-by-hop names go below anyway.
+                if !token.is_empty() && !HOP_BY_HOP.iter().any(|h| token.eq_ignore_ascii_case(h.as_str())) {
+                    headers.remove(token);
+                }
+            }
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
+        }
     }
     if let Some(value) = upgrade_value {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -103,24 +129,45 @@ pub struct Forwarded {
 /// `Host` kept (taken from the URI authority for HTTP/2 clients),
 /// hop-by-hop headers removed, X-Forwarded-*, X-Gray-Pool and X-Gray-Bucket.
 pub fn rewrite_request<B>(req: &mut Request<B>, fwd: &Forwarded) {
-    let authority = req.uri().authority().cloned();
-    let path = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    *req.uri_mut() = Uri::from(path);
+    // An HTTP/1.1 request is already in origin form: leave its URI alone.
+    let uri = req.uri();
+    let authority = if uri.scheme().is_some() || uri.authority().is_some() {
+        let authority = uri.authority().cloned();
+        let path = uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(path);
+        authority
+    } else {
+        None
+    };
     *req.version_mut() = http::Version::HTTP_11;
 
     let headers = req.headers_mut();
     strip_hop_by_hop(headers, fwd.upgrade);
-    if !headers.contains_key(header::HOST) {
-        if let Some(value) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-            headers.insert(header::HOST, value);
-        }
-    }
+    let host = match headers.get(header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => match authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            Some(value) => {
+                headers.insert(header::HOST, value.clone());
+                Some(value)
+            }
+            None => None,
+        },
+    };
 
     let peer = crate::split::IpText::new(fwd.peer);
-    let peer = std::str::from_utf8(peer.as_bytes()).expect("IP text is ASCII");
-    let xff = match headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>() {
-        prior if prior.is_empty() => HeaderValue::from_str(peer),
-        prior => HeaderValue::from_str(&format!("{}, {peer}", prior.join(", "))),
+    let peer = peer.as_bytes();
+    let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).peekable();
+    let xff = if prior.peek().is_none() {
+        HeaderValue::from_bytes(peer)
+    } else {
+        // "a, b, peer" built in one allocation, handed over without a copy.
+        let mut joined = String::with_capacity(64);
+        for value in prior {
+            joined.push_str(value);
+            joined.push_str(", ");
+        }
+        joined.push_str(std::str::from_utf8(peer).expect("IP text is ASCII"));
+        HeaderValue::try_from(joined)
     };
     if let Ok(xff) = xff {
         headers.insert(&X_FORWARDED_FOR, xff);
@@ -130,7 +177,7 @@ pub fn rewrite_request<B>(req: &mut Request<B>, fwd: &Forwarded) {
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !(fwd.peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match headers.get(header::HOST).cloned() {
+        match host {
             Some(host) => headers.insert(&X_FORWARDED_HOST, host),
             None => headers.remove(&X_FORWARDED_HOST),
         };
@@ -195,22 +242,13 @@ pub async fn send(
     req: Request<RequestBody>,
 ) -> Result<Answer, ProxyError> {
     let timeout = pool.config.request_timeout;
-    let upstream_failed = |source: hyper::Error| classify(pool.name, source);
     let attempt = async {
-        let response = match conn.try_send_request(req).await {
-            Ok(response) => response,
-            Err(mut e) => {
-                let Some(unsent) = e.take_message() else {
-                    return Err(upstream_failed(e.into_error()));
-                };
-                conn = pool.checkout(&endpoint).await.map_err(|source| {
-                    metrics.count_error(UpstreamErrorKind::Connect);
-                    ProxyError::Connect { pool: pool.name, source }
-                })?;
-                conn.send_request(unsent).await.map_err(upstream_failed)?
-            }
-        };
-        Ok((response, conn))
+        match conn.try_send_request(req).await {
+            Ok(response) => Ok((response, conn)),
+            // Boxed: the retry is rare, and inline its futures would make
+            // every request's future larger.
+            Err(e) => Box::pin(resend(pool, metrics, &endpoint, e)).await,
+        }
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok((response, conn))) => Ok(Answer { response, conn, endpoint }),
@@ -225,6 +263,25 @@ pub async fn send(
             Err(ProxyError::Timeout { pool: pool.name, timeout })
         }
     }
+}
+
+/// The pooled connection was closed before the request was written: one
+/// fresh connection to the same endpoint gets it.
+async fn resend(
+    pool: &Pool,
+    metrics: &PoolMetrics,
+    endpoint: &Endpoint,
+    mut error: hyper::client::conn::TrySendError<Request<RequestBody>>,
+) -> Result<(Response<Incoming>, Conn), ProxyError> {
+    let Some(unsent) = error.take_message() else {
+        return Err(classify(pool.name, error.into_error()));
+    };
+    let mut conn = pool.checkout(endpoint).await.map_err(|source| {
+        metrics.count_error(UpstreamErrorKind::Connect);
+        ProxyError::Connect { pool: pool.name, source }
+    })?;
+    let response = conn.send_request(unsent).await.map_err(|source| classify(pool.name, source))?;
+    Ok((response, conn))
 }
 
 /// A send failure caused by the client's body (it broke off, was malformed
@@ -265,6 +322,38 @@ mod tests {
     }
 
     #[test]
+    fn strips_names_from_every_connection_line_in_any_case() {
+        let mut h = HeaderMap::new();
+        h.append("connection", "Keep-Alive, X-Secret".parse().unwrap());
+        h.append("connection", " close ,x-other".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("x-other", "2".parse().unwrap());
+        h.insert("close", "3".parse().unwrap());
+        h.insert("proxy-connection", "keep-alive".parse().unwrap());
+        h.insert("x-app", "kept".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-app"], "kept");
+    }
+
+    #[test]
+    fn nothing_to_strip_leaves_headers_alone() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "a".parse().unwrap());
+        h.insert("x-app", "kept".parse().unwrap());
+        let before = h.clone();
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h, before);
+    }
+
+    #[test]
+    fn bucket_values_are_the_numbers() {
+        for b in 0..100u8 {
+            assert_eq!(bucket_header(b), b.to_string().as_str());
+        }
+    }
+
+    #[test]
     fn upgrade_keeps_connection_upgrade() {
         let mut h = HeaderMap::new();
         h.insert("connection", "Upgrade".parse().unwrap());
@@ -300,5 +389,33 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "shop.example");
         assert_eq!(h["x-gray-pool"], "new");
         assert_eq!(h["x-gray-bucket"], "7");
+    }
+
+    #[test]
+    fn rewrite_origin_form_keeps_uri_and_host() {
+        let mut req = Request::get("/a/b?c=d")
+            .header("host", "shop.example:8080")
+            .header("connection", "keep-alive")
+            .header("keep-alive", "timeout=5")
+            .body(())
+            .unwrap();
+        let fwd = Forwarded {
+            peer: "2001:db8::7".parse().unwrap(),
+            peer_trusted: false,
+            tls: true,
+            pool: PoolName::Stable,
+            bucket: 42,
+            upgrade: false,
+        };
+        rewrite_request(&mut req, &fwd);
+        assert_eq!(req.uri(), "/a/b?c=d");
+        let h = req.headers();
+        assert_eq!(h.len(), 6, "{h:?}");
+        assert_eq!(h["host"], "shop.example:8080");
+        assert_eq!(h["x-forwarded-for"], "2001:db8::7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "shop.example:8080");
+        assert_eq!(h["x-gray-pool"], "stable");
+        assert_eq!(h["x-gray-bucket"], "42");
     }
 }

@@ -12,6 +12,8 @@ use ipnet::IpNet;
 
 use crate::config::{PoolName, SplitConfig};
 
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// Where a routing key may come from, in `split.key` order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
@@ -22,11 +24,52 @@ pub enum KeySource {
 
 /// `murmur3_x86_32(seed 0, "{group}:{key}") mod 100`, the same number as
 /// Unleash's `normalizedHash(key, group) - 1`. `prefix` is `"{group}:"`.
-/// The two parts are hashed as one stream, so nothing is concatenated.
+///
+/// The two parts are joined in a stack buffer (no heap allocation) and
+/// hashed in one pass; a string too long for the buffer is hashed as one
+/// stream by the `murmur3` crate, which gives the same number, only slower.
 pub fn bucket(prefix: &[u8], key: &[u8]) -> u8 {
-    let mut stream = prefix.chain(key);
-    let hash = murmur3::murmur3_32(&mut stream, 0).expect("reading from memory cannot fail");
+    let total = prefix.len() + key.len();
+    let hash = if total <= BUCKET_BUF {
+        let mut buf = [0u8; BUCKET_BUF];
+        buf[..prefix.len()].copy_from_slice(prefix);
+        buf[prefix.len()..total].copy_from_slice(key);
+        murmur3_32(&buf[..total])
+    } else {
+        murmur3::murmur3_32(&mut prefix.chain(key), 0).expect("reading from memory cannot fail")
+    };
     (hash % 100) as u8
+}
+
+/// Group prefix + key lengths hashed without the streaming fallback.
+const BUCKET_BUF: usize = 128;
+
+/// MurmurHash3 x86_32 with seed 0 (Austin Appleby's reference algorithm).
+fn murmur3_32(data: &[u8]) -> u32 {
+    const C1: u32 = 0xcc9e_2d51;
+    const C2: u32 = 0x1b87_3593;
+    let mut h: u32 = 0;
+    let mut blocks = data.chunks_exact(4);
+    for block in &mut blocks {
+        let mut k = u32::from_le_bytes([block[0], block[1], block[2], block[3]]);
+        k = k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
+        h ^= k;
+        h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
+    }
+    let tail = blocks.remainder();
+    if !tail.is_empty() {
+        let mut k = 0u32;
+        for (i, &b) in tail.iter().enumerate() {
+            k |= (b as u32) << (8 * i);
+        }
+        h ^= k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
+    }
+    h ^= data.len() as u32;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
 }
 
 /// The client's address (§1.2): the TCP peer, unless the peer is a trusted
@@ -39,7 +82,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     }
     let mut client = peer;
     // Later headers are closer to us, so walk the header values backwards.
-    for value in headers.get_all("x-forwarded-for").iter().rev() {
+    for value in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
         let Ok(text) = value.to_str() else {
             return client;
         };
@@ -76,12 +119,38 @@ pub struct IpText {
 }
 
 impl IpText {
+    /// The same text as `ip.to_string()`. IPv4 (by far the most common)
+    /// is written digit by digit; `fmt` machinery costs several times more.
     pub fn new(ip: IpAddr) -> Self {
-        use std::io::Write;
         let mut buf = [0u8; 48];
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        write!(cursor, "{ip}").expect("an IP address fits in 48 bytes");
-        let len = cursor.position() as usize;
+        let len = match ip {
+            IpAddr::V4(v4) => {
+                let mut len = 0;
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        buf[len] = b'.';
+                        len += 1;
+                    }
+                    if octet >= 100 {
+                        buf[len] = b'0' + octet / 100;
+                        len += 1;
+                    }
+                    if octet >= 10 {
+                        buf[len] = b'0' + octet / 10 % 10;
+                        len += 1;
+                    }
+                    buf[len] = b'0' + octet % 10;
+                    len += 1;
+                }
+                len
+            }
+            IpAddr::V6(_) => {
+                use std::io::Write;
+                let mut cursor = std::io::Cursor::new(&mut buf[..]);
+                write!(cursor, "{ip}").expect("an IP address fits in 48 bytes");
+                cursor.position() as usize
+            }
+        };
         IpText { buf, len }
     }
 
@@ -240,6 +309,41 @@ mod tests {
             rows.push(row);
         }
         rows
+    }
+
+    #[test]
+    fn own_murmur3_matches_the_crate_for_every_length() {
+        let text: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for len in 0..text.len() {
+            let expected = murmur3::murmur3_32(&mut &text[..len], 0).unwrap();
+            assert_eq!(murmur3_32(&text[..len]), expected, "length {len}");
+            // Through `bucket`, on both sides of the stack-buffer limit.
+            let cut = len / 3;
+            assert_eq!(bucket(&text[..cut], &text[cut..len]) as u32, expected % 100, "length {len}");
+        }
+    }
+
+    #[test]
+    fn ip_text_matches_display() {
+        let ips = [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.0.255",
+            "100.64.9.99",
+            "255.255.255.255",
+            "192.168.100.10",
+            "::1",
+            "2001:db8::1",
+            "::ffff:1.2.3.4",
+        ];
+        for ip in ips {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+        }
+        for a in 0..=255u8 {
+            let ip = IpAddr::from([a, 255 - a, a / 3, a.wrapping_mul(7)]);
+            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+        }
     }
 
     #[test]

@@ -76,6 +76,15 @@ impl Endpoint {
         self.check_ok.load(Ordering::Relaxed) && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms
     }
 
+    /// [`Self::is_healthy`] reading the clock only for an endpoint that was
+    /// ever ejected (the request path's case: usually none was).
+    fn is_healthy_now(&self) -> bool {
+        self.check_ok.load(Ordering::Relaxed) && {
+            let until = self.ejected_until_ms.load(Ordering::Relaxed);
+            until == 0 || until <= now_ms()
+        }
+    }
+
     fn refresh_gauge(&self) {
         self.healthy_gauge.set(self.is_healthy(now_ms()) as i64);
     }
@@ -138,8 +147,7 @@ impl Pool {
     }
 
     pub fn has_healthy(&self) -> bool {
-        let now = now_ms();
-        self.endpoints.iter().any(|e| e.is_healthy(now))
+        self.endpoints.iter().any(|e| e.is_healthy_now())
     }
 
     /// Round-robin over healthy endpoints, skipping `avoid`. With none
@@ -147,11 +155,10 @@ impl Pool {
     /// maybe-dead endpoint beats refusing every request.
     pub fn pick(&self, avoid: Option<&Arc<Endpoint>>) -> Option<&Arc<Endpoint>> {
         let n = self.endpoints.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let now = now_ms();
+        let start = if n == 1 { 0 } else { self.next.fetch_add(1, Ordering::Relaxed) };
         let usable = |e: &&Arc<Endpoint>| avoid.is_none_or(|a| !Arc::ptr_eq(a, e));
         let ring = || (0..n).map(|i| &self.endpoints[(start + i) % n]);
-        ring().filter(usable).find(|e| e.is_healthy(now)).or_else(|| ring().find(usable))
+        ring().filter(usable).find(|e| e.is_healthy_now()).or_else(|| ring().find(usable))
     }
 
     /// A ready connection to `endpoint`: an idle one if any, else a new one.
@@ -166,7 +173,10 @@ impl Pool {
                 return Ok(conn);
             }
         }
-        match self.connect(endpoint).await {
+        // Boxed: a new connection is the rare case, and its (large)
+        // handshake future would otherwise sit inline in every request's
+        // future, which is moved and kept per client connection.
+        match Box::pin(self.connect(endpoint)).await {
             Ok(conn) => {
                 endpoint.record_success();
                 Ok(conn)
