@@ -96,8 +96,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         for value in first.iter().chain(&rest) {
             let Ok(text) = value.to_str() else { continue };
             for token in text.split(',').map(str::trim) {
-                // Hop-by-hop names go below anyway.
-                if !token.is_empty() && !HOP_BY_HOP.iter().any(|h| token.eq_ignore_ascii_case(h.as_str())) {
+                // Hop-by-hop names go below anyway. `Host` is never removed:
+                // `Connection: host` would otherwise send the upstream an
+                // HTTP/1.1 request without one (nginx ignores it as well).
+                let keep = token.eq_ignore_ascii_case("host");
+                if !token.is_empty() && !keep && !HOP_BY_HOP.iter().any(|h| token.eq_ignore_ascii_case(h.as_str())) {
                     headers.remove(token);
                 }
             }
@@ -351,6 +354,17 @@ mod tests {
         for b in 0..100u8 {
             assert_eq!(bucket_header(b), b.to_string().as_str());
         }
+    }
+
+    #[test]
+    fn connection_cannot_strip_host() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "shop.example".parse().unwrap());
+        h.insert("connection", "Host, x-a".parse().unwrap());
+        h.insert("x-a", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["host"], "shop.example");
     }
 
     #[test]

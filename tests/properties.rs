@@ -951,7 +951,8 @@ fn strip_model(pairs: &[(String, Vec<u8>)], upgrade: bool) -> Multimap {
     for (name, value) in pairs.iter().filter(|(n, _)| n == "connection") {
         if value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)) {
             let text = std::str::from_utf8(value).unwrap();
-            removed.extend(text.split(',').map(|t| t.trim().to_ascii_lowercase()));
+            // `Host` is never stripped, even when `Connection` names it.
+            removed.extend(text.split(',').map(|t| t.trim().to_ascii_lowercase()).filter(|t| t != "host"));
         }
         let _ = name;
     }
