@@ -117,16 +117,11 @@ render() { # template output key=value...
     sed "${args[@]}" "$template" >"$output"
 }
 
-# Run pinned to a CPU, at priority $NICE (exec chain: the PID is the program's).
-on_cpu() {
-    local cpu=$1
-    shift
-    if [ "$NICE" != 0 ]; then
-        nice -n "$NICE" taskset -c "$cpu" "$@"
-    else
-        taskset -c "$cpu" "$@"
-    fi
-}
+# Command prefixes: pinned to a CPU, at priority $NICE. Used on simple
+# commands only, so `$!` is the program's own PID (nice and taskset exec it).
+PIN_PROXY=(nice -n "$NICE" taskset -c "$PROXY_CPU")
+PIN_LOAD=(nice -n "$NICE" taskset -c "$LOAD_CPU")
+PIN_UPSTREAM=(nice -n "$NICE" taskset -c "$UPSTREAM_CPU")
 
 # CPU time (utime+stime, clock ticks) of a process, all threads, live and exited.
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
@@ -138,7 +133,7 @@ NEW_PORT=$(free_port)
 for name in stable new; do
     port=$STABLE_PORT; [ "$name" = new ] && port=$NEW_PORT
     render "$LOAD/upstream.nginx.conf" "$WORK/upstream-$name.conf" NAME="$name" PORT="$port" DIR="$WORK"
-    on_cpu "$UPSTREAM_CPU" nginx -p "$WORK" -c "$WORK/upstream-$name.conf" 2>>"$WORK/upstream-$name.log" &
+    "${PIN_UPSTREAM[@]}" nginx -p "$WORK" -c "$WORK/upstream-$name.conf" 2>>"$WORK/upstream-$name.log" &
     PIDS+=($!)
     wait_port "$port" "upstream $name"
 done
@@ -152,19 +147,19 @@ for proxy in $PROXIES; do
         grayshift)
             render "$LOAD/grayshift.toml" "$WORK/grayshift.toml" DIR="$WORK" LISTEN="$port" ADMIN="$(free_port)" \
                 STABLE="$STABLE_PORT" NEW="$NEW_PORT"
-            GRAYSHIFT_LOG=warn on_cpu "$PROXY_CPU" "$GRAYSHIFT" run --config "$WORK/grayshift.toml" \
+            GRAYSHIFT_LOG=warn "${PIN_PROXY[@]}" "$GRAYSHIFT" run --config "$WORK/grayshift.toml" \
                 2>>"$WORK/grayshift.log" &
             PID[$proxy]=$!
             ;;
         nginx)
             render "$LOAD/proxy.nginx.conf" "$WORK/proxy-nginx.conf" DIR="$WORK" LISTEN="$port" \
                 STABLE="$STABLE_PORT" NEW="$NEW_PORT"
-            on_cpu "$PROXY_CPU" nginx -p "$WORK" -c "$WORK/proxy-nginx.conf" 2>>"$WORK/proxy-nginx.log" &
+            "${PIN_PROXY[@]}" nginx -p "$WORK" -c "$WORK/proxy-nginx.conf" 2>>"$WORK/proxy-nginx.log" &
             PID[$proxy]=$!
             ;;
         haproxy)
             render "$LOAD/haproxy.cfg" "$WORK/haproxy.cfg" LISTEN="$port" STABLE="$STABLE_PORT" NEW="$NEW_PORT"
-            on_cpu "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >>"$WORK/haproxy.log" 2>&1 &
+            "${PIN_PROXY[@]}" haproxy -db -f "$WORK/haproxy.cfg" >>"$WORK/haproxy.log" 2>&1 &
             PID[$proxy]=$!
             ;;
         *) die "unknown proxy $proxy" ;;
@@ -190,7 +185,7 @@ RAW="$OUT/raw.txt"
 : >"$RAW"
 
 wrk_run() { # port duration → RESULT line
-    on_cpu "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2" -s "$LOAD/users.lua" --latency "http://127.0.0.1:$1/" \
+    "${PIN_LOAD[@]}" wrk -t1 -c"$CONNS" -d"$2" -s "$LOAD/users.lua" --latency "http://127.0.0.1:$1/" \
         | grep '^RESULT' || die "wrk failed against port $1"
 }
 
@@ -227,7 +222,7 @@ warm_secs=${WARMUP%s}
 for round in $(seq "$ROUNDS"); do
     for target in direct $PROXIES; do
         port=${PORT[$target]:-$STABLE_PORT}
-        result=$(on_cpu "$LOAD_CPU" "$OPENLOOP" --addr "127.0.0.1:$port" --rate "$RATE" --connections "$CONNS" \
+        result=$("${PIN_LOAD[@]}" "$OPENLOOP" --addr "127.0.0.1:$port" --rate "$RATE" --connections "$CONNS" \
             --duration "$open_secs" --warmup "$warm_secs")
         line="kind=open round=$round target=$target $result"
         echo "$line" >>"$RAW"
@@ -240,7 +235,7 @@ for proxy in $PROXIES; do
     pid=${MEASURE[$proxy]}
     before=$(rss_kib "$pid")
     ready="$WORK/idle-$proxy.ready"
-    on_cpu "$LOAD_CPU" python3 "$LOAD/idle_conns.py" "127.0.0.1:${PORT[$proxy]}" "$IDLE_CONNS" "$ready" 120 &
+    "${PIN_LOAD[@]}" python3 "$LOAD/idle_conns.py" "127.0.0.1:${PORT[$proxy]}" "$IDLE_CONNS" "$ready" 120 &
     idle_pid=$!
     PIDS+=("$idle_pid")
     for _ in $(seq 600); do [ -s "$ready" ] && break; sleep 0.1; done

@@ -25,14 +25,17 @@ cleanup() {
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not up" >&2; exit 1; }
-on_cpu() { local cpu=$1; shift; nice -n "$NICE" taskset -c "$cpu" "$@"; }
+# Prefixes for simple commands only, so `$!` is the program's own PID.
+PIN_PROXY=(nice -n "$NICE" taskset -c "$PROXY_CPU")
+PIN_LOAD=(nice -n "$NICE" taskset -c "$LOAD_CPU")
+PIN_UPSTREAM=(nice -n "$NICE" taskset -c "$UPSTREAM_CPU")
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 
 S=$(free_port) N=$(free_port)
 for name in stable new; do
     port=$S; [ $name = new ] && port=$N
     sed -e "s|@NAME@|$name|g; s|@PORT@|$port|g; s|@DIR@|$WORK|g" "$LOAD/upstream.nginx.conf" >"$WORK/up-$name.conf"
-    on_cpu "$UPSTREAM_CPU" nginx -p "$WORK" -c "$WORK/up-$name.conf" 2>>"$WORK/up.log" &
+    "${PIN_UPSTREAM[@]}" nginx -p "$WORK" -c "$WORK/up-$name.conf" 2>>"$WORK/up.log" &
     PIDS+=($!)
     wait_port "$port"
 done
@@ -43,17 +46,17 @@ for side in A B; do
     mkdir -p "$WORK/$side"
     sed -e "s|@DIR@|$WORK/$side|g; s|@LISTEN@|${PORT[$side]}|; s|@ADMIN@|$(free_port)|; s|@STABLE@|$S|; s|@NEW@|$N|" \
         "$LOAD/grayshift.toml" >"$WORK/$side/g.toml"
-    GRAYSHIFT_LOG=warn on_cpu "$PROXY_CPU" "$bin" run --config "$WORK/$side/g.toml" 2>>"$WORK/$side/log" &
+    GRAYSHIFT_LOG=warn "${PIN_PROXY[@]}" "$bin" run --config "$WORK/$side/g.toml" 2>>"$WORK/$side/log" &
     PID[$side]=$!
     PIDS+=($!)
     wait_port "${PORT[$side]}"
-    on_cpu "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s -s "$LOAD/users.lua" "http://127.0.0.1:${PORT[$side]}/" >/dev/null
+    "${PIN_LOAD[@]}" wrk -t1 -c"$CONNS" -d2s -s "$LOAD/users.lua" "http://127.0.0.1:${PORT[$side]}/" >/dev/null
 done
 hz=$(getconf CLK_TCK)
 for round in $(seq "$ROUNDS"); do
     for side in A B; do
         before=$(cpu_ticks "${PID[$side]}")
-        r=$(on_cpu "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" -s "$LOAD/users.lua" "http://127.0.0.1:${PORT[$side]}/" | grep '^RESULT')
+        r=$("${PIN_LOAD[@]}" wrk -t1 -c"$CONNS" -d"$DURATION" -s "$LOAD/users.lua" "http://127.0.0.1:${PORT[$side]}/" | grep '^RESULT')
         after=$(cpu_ticks "${PID[$side]}")
         echo "$side $r ticks=$((after - before))" | awk -v hz="$hz" '{
             for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
@@ -62,8 +65,15 @@ for round in $(seq "$ROUNDS"); do
                 v["status_errors"] + v["socket_errors"] }'
     done
 done | tee "$WORK/ab.txt"
-echo "--- median CPU µs/request (and rps)"
-for side in A B; do
-    grep "^$side " "$WORK/ab.txt" | sed 's/.*cpu_us_per_req=\([0-9.]*\).*/\1/' | sort -n | awk -v s="$side" '{a[NR]=$1} END {printf "%s %.2f", s, (NR % 2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'
-    grep "^$side " "$WORK/ab.txt" | sed 's/.*rps=\([0-9]*\).*/\1/' | sort -n | awk '{a[NR]=$1} END {printf "  rps %.0f\n", (NR % 2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'
-done
+echo "--- median CPU µs/request (and rps); median of the per-round ratios B/A"
+python3 - "$WORK/ab.txt" <<'PY'
+import re, statistics, sys
+rows = [dict(kv.split("=") for kv in line.split()[1:]) | {"side": line.split()[0]} for line in open(sys.argv[1])]
+a = [r for r in rows if r["side"] == "A"]
+b = [r for r in rows if r["side"] == "B"]
+for side, rs in (("A", a), ("B", b)):
+    print(f"{side} {statistics.median(float(r['cpu_us_per_req']) for r in rs):.2f}  rps {statistics.median(float(r['rps']) for r in rs):.0f}")
+ratios = [float(y["cpu_us_per_req"]) / float(x["cpu_us_per_req"]) for x, y in zip(a, b)]
+better = sum(r < 1 for r in ratios)
+print(f"B/A {statistics.median(ratios):.3f} (B lower in {better} of {len(ratios)} rounds)")
+PY
