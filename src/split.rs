@@ -24,52 +24,13 @@ pub enum KeySource {
 
 /// `murmur3_x86_32(seed 0, "{group}:{key}") mod 100`, the same number as
 /// Unleash's `normalizedHash(key, group) - 1`. `prefix` is `"{group}:"`.
-///
-/// The two parts are joined in a stack buffer (no heap allocation) and
-/// hashed in one pass; a string too long for the buffer is hashed as one
-/// stream by the `murmur3` crate, which gives the same number, only slower.
+/// The two parts are hashed as one stream by the `murmur3` crate, so
+/// nothing is concatenated or allocated. (A hand-written murmur3 on a stack
+/// buffer measured 20 ns against the crate's 38 ns: not worth owning a hash
+/// when a request costs ~20 µs of CPU.)
 pub fn bucket(prefix: &[u8], key: &[u8]) -> u8 {
-    let total = prefix.len() + key.len();
-    let hash = if total <= BUCKET_BUF {
-        let mut buf = [0u8; BUCKET_BUF];
-        buf[..prefix.len()].copy_from_slice(prefix);
-        buf[prefix.len()..total].copy_from_slice(key);
-        murmur3_32(&buf[..total])
-    } else {
-        murmur3::murmur3_32(&mut prefix.chain(key), 0).expect("reading from memory cannot fail")
-    };
+    let hash = murmur3::murmur3_32(&mut prefix.chain(key), 0).expect("reading from memory cannot fail");
     (hash % 100) as u8
-}
-
-/// Group prefix + key lengths hashed without the streaming fallback.
-const BUCKET_BUF: usize = 128;
-
-/// MurmurHash3 x86_32 with seed 0 (Austin Appleby's reference algorithm).
-fn murmur3_32(data: &[u8]) -> u32 {
-    const C1: u32 = 0xcc9e_2d51;
-    const C2: u32 = 0x1b87_3593;
-    let mut h: u32 = 0;
-    let mut blocks = data.chunks_exact(4);
-    for block in &mut blocks {
-        let mut k = u32::from_le_bytes([block[0], block[1], block[2], block[3]]);
-        k = k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
-        h ^= k;
-        h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
-    }
-    let tail = blocks.remainder();
-    if !tail.is_empty() {
-        let mut k = 0u32;
-        for (i, &b) in tail.iter().enumerate() {
-            k |= (b as u32) << (8 * i);
-        }
-        h ^= k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
-    }
-    h ^= data.len() as u32;
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
 }
 
 /// The client's address (§1.2): the TCP peer, unless the peer is a trusted
@@ -309,18 +270,6 @@ mod tests {
             rows.push(row);
         }
         rows
-    }
-
-    #[test]
-    fn own_murmur3_matches_the_crate_for_every_length() {
-        let text: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
-        for len in 0..text.len() {
-            let expected = murmur3::murmur3_32(&mut &text[..len], 0).unwrap();
-            assert_eq!(murmur3_32(&text[..len]), expected, "length {len}");
-            // Through `bucket`, on both sides of the stack-buffer limit.
-            let cut = len / 3;
-            assert_eq!(bucket(&text[..cut], &text[cut..len]) as u32, expected % 100, "length {len}");
-        }
     }
 
     #[test]

@@ -504,29 +504,10 @@ fn header_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
 // ---------------------------------------------------------------------------
 // (c) routing_key + bucket
 
-/// murmur3_x86_32 with seed 0, written from the reference algorithm so the
-/// bucket is checked against something other than the crate it uses.
+/// murmur3_x86_32 with seed 0 of one contiguous string, by the crate:
+/// the oracle hashes the concatenation, `bucket` hashes two parts as a stream.
 fn murmur3_32(data: &[u8]) -> u32 {
-    const C1: u32 = 0xcc9e_2d51;
-    const C2: u32 = 0x1b87_3593;
-    let mix = |k: u32| k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
-    let mut h: u32 = 0;
-    let blocks = data.chunks_exact(4);
-    let tail = blocks.remainder();
-    for block in blocks {
-        h ^= mix(u32::from_le_bytes(block.try_into().unwrap()));
-        h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
-    }
-    if !tail.is_empty() {
-        let k = tail.iter().enumerate().fold(0u32, |k, (i, &b)| k | (u32::from(b) << (8 * i)));
-        h ^= mix(k);
-    }
-    h ^= data.len() as u32;
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
+    murmur3::murmur3_32(&mut &data[..], 0).expect("reading from memory cannot fail")
 }
 
 #[test]
