@@ -127,7 +127,9 @@ pub fn spawn_watcher(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut last = std::fs::read(&path).ok();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Our own read of the file is an access event: ignore those, or
+        // every reload check would trigger the next one.
+        if event.is_ok_and(|e| !e.kind.is_access()) {
             let _ = tx.send(());
         }
     });
