@@ -168,7 +168,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let proxy_shared = shared.clone();
     let proxy = tokio::spawn(server::serve(
         proxy_listener,
-        server::http_builder(&server_config),
+        server::Protocols::new(&server_config),
         server::Limits::new(&server_config),
         move |conn, req| proxy::handle(proxy_shared.clone(), conn, req),
         shutdown_rx.clone(),
@@ -177,7 +177,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let admin_shared = shared.clone();
     let admin = tokio::spawn(server::serve(
         admin_listener,
-        server::http_builder(&server_config),
+        server::Protocols::new(&server_config),
         server::Limits { max_connections: 1024, ..server::Limits::new(&server_config) },
         move |conn, req| admin::handle(admin_shared.clone(), conn, req),
         shutdown_rx.clone(),

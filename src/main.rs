@@ -153,11 +153,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// `workers = 1` gets tokio's current-thread scheduler: one thread has no
+/// one to steal work from, and skipping the multi-thread machinery saves a
+/// few per cent of CPU per request (benches/README.md).
 fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        builder.worker_threads(n);
-    }
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all().build().expect("tokio runtime")
 }
 
