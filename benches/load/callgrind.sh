@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Instructions per request in grayshift's user space, counted by callgrind:
+# unlike CPU time, the count is the same run after run whatever else the
+# machine is doing, so it shows a small change that benches/load/ab.sh
+# cannot see through the noise. It does not see the kernel (two thirds of
+# the CPU per request; the same system calls as nginx, see benches/README.md).
+#
+#     benches/load/callgrind.sh BINARY [BINARY...]
+#
+# Each binary runs under valgrind with benches/load/grayshift.toml; after a
+# warm-up the counters are zeroed, wrk sends DURATION (5s) of load over
+# CONNS (10) connections with 100 000 distinct users, and the dump is
+# divided by the requests grayshift counted. The profile stays in
+# target/bench/callgrind.<n>.out for callgrind_annotate.
+set -euo pipefail
+LOAD=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+OUT=$(cd "$LOAD/../.." && pwd)/target/bench
+DURATION=${DURATION:-5s} CONNS=${CONNS:-10}
+export PATH="$PATH:/usr/sbin"
+command -v valgrind >/dev/null || { echo "needs valgrind" >&2; exit 1; }
+command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "needs nginx and wrk (scripts/bench.sh installs them)" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/grayshift-cg.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not up" >&2; exit 1; }
+requests() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^grayshift_requests_total/ { n += $2 } END { print n + 0 }'; }
+
+S=$(free_port) N=$(free_port)
+for name in stable new; do
+    port=$S; [ $name = new ] && port=$N
+    sed -e "s|@NAME@|$name|g; s|@PORT@|$port|g; s|@DIR@|$WORK|g" "$LOAD/upstream.nginx.conf" >"$WORK/up-$name.conf"
+    nginx -p "$WORK" -c "$WORK/up-$name.conf" 2>>"$WORK/up.log" &
+    PIDS+=($!)
+    wait_port "$port"
+done
+mkdir -p "$OUT"
+i=0
+for bin in "$@"; do
+    i=$((i + 1))
+    port=$(free_port) admin=$(free_port)
+    mkdir -p "$WORK/$i"
+    sed -e "s|@DIR@|$WORK/$i|g; s|@LISTEN@|$port|; s|@ADMIN@|$admin|; s|@STABLE@|$S|; s|@NEW@|$N|" \
+        "$LOAD/grayshift.toml" >"$WORK/$i/g.toml"
+    rm -f "$OUT/callgrind.$i.out"*
+    GRAYSHIFT_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$i.out" \
+        "$(realpath "$bin")" run --config "$WORK/$i/g.toml" 2>>"$WORK/$i/log" &
+    pid=$!
+    PIDS+=($pid)
+    wait_port "$port"
+    wrk -t1 -c"$CONNS" -d2s -s "$LOAD/users.lua" "http://127.0.0.1:$port/" >/dev/null
+    before=$(requests "$admin")
+    callgrind_control -z "$pid" >/dev/null
+    wrk -t1 -c"$CONNS" -d"$DURATION" -s "$LOAD/users.lua" "http://127.0.0.1:$port/" >"$WORK/$i/wrk.txt"
+    callgrind_control -d "$pid" >/dev/null
+    after=$(requests "$admin")
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    dump="$OUT/callgrind.$i.out.1" # the -d dump: the counts since the zeroing
+    ir=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
+    errors=$(grep -Eo 'status_errors=[0-9]+|socket_errors=[0-9]+' "$WORK/$i/wrk.txt" | awk -F= '{ n += $2 } END { print n + 0 }')
+    echo "$bin: $((after - before)) requests, $((ir / (after - before))) instructions per request, errors $errors (profile: $dump)"
+done
