@@ -1,12 +1,15 @@
 //! Listeners: accept connections, serve HTTP/1.1 and h2c on them with the
 //! configured limits, and drain gracefully on shutdown.
 //!
-//! Plain connections are told apart by peeking at the first bytes: the
-//! HTTP/2 preface means h2c, anything else is HTTP/1. (hyper-util's `auto`
-//! builder reads the preface into its own buffer instead, which makes hyper
-//! grow every HTTP/1 connection's read buffer from 8 to 16 KiB; peeking also
-//! means a connection that has sent nothing yet holds no HTTP buffers at
-//! all.) TLS connections go by ALPN.
+//! A plain connection's first request head (or the h2c preface) is read
+//! into a small buffer of our own before any HTTP machinery exists for the
+//! connection: hyper allocates two 8 KiB buffers per HTTP/1 connection, so
+//! a client that connects and dribbles (slowloris) costs a few hundred bytes
+//! until its head is complete, and the header read timeout covers the whole
+//! first head (answered 408 if part of it came). The bytes are then replayed
+//! to hyper. (hyper-util's `auto` builder, which we used before, read the
+//! preface into hyper's buffer instead and made it grow to 16 KiB.) TLS
+//! connections go by ALPN.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,6 +25,7 @@ use hyper::rt::{Read, Write};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{watch, Notify, Semaphore};
@@ -108,12 +112,12 @@ pub async fn serve<H, F>(
         let drain = drain_signal.clone();
         let tls_config = tls.as_ref().map(|slot| slot.load_full());
         let first_byte_timeout = limits.handshake_timeout;
+        let max_head = limits.max_head_bytes;
         tokio::spawn(async move {
             let result = match tls_config {
-                None => match tokio::time::timeout(first_byte_timeout, sniff_h2c(&stream)).await {
-                    Ok(Ok(h2)) => serve_connection(&protocols, h2, TokioIo::new(stream), service, drain).await,
-                    Ok(Err(e)) => Err(e.into()),
-                    Err(_) => Err("no request within server.header_read_timeout".into()),
+                None => match first_head(stream, first_byte_timeout, max_head).await {
+                    Ok((io, h2)) => serve_connection(&protocols, h2, TokioIo::new(io), service, drain).await,
+                    Err(e) => Err(e.into()),
                 },
                 Some(config) => {
                     let handshake = TlsAcceptor::from(config).accept(stream);
@@ -168,21 +172,120 @@ where
     }
 }
 
-/// Is this plain connection h2c (prior knowledge)? Peeks, so the bytes stay
-/// in the socket for whichever protocol reads them.
-async fn sniff_h2c(stream: &TcpStream) -> std::io::Result<bool> {
-    let mut buf = [0u8; H2_PREFACE.len()];
-    loop {
-        let n = stream.peek(&mut buf).await?;
-        if n == 0 || buf[..n] != H2_PREFACE[..n] {
-            return Ok(false); // HTTP/1 (or EOF, which HTTP/1 handles)
+/// Wait for a plain connection's first request head (or the h2c preface),
+/// reading it into a buffer that grows only as the bytes come, then hand
+/// the connection on with those bytes to be replayed. Returns whether it is
+/// h2c. Gives up after `timeout`: with part of a head received that is a
+/// 408, with nothing received the connection just closes (as nginx does).
+async fn first_head(mut stream: TcpStream, timeout: Duration, max: usize) -> std::io::Result<(Replay, bool)> {
+    let mut buf = Vec::with_capacity(512);
+    let read = async {
+        loop {
+            if buf.len() == buf.capacity() {
+                buf.reserve(buf.len());
+            }
+            let before = buf.len();
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Ok(false); // EOF: hyper sees what came and the end
+            }
+            // Only the new bytes (and the two before them) are searched for
+            // the end of the head, so a dribbling client costs linear time.
+            match head_state(&buf, before.saturating_sub(2), max) {
+                HeadState::Incomplete => continue,
+                HeadState::H2c => return Ok(true),
+                HeadState::Http1 => return Ok(false),
+            }
         }
-        if n == H2_PREFACE.len() {
-            return Ok(true);
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(h2)) => Ok((Replay::new(buf, stream), h2)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            if !buf.is_empty() {
+                let _ = stream.write_all(REQUEST_TIMEOUT).await;
+            }
+            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no request head within server.header_read_timeout"))
         }
-        // A partial preface: peek would return at once again, so wait a
-        // little for the rest (only h2c clients that split the preface).
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+#[derive(Debug, PartialEq)]
+enum HeadState {
+    Incomplete,
+    H2c,
+    /// A complete head, or something hyper should judge now (not a request
+    /// line, or too big), so the client gets its 400/431 without waiting.
+    Http1,
+}
+
+fn head_state(buf: &[u8], new_from: usize, max: usize) -> HeadState {
+    let n = buf.len().min(H2_PREFACE.len());
+    if buf[..n] == H2_PREFACE[..n] {
+        return if n == H2_PREFACE.len() { HeadState::H2c } else { HeadState::Incomplete };
+    }
+    // A method is a token: anything else is not HTTP/1 and hyper says so.
+    let ends_head = |i: usize| buf[i] == b'\n' && matches!(&buf[i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]);
+    if !buf[0].is_ascii_alphabetic() || buf.len() >= max || (new_from..buf.len()).any(ends_head) {
+        HeadState::Http1
+    } else {
+        HeadState::Incomplete
+    }
+}
+
+/// The connection with the bytes read ahead put back in front.
+pub struct Replay {
+    ahead: Option<Vec<u8>>,
+    pos: usize,
+    stream: TcpStream,
+}
+
+impl Replay {
+    fn new(ahead: Vec<u8>, stream: TcpStream) -> Self {
+        Replay { ahead: (!ahead.is_empty()).then_some(ahead), pos: 0, stream }
+    }
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if let Some(ahead) = &this.ahead {
+            let n = (ahead.len() - this.pos).min(out.remaining());
+            out.put_slice(&ahead[this.pos..this.pos + n]);
+            this.pos += n;
+            if this.pos == ahead.len() {
+                this.ahead = None; // free it: the connection may live long
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, out)
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -269,11 +372,13 @@ where
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
-    /// How long a TLS handshake, or the first byte of a plain connection,
+    /// How long a TLS handshake, or the first head of a plain connection,
     /// may take (the header read timeout).
     pub handshake_timeout: Duration,
     /// How long open connections get to finish after shutdown.
     pub drain: Duration,
+    /// The first head is read ahead up to this size; hyper judges the rest.
+    pub max_head_bytes: usize,
 }
 
 impl Limits {
@@ -282,6 +387,28 @@ impl Limits {
             max_connections: config.max_connections,
             handshake_timeout: config.header_read_timeout,
             drain: config.drain_timeout,
+            max_head_bytes: config.max_header_bytes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{head_state, HeadState, H2_PREFACE};
+
+    #[test]
+    fn the_first_head_is_complete_at_its_empty_line() {
+        let state = |bytes: &[u8]| head_state(bytes, 0, 1024);
+        assert_eq!(state(b"GET / HTTP/1.1\r\nHost: a\r\n"), HeadState::Incomplete);
+        assert_eq!(state(b"GET / HTTP/1.1\r\nHost: a\r\n\r"), HeadState::Incomplete);
+        assert_eq!(state(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), HeadState::Http1);
+        assert_eq!(state(b"GET / HTTP/1.1\nHost: a\n\n"), HeadState::Http1);
+        assert_eq!(state(b"\x16\x03\x01"), HeadState::Http1, "not HTTP: hyper answers at once");
+        assert_eq!(state(&[b'G'; 1024]), HeadState::Http1, "at the limit: hyper answers 431");
+        assert_eq!(state(b"PRI * HTTP/2.0\r\n"), HeadState::Incomplete);
+        assert_eq!(state(H2_PREFACE), HeadState::H2c);
+        assert_eq!(state(b"POST / HTTP/1.1\r\n"), HeadState::Incomplete);
+        // Read in two parts: the empty line straddles them.
+        assert_eq!(head_state(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 24, 1024), HeadState::Http1);
     }
 }

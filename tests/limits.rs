@@ -34,8 +34,13 @@ async fn a_slow_head_and_an_idle_keep_alive_connection_are_closed() {
     let mut slow = TcpStream::connect(proxy.proxy_addr).await.unwrap();
     slow.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ").await.unwrap();
     let started = Instant::now();
-    read_until_closed(&mut slow, Duration::from_secs(5)).await;
+    let text = read_until_closed(&mut slow, Duration::from_secs(5)).await;
     assert!(started.elapsed() >= Duration::from_millis(250), "closed before the timeout");
+    assert!(text.starts_with("HTTP/1.1 408"), "a partial head is answered 408: {text}");
+
+    // A connection that sends nothing is closed without an answer.
+    let mut silent = TcpStream::connect(proxy.proxy_addr).await.unwrap();
+    assert_eq!(read_until_closed(&mut silent, Duration::from_secs(5)).await, "");
 
     let mut idle = TcpStream::connect(proxy.proxy_addr).await.unwrap();
     idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
