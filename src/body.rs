@@ -13,7 +13,8 @@ use hyper::body::Incoming;
 use prometheus::IntCounter;
 use tokio::time::Sleep;
 
-use crate::upstream::{Conn, Endpoint};
+use crate::h1::ResponseReader;
+use crate::upstream::Endpoint;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -102,23 +103,24 @@ impl ResponseBody {
 /// `reset` upstream error and the error is passed on, so hyper aborts the
 /// client response instead of ending it cleanly.
 pub struct UpstreamBody {
-    inner: Incoming,
-    conn: Option<(Conn, Arc<Endpoint>)>,
+    /// `None` once the body has ended (and the connection went back).
+    reader: Option<ResponseReader>,
+    endpoint: Arc<Endpoint>,
     resets: IntCounter,
 }
 
 impl UpstreamBody {
-    pub fn new(inner: Incoming, conn: Conn, endpoint: Arc<Endpoint>, resets: IntCounter) -> Self {
-        let mut body = UpstreamBody { inner, conn: Some((conn, endpoint)), resets };
-        if body.inner.is_end_stream() {
+    pub fn new(reader: ResponseReader, endpoint: Arc<Endpoint>, resets: IntCounter) -> Self {
+        let mut body = UpstreamBody { reader: Some(reader), endpoint, resets };
+        if body.reader.as_ref().is_some_and(ResponseReader::is_end_stream) {
             body.release();
         }
         body
     }
 
     fn release(&mut self) {
-        if let Some((conn, endpoint)) = self.conn.take() {
-            endpoint.release(conn);
+        if let Some(conn) = self.reader.take().and_then(ResponseReader::into_reusable) {
+            self.endpoint.release(conn);
         }
     }
 }
@@ -131,17 +133,24 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ResponseBody::Upstream(up) => {
-                let frame = ready!(Pin::new(&mut up.inner).poll_frame(cx));
-                match &frame {
-                    None => up.release(),
-                    Some(Err(_)) => {
-                        up.resets.inc();
-                        up.conn = None;
+                let Some(reader) = up.reader.as_mut() else { return Poll::Ready(None) };
+                match ready!(reader.poll_data(cx)) {
+                    Some(Ok(data)) => {
+                        if reader.is_end_stream() {
+                            up.release();
+                        }
+                        Poll::Ready(Some(Ok(Frame::data(data))))
                     }
-                    Some(Ok(_)) if up.inner.is_end_stream() => up.release(),
-                    Some(Ok(_)) => {}
+                    None => {
+                        up.release();
+                        Poll::Ready(None)
+                    }
+                    Some(Err(e)) => {
+                        up.resets.inc();
+                        up.reader = None; // the connection is closed, not reused
+                        Poll::Ready(Some(Err(e.into())))
+                    }
                 }
-                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
             }
         }
     }
@@ -149,14 +158,17 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Full(data) => data.is_none(),
-            ResponseBody::Upstream(up) => up.inner.is_end_stream(),
+            ResponseBody::Upstream(up) => up.reader.as_ref().is_none_or(ResponseReader::is_end_stream),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            ResponseBody::Upstream(up) => up.inner.size_hint(),
+            ResponseBody::Upstream(up) => match up.reader.as_ref().map_or(Some(0), ResponseReader::exact_len) {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
         }
     }
 }

@@ -14,7 +14,7 @@ pub enum ProxyError {
     Framing(#[from] crate::framing::FramingError),
     /// The client's body broke off or was malformed (e.g. a bad chunk size).
     #[error("client request body failed: {0}")]
-    ClientBody(hyper::Error),
+    ClientBody(crate::body::BoxError),
     #[error("request body larger than server.max_body_bytes")]
     BodyTooLarge,
     #[error("request body stalled longer than server.body_read_timeout")]
@@ -25,7 +25,7 @@ pub enum ProxyError {
     Timeout { pool: PoolName, timeout: std::time::Duration },
     /// The upstream connection failed after the request was sent.
     #[error("pool {pool} failed: {source}")]
-    Upstream { pool: PoolName, source: hyper::Error },
+    Upstream { pool: PoolName, source: crate::h1::Error },
 }
 
 impl ProxyError {

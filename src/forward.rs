@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
 
 use crate::body::RequestBody;
 use crate::config::PoolName;
 use crate::error::ProxyError;
+use crate::h1::{self, Outgoing, ResponseReader};
 use crate::metrics::{PoolMetrics, UpstreamErrorKind};
 use crate::upstream::{Conn, Endpoint, Pool};
 
@@ -198,10 +198,10 @@ pub fn rewrite_response<B>(resp: &mut Response<B>, pool: PoolName, expose_pool: 
     }
 }
 
-/// An upstream's answer and the connection it came on.
+/// An upstream's answer (its body still on the connection) and the
+/// endpoint it came from.
 pub struct Answer {
-    pub response: Response<Incoming>,
-    pub conn: Conn,
+    pub response: Response<ResponseReader>,
     pub endpoint: Arc<Endpoint>,
 }
 
@@ -235,26 +235,30 @@ pub async fn connect(pool: &Pool, metrics: &PoolMetrics, retry: bool) -> Result<
 }
 
 /// Send the request on `conn` and wait for the response head, within the
-/// pool's `request_timeout`. A pooled connection that turns out closed
-/// before the request was written gets one fresh connection.
+/// pool's `request_timeout`. A request without a body whose pooled
+/// connection turns out closed by the upstream (before any answer came)
+/// goes out once more on a fresh connection: the keep-alive race.
 pub async fn send(
     pool: &Pool,
     metrics: &PoolMetrics,
-    mut conn: Conn,
+    conn: Conn,
     endpoint: Arc<Endpoint>,
     req: Request<RequestBody>,
 ) -> Result<Answer, ProxyError> {
     let timeout = pool.config.request_timeout;
+    let mut outgoing = Outgoing::new(req);
     let attempt = async {
-        match conn.try_send_request(req).await {
-            Ok(response) => Ok((response, conn)),
-            // Boxed: the retry is rare, and inline its futures would make
+        let reused = conn.is_reused();
+        match conn.send(&mut outgoing).await {
+            Ok(response) => Ok(response),
+            // Boxed: the retry is rare, and inline its future would make
             // every request's future larger.
-            Err(e) => Box::pin(resend(pool, metrics, &endpoint, e)).await,
+            Err(e) if e.retryable && reused => Box::pin(resend(pool, metrics, &endpoint, &mut outgoing)).await,
+            Err(e) => Err(classify(pool.name, e.error)),
         }
     };
     match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok((response, conn))) => Ok(Answer { response, conn, endpoint }),
+        Ok(Ok(response)) => Ok(Answer { response, endpoint }),
         Ok(Err(e)) => {
             if matches!(e, ProxyError::Upstream { .. }) {
                 metrics.count_error(UpstreamErrorKind::Reset);
@@ -268,42 +272,29 @@ pub async fn send(
     }
 }
 
-/// The pooled connection was closed before the request was written: one
-/// fresh connection to the same endpoint gets it.
 async fn resend(
     pool: &Pool,
     metrics: &PoolMetrics,
     endpoint: &Endpoint,
-    mut error: hyper::client::conn::TrySendError<Request<RequestBody>>,
-) -> Result<(Response<Incoming>, Conn), ProxyError> {
-    let Some(unsent) = error.take_message() else {
-        return Err(classify(pool.name, error.into_error()));
-    };
-    let mut conn = pool.checkout(endpoint).await.map_err(|source| {
+    outgoing: &mut Outgoing<RequestBody>,
+) -> Result<Response<ResponseReader>, ProxyError> {
+    tracing::debug!(pool = pool.name.as_str(), endpoint = %endpoint.authority, "kept-alive connection was closed; sending again on a new one");
+    let conn = pool.connect_fresh(endpoint).await.map_err(|source| {
         metrics.count_error(UpstreamErrorKind::Connect);
         ProxyError::Connect { pool: pool.name, source }
     })?;
-    let response = conn.send_request(unsent).await.map_err(|source| classify(pool.name, source))?;
-    Ok((response, conn))
+    conn.send(outgoing).await.map_err(|e| classify(pool.name, e.error))
 }
 
 /// A send failure caused by the client's body (it broke off, was malformed
 /// or too large) is the client's error, not the upstream's.
-fn classify(pool: PoolName, error: hyper::Error) -> ProxyError {
-    if !error.is_user() {
-        return ProxyError::Upstream { pool, source: error };
+fn classify(pool: PoolName, error: h1::Error) -> ProxyError {
+    match error {
+        h1::Error::ClientBody(e) if e.is::<crate::body::BodyTooLarge>() => ProxyError::BodyTooLarge,
+        h1::Error::ClientBody(e) if e.is::<crate::body::BodyTimeout>() => ProxyError::BodyTimeout,
+        h1::Error::ClientBody(e) => ProxyError::ClientBody(e),
+        source => ProxyError::Upstream { pool, source },
     }
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&error);
-    while let Some(e) = cause {
-        if e.is::<crate::body::BodyTooLarge>() {
-            return ProxyError::BodyTooLarge;
-        }
-        if e.is::<crate::body::BodyTimeout>() {
-            return ProxyError::BodyTimeout;
-        }
-        cause = e.source();
-    }
-    ProxyError::ClientBody(error)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::{RequestBody, ResponseBody, UpstreamBody};
@@ -129,7 +129,7 @@ async fn route_and_forward(
     );
     let req = req.map(|body| RequestBody::new(body, config.server.max_body_bytes, config.server.body_read_timeout));
     let pool_metrics = metrics.pool(pool);
-    let Answer { mut response, conn: upstream_conn, endpoint } =
+    let Answer { mut response, endpoint } =
         forward::send(snapshot.pool(pool), pool_metrics, upstream_conn, endpoint, req)
             .await
             .map_err(|e| (e, Some(pool)))?;
@@ -142,16 +142,16 @@ async fn route_and_forward(
         // says to close after such a request, and we cannot tell them apart.
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+    if response.body().is_upgrade() {
         // The upstream connection now belongs to the tunnel, not the pool.
+        let (response, reader) = split_body(response);
         if let Some(client_upgrade) = client_upgrade {
-            tokio::spawn(tunnel(client_upgrade, hyper::upgrade::on(&mut response)));
+            tokio::spawn(tunnel(client_upgrade, reader.into_upgraded()));
         }
         return Ok((response.map(|_| ResponseBody::empty()), Some(pool), Some(bucket)));
     }
     let resets = pool_metrics.upstream_errors[UpstreamErrorKind::Reset as usize].clone();
-    let response =
-        response.map(|body| ResponseBody::Upstream(UpstreamBody::new(body, upstream_conn, endpoint, resets)));
+    let response = response.map(|reader| ResponseBody::Upstream(UpstreamBody::new(reader, endpoint, resets)));
     Ok((response, Some(pool), Some(bucket)))
 }
 
@@ -166,15 +166,24 @@ fn shed_response(features: &crate::config::FeaturesConfig) -> Response<ResponseB
     response
 }
 
-/// Copy bytes both ways between an upgraded client and upstream connection.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
+fn split_body<B>(response: Response<B>) -> (Response<()>, B) {
+    let (parts, body) = response.into_parts();
+    (Response::from_parts(parts, ()), body)
+}
+
+/// Copy bytes both ways between an upgraded client and upstream connection
+/// (`early`: what the upstream sent right after its 101).
+async fn tunnel(client: hyper::upgrade::OnUpgrade, (mut upstream, early): (tokio::net::TcpStream, bytes::Bytes)) {
+    let client = match client.await {
+        Ok(client) => client,
         Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
     };
     let mut client = hyper_util::rt::TokioIo::new(client);
-    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    let copied = async {
+        tokio::io::AsyncWriteExt::write_all(&mut client, &early).await?;
+        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+    };
+    if let Err(e) = copied.await {
         tracing::debug!(error = %e, "upgraded connection ended");
     }
 }

@@ -2,7 +2,7 @@
 //! passive ejection and active health checks.
 //!
 //! Connections are our own small pool (a lock-free queue of idle
-//! `SendRequest`s per endpoint) rather than hyper-util's legacy client:
+//! [`h1::Connection`]s per endpoint) rather than hyper-util's legacy client:
 //! checking a connection out *before* the request is handed over is what
 //! lets a failed connect be retried on another endpoint without buffering
 //! the body, and the checkout takes no lock.
@@ -14,16 +14,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use http_body_util::Empty;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use prometheus::IntGauge;
 use tokio::net::TcpStream;
 
-use crate::body::RequestBody;
 use crate::config::{PoolConfig, PoolName};
+use crate::h1;
 use crate::metrics::Metrics;
 
-pub type Conn = http1::SendRequest<RequestBody>;
+pub type Conn = h1::Connection;
 
 /// Idle connections kept per endpoint; more are closed when returned.
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
@@ -41,8 +39,6 @@ pub enum ConnectError {
     Timeout,
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("handshake: {0}")]
-    Handshake(#[from] hyper::Error),
 }
 
 pub struct Endpoint {
@@ -111,9 +107,7 @@ impl Endpoint {
 
     /// Hand a connection back after its response body was read to the end.
     pub fn release(&self, conn: Conn) {
-        if !conn.is_closed() {
-            let _ = self.idle.push((conn, Instant::now()));
-        }
+        let _ = self.idle.push((conn, Instant::now()));
     }
 }
 
@@ -164,12 +158,8 @@ impl Pool {
     /// A ready connection to `endpoint`: an idle one if any, else a new one.
     pub async fn checkout(&self, endpoint: &Endpoint) -> Result<Conn, ConnectError> {
         while let Some((mut conn, since)) = endpoint.idle.pop() {
-            if since.elapsed() >= self.config.idle_timeout || conn.is_closed() {
-                continue;
-            }
-            // Usually ready at once; a connection handed back a moment ago
-            // may still be finishing its last response.
-            if conn.ready().await.is_ok() {
+            if since.elapsed() < self.config.idle_timeout && conn.is_reusable() {
+                conn.mark_reused();
                 return Ok(conn);
             }
         }
@@ -188,18 +178,23 @@ impl Pool {
         }
     }
 
+    /// A new connection to `endpoint`, never one from the idle pool (for a
+    /// request whose pooled connection turned out stale).
+    pub async fn connect_fresh(&self, endpoint: &Endpoint) -> Result<Conn, ConnectError> {
+        let result = self.connect(endpoint).await;
+        match &result {
+            Ok(_) => endpoint.record_success(),
+            Err(_) => endpoint.record_failure(&self.config),
+        }
+        result
+    }
+
     async fn connect(&self, endpoint: &Endpoint) -> Result<Conn, ConnectError> {
         let stream = tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(&endpoint.authority))
             .await
             .map_err(|_| ConnectError::Timeout)??;
         stream.set_nodelay(true)?;
-        let (sender, connection) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        Ok(h1::Connection::new(stream))
     }
 }
 
@@ -240,14 +235,13 @@ pub fn spawn_health_checks(pool: &Arc<Pool>) {
 pub async fn probe(authority: &str, path: &str, timeout: Duration) -> bool {
     let attempt = async {
         let stream = TcpStream::connect(authority).await.ok()?;
-        let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await.ok()?;
-        tokio::spawn(conn);
         let req = http::Request::get(path)
             .header(http::header::HOST, authority)
             .header(http::header::USER_AGENT, "grayshift-health")
-            .body(Empty::new())
+            .header(http::header::CONNECTION, "close")
+            .body(Empty::<Bytes>::new())
             .ok()?;
-        let status = sender.send_request(req).await.ok()?.status();
+        let status = h1::Connection::new(stream).send(&mut h1::Outgoing::new(req)).await.ok()?.status();
         Some(status.is_success() || status.is_redirection())
     };
     matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))

@@ -76,9 +76,11 @@ async fn an_upstream_dying_mid_body_never_becomes_a_clean_response() {
     let truncated = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b").await;
     let new = Upstream::start("new").await;
     let proxy = Proxy::start(&config_addrs(&[truncated], &[new.addr], 0, "")).await;
+    // Depending on timing the client gets the head and part of the body, or
+    // the connection closes before anything was flushed; never all of it.
     let (text, _) = read_all(proxy.proxy_addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    let body = text.split_once("\r\n\r\n").unwrap().1;
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 200"), "{text}");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
     assert!(body.len() < 100, "the client must not receive a complete body: {text}");
     eventually(Duration::from_secs(5), "reset counted", || async {
         let metrics = proxy.admin("GET", "/metrics", None, None).await.text();
@@ -89,7 +91,7 @@ async fn an_upstream_dying_mid_body_never_becomes_a_clean_response() {
     let chunked = raw_upstream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n").await;
     let proxy = Proxy::start(&config_addrs(&[chunked], &[new.addr], 0, "")).await;
     let (text, _) = read_all(proxy.proxy_addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(!text.ends_with("0\r\n\r\n"), "a cut chunked body must not get its terminating chunk: {text:?}");
 }
 
