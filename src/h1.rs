@@ -15,6 +15,7 @@
 //! differing or invalid Content-Length values are an error (502).
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll, Waker};
 
@@ -197,9 +198,14 @@ impl Connection {
 
     /// Parse a complete response head off the front of the read buffer.
     fn parse_head(&mut self, method: &Method) -> Result<Option<Response<Framing>>, Error> {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut slots);
-        let len = match parsed.parse(&self.read_buf)? {
+        // Uninitialised slots: zeroing 128 of them cost more than parsing.
+        let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            &self.read_buf,
+            &mut slots,
+        )? {
             httparse::Status::Complete(len) => len,
             httparse::Status::Partial => return Ok(None),
         };
@@ -208,16 +214,18 @@ impl Connection {
         // Where each name and value sits in the head, so the values can be
         // slices of it (no copy) once it is split off the buffer.
         let base = self.read_buf.as_ptr() as usize;
-        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        let mut spans = [const { MaybeUninit::<[u32; 4]>::uninit() }; MAX_HEADERS];
         let count = parsed.headers.len();
         for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
             let name = h.name.as_ptr() as usize - base;
             let value = h.value.as_ptr() as usize - base;
-            *span = (name as u32, (name + h.name.len()) as u32, value as u32, (value + h.value.len()) as u32);
+            span.write([name as u32, (name + h.name.len()) as u32, value as u32, (value + h.value.len()) as u32]);
         }
         let head = self.read_buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(count);
-        for &(ns, ne, vs, ve) in &spans[..count] {
+        for span in &spans[..count] {
+            // SAFETY: the loop above wrote the first `count` spans.
+            let [ns, ne, vs, ve] = unsafe { span.assume_init() };
             let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
                 .map_err(|_| Error::Malformed("bad header name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
@@ -347,8 +355,9 @@ impl<B: Body<Data = Bytes>> Outgoing<B> {
 /// The request line and headers, ready to write.
 fn encode_head(method: &Method, uri: &http::Uri, headers: &HeaderMap, chunked: bool) -> Vec<u8> {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let size = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>();
-    let mut head = Vec::with_capacity(method.as_str().len() + path.len() + size + 64);
+    // One allocation for a usual head; counting the exact size first cost
+    // more than an occasional regrowth.
+    let mut head = Vec::with_capacity(1024);
     head.extend_from_slice(method.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(path.as_bytes());
