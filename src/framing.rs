@@ -58,28 +58,44 @@ pub fn check<B>(req: &Request<B>, max_uri: usize) -> Result<(), FramingError> {
     if req.version() >= Version::HTTP_2 {
         return Ok(());
     }
-    let headers = req.headers();
-    check_host(headers, req.version())?;
-    let chunked = check_transfer_encoding(headers)?;
-    let has_length = check_content_length(headers)?;
+    // One pass over the headers instead of a lookup per name.
+    let (mut hosts, mut host_ok) = (0, true);
+    let (mut te, mut cl) = (false, false);
+    for (name, value) in req.headers() {
+        if name == HOST {
+            hosts += 1;
+            host_ok &= valid_host(value.as_bytes());
+        } else if name == TRANSFER_ENCODING {
+            te = true;
+        } else if name == CONTENT_LENGTH {
+            cl = true;
+        }
+    }
+    match hosts {
+        0 if req.version() == Version::HTTP_11 => return Err(FramingError::MissingHost),
+        0 | 1 if !host_ok => return Err(FramingError::BadHost),
+        0 | 1 => {}
+        _ => return Err(FramingError::DuplicateHost),
+    }
+    let chunked = te && check_transfer_encoding(req.headers())?;
+    let has_length = cl && check_content_length(req.headers())?;
     if chunked && has_length {
         return Err(FramingError::LengthAndChunked);
     }
     Ok(())
 }
 
-fn check_host(headers: &HeaderMap, version: Version) -> Result<(), FramingError> {
-    let mut hosts = headers.get_all(HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (None, _) if version == Version::HTTP_11 => Err(FramingError::MissingHost),
-        (Some(_), Some(_)) => Err(FramingError::DuplicateHost),
-        (Some(host), None)
-            if host.to_str().map_or(true, |h| h.parse::<http::uri::Authority>().is_err() && !h.is_empty()) =>
-        {
-            Err(FramingError::BadHost)
-        }
-        _ => Ok(()),
-    }
+/// RFC 9110 §7.2: `uri-host [ ":" port ]`, i.e. reg-name characters
+/// (unreserved, pct-encoded, sub-delims), an IP literal in brackets, a
+/// port. Empty is allowed (a request target without an authority).
+fn valid_host(host: &[u8]) -> bool {
+    host.iter().all(|&b| {
+        matches!(b,
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
+            | b'-' | b'.' | b'_' | b'~' | b'%'
+            | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+            | b':' | b'[' | b']')
+    })
 }
 
 /// Returns whether the body is chunked. Only exactly one `chunked`, last,
@@ -173,6 +189,10 @@ mod tests {
         assert_eq!(check11(&[]), Err(MissingHost));
         assert_eq!(check11(&[h, ("host", "b")]), Err(DuplicateHost));
         assert_eq!(check11(&[("host", "a b")]), Err(BadHost));
+        assert_eq!(check11(&[("host", "a/b")]), Err(BadHost));
+        assert_eq!(check11(&[("host", "user@a")]), Err(BadHost), "no userinfo in Host");
+        assert_eq!(check11(&[("host", "[2001:db8::1]:8080")]), Ok(()));
+        assert_eq!(check11(&[("host", "")]), Ok(()), "empty Host: a target without authority");
         assert_eq!(check(&req(Version::HTTP_10, &[]), 8192), Ok(()), "HTTP/1.0 may omit Host");
         assert_eq!(check(&req(Version::HTTP_2, &[]), 8192), Ok(()));
         let long = Request::get(format!("/{}", "a".repeat(100))).header("host", "a").body(()).unwrap();
