@@ -1,0 +1,207 @@
+//! grayshift's own HTTP/1.1 upstream client (src/h1.rs) against raw
+//! upstreams that answer byte for byte what each test scripts: the
+//! keep-alive race, an early answer to a body still being sent, interim
+//! 1xx answers, chunked bodies with trailers, HEAD, and bad lengths.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::Request;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What a scripted upstream does with one request.
+enum Step {
+    /// Write these bytes and wait for the next request on the connection.
+    Answer(&'static [u8]),
+    /// Write these bytes, then hold the connection open without reading
+    /// for a while (an upstream that answered early and stopped reading).
+    AnswerAndStall(&'static [u8]),
+    /// Close the connection without answering.
+    Close,
+}
+
+/// An upstream whose answer to request `r` (0-based) on connection `c`
+/// (0-based, in accept order) is `script(c, r, head)`.
+async fn scripted<F>(script: F) -> SocketAddr
+where
+    F: Fn(usize, usize, &str) -> Step + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let script = Arc::new(script);
+    let conns = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (script, c) = (script.clone(), conns.fetch_add(1, Ordering::SeqCst));
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for r in 0.. {
+                    let Some(head) = read_head(&mut s, &mut buf).await else { return };
+                    match script(c, r, &head) {
+                        Step::Answer(bytes) => {
+                            let _ = s.write_all(bytes).await;
+                        }
+                        Step::AnswerAndStall(bytes) => {
+                            let _ = s.write_all(bytes).await;
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                            return;
+                        }
+                        Step::Close => return,
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Read one request head (bodies in these tests are skipped by length or
+/// not read at all); `None` at EOF.
+async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+            buf.drain(..end + 4);
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            while buf.len() < length {
+                let mut chunk = [0u8; 65536];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            buf.drain(..length);
+            return Some(head);
+        }
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+async fn proxy_to(upstream: SocketAddr) -> Proxy {
+    Proxy::start(&config_addrs(&[upstream], &[upstream], 0, "")).await
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_closed_under_a_bodiless_request_is_resent_on_a_fresh_one() {
+    let upstream = scripted(|c, r, _| match (c, r) {
+        (0, 0) => Step::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"),
+        // The upstream's keep-alive timeout fires just as the next request
+        // arrives: closed, nothing answered.
+        (0, _) => Step::Close,
+        _ => Step::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh"),
+    })
+    .await;
+    let proxy = proxy_to(upstream).await;
+    let first = proxy.get_as("/", Some("u")).await;
+    assert_eq!((first.status.as_u16(), first.text()), (200, "first".to_string()));
+    let second = proxy.get_as("/", Some("u")).await;
+    assert_eq!((second.status.as_u16(), second.text()), (200, "fresh".to_string()), "resent on a new connection");
+}
+
+#[tokio::test]
+async fn a_request_with_a_body_is_not_resent_and_gets_502() {
+    let upstream = scripted(|c, r, _| match (c, r) {
+        (0, 0) => Step::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"),
+        (0, _) => Step::Close,
+        _ => Step::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh"),
+    })
+    .await;
+    let proxy = proxy_to(upstream).await;
+    assert_eq!(proxy.get_as("/", Some("u")).await.status, 200);
+    let post = Request::post(proxy.url("/")).body(full(Bytes::from_static(b"payload"))).unwrap();
+    assert_eq!(proxy.send(post).await.status, 502, "its body went up once and is gone");
+}
+
+#[tokio::test]
+async fn an_early_answer_reaches_the_client_while_the_body_is_still_going_up() {
+    let upstream = scripted(|_, _, _| {
+        Step::AnswerAndStall(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big\n",
+        )
+    })
+    .await;
+    let proxy = proxy_to(upstream).await;
+    // 64 MiB: far more than the socket buffers hold while nobody reads.
+    let body = Bytes::from(vec![b'x'; 64 << 20]);
+    let post = Request::post(proxy.url("/upload")).body(full(body)).unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), proxy.send(post)).await.expect("answer in time");
+    assert_eq!((reply.status.as_u16(), reply.text()), (413, "too big\n".to_string()));
+}
+
+#[tokio::test]
+async fn interim_answers_are_skipped_and_chunked_bodies_with_trailers_arrive_whole() {
+    let upstream = scripted(|_, r, _| match r {
+        0 => Step::Answer(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+              HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n",
+        ),
+        _ => Step::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond"),
+    })
+    .await;
+    let proxy = proxy_to(upstream).await;
+    let reply = proxy.get_as("/", Some("u")).await;
+    assert_eq!((reply.status.as_u16(), reply.text()), (200, "hello, world".to_string()));
+    // The same connection carries the next request: the chunked body was
+    // framed exactly, trailers and all.
+    let reply = proxy.get_as("/", Some("u")).await;
+    assert_eq!((reply.status.as_u16(), reply.text()), (200, "second".to_string()));
+}
+
+#[tokio::test]
+async fn a_head_answer_has_no_body_whatever_its_length_says() {
+    let upstream = scripted(|_, _, head| {
+        if head.starts_with("HEAD ") {
+            Step::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        } else {
+            Step::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        }
+    })
+    .await;
+    let proxy = proxy_to(upstream).await;
+    let head = proxy.send(Request::head(proxy.url("/")).body(empty()).unwrap()).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.headers["content-length"], "1000", "HEAD keeps the length of what GET would send");
+    let get = proxy.get_as("/", Some("u")).await;
+    assert_eq!((get.status.as_u16(), get.text()), (200, "ok".to_string()));
+}
+
+#[tokio::test]
+async fn conflicting_or_malformed_lengths_from_an_upstream_are_502() {
+    for answer in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+    ] {
+        let upstream = scripted(move |_, _, _| Step::Answer(answer)).await;
+        let proxy = proxy_to(upstream).await;
+        let reply = proxy.get_as("/", Some("u")).await;
+        assert_eq!(reply.status, 502, "{:?}", String::from_utf8_lossy(answer));
+    }
+}
+
+#[tokio::test]
+async fn a_body_delimited_by_close_is_read_to_the_end() {
+    let upstream = scripted(|_, _, _| Step::AnswerAndStall(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")).await;
+    let proxy = proxy_to(upstream).await;
+    // The upstream holds the connection 3 s after writing, then closes.
+    let reply = proxy.get_as("/", Some("u")).await;
+    assert_eq!((reply.status.as_u16(), reply.text()), (200, "until the end".to_string()));
+}
