@@ -15,6 +15,7 @@ pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod framing;
+pub mod framing_guard;
 pub mod h1;
 pub mod metrics;
 pub mod proxy;

@@ -10,6 +10,11 @@
 //! to hyper. (hyper-util's `auto` builder, which we used before, read the
 //! preface into hyper's buffer instead and made it grow to 16 KiB.) TLS
 //! connections go by ALPN.
+//!
+//! Every byte hyper reads from an HTTP/1 client, plain or TLS, first goes
+//! through a [`FramingGuard`], which makes hyper refuse (400, and close) a
+//! request with both Content-Length and Transfer-Encoding: hyper would
+//! accept it by dropping the Content-Length (see `framing_guard.rs`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -33,6 +38,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::body::ResponseBody;
 use crate::config::ServerConfig;
+use crate::framing_guard::FramingGuard;
 use crate::proxy::ConnInfo;
 use crate::tls::TlsSlot;
 
@@ -116,7 +122,10 @@ pub async fn serve<H, F>(
         tokio::spawn(async move {
             let result = match tls_config {
                 None => match first_head(stream, first_byte_timeout, max_head).await {
-                    Ok((io, h2)) => serve_connection(&protocols, h2, TokioIo::new(io), service, drain).await,
+                    Ok((ahead, stream, h2)) => {
+                        let io = ClientIo::new(ahead, stream, guard(h2, max_head));
+                        serve_connection(&protocols, h2, TokioIo::new(io), service, drain).await
+                    }
                     Err(e) => Err(e.into()),
                 },
                 Some(config) => {
@@ -124,7 +133,8 @@ pub async fn serve<H, F>(
                     match tokio::time::timeout(first_byte_timeout, handshake).await {
                         Ok(Ok(stream)) => {
                             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                            serve_connection(&protocols, h2, TokioIo::new(stream), service, drain).await
+                            let io = ClientIo::new(Vec::new(), stream, guard(h2, max_head));
+                            serve_connection(&protocols, h2, TokioIo::new(io), service, drain).await
                         }
                         Ok(Err(e)) => Err(format!("TLS handshake failed: {e}").into()),
                         Err(_) => Err("TLS handshake timed out".into()),
@@ -172,12 +182,26 @@ where
     }
 }
 
+/// The framing guard for a connection: HTTP/2 framing has no
+/// Content-Length/Transfer-Encoding ambiguity, so h2 goes unguarded.
+fn guard(h2: bool, max_head: usize) -> FramingGuard {
+    if h2 {
+        FramingGuard::off()
+    } else {
+        FramingGuard::new(max_head)
+    }
+}
+
 /// Wait for a plain connection's first request head (or the h2c preface),
 /// reading it into a buffer that grows only as the bytes come, then hand
-/// the connection on with those bytes to be replayed. Returns whether it is
-/// h2c. Gives up after `timeout`: with part of a head received that is a
+/// the connection on with those bytes, to be replayed. Returns whether it
+/// is h2c. Gives up after `timeout`: with part of a head received that is a
 /// 408, with nothing received the connection just closes (as nginx does).
-async fn first_head(mut stream: TcpStream, timeout: Duration, max: usize) -> std::io::Result<(Replay, bool)> {
+async fn first_head(
+    mut stream: TcpStream,
+    timeout: Duration,
+    max: usize,
+) -> std::io::Result<(Vec<u8>, TcpStream, bool)> {
     let mut buf = Vec::with_capacity(512);
     let read = async {
         loop {
@@ -198,7 +222,7 @@ async fn first_head(mut stream: TcpStream, timeout: Duration, max: usize) -> std
         }
     };
     match tokio::time::timeout(timeout, read).await {
-        Ok(Ok(h2)) => Ok((Replay::new(buf, stream), h2)),
+        Ok(Ok(h2)) => Ok((buf, stream, h2)),
         Ok(Err(e)) => Err(e),
         Err(_) => {
             if !buf.is_empty() {
@@ -234,22 +258,26 @@ fn head_state(buf: &[u8], new_from: usize, max: usize) -> HeadState {
     }
 }
 
-/// The connection with the bytes read ahead put back in front.
-pub struct Replay {
+/// A client connection as hyper sees it: the bytes read ahead (plain
+/// connections' first head) put back in front, and every byte read shown
+/// to the framing guard before hyper gets it.
+pub struct ClientIo<S> {
     ahead: Option<Vec<u8>>,
     pos: usize,
-    stream: TcpStream,
+    guard: FramingGuard,
+    stream: S,
 }
 
-impl Replay {
-    fn new(ahead: Vec<u8>, stream: TcpStream) -> Self {
-        Replay { ahead: (!ahead.is_empty()).then_some(ahead), pos: 0, stream }
+impl<S> ClientIo<S> {
+    fn new(ahead: Vec<u8>, stream: S, guard: FramingGuard) -> Self {
+        ClientIo { ahead: (!ahead.is_empty()).then_some(ahead), pos: 0, guard, stream }
     }
 }
 
-impl AsyncRead for Replay {
+impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        let before = out.filled().len();
         if let Some(ahead) = &this.ahead {
             let n = (ahead.len() - this.pos).min(out.remaining());
             out.put_slice(&ahead[this.pos..this.pos + n]);
@@ -257,13 +285,17 @@ impl AsyncRead for Replay {
             if this.pos == ahead.len() {
                 this.ahead = None; // free it: the connection may live long
             }
-            return Poll::Ready(Ok(()));
+        } else {
+            std::task::ready!(Pin::new(&mut this.stream).poll_read(cx, out))?;
         }
-        Pin::new(&mut this.stream).poll_read(cx, out)
+        if !this.guard.is_off() && this.guard.inspect(&mut out.filled_mut()[before..]) {
+            tracing::debug!("request with both Content-Length and Transfer-Encoding: refused");
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
-impl AsyncWrite for Replay {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }

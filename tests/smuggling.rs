@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// (name, raw request, expected status).
 const REFUSED: &[(&str, &str, u16)] = &[
@@ -61,16 +61,7 @@ async fn upstreams() -> (Upstream, Upstream, Proxy) {
 async fn exchange(proxy: &Proxy, raw: &[u8]) -> (String, bool) {
     let mut s = tokio::net::TcpStream::connect(proxy.proxy_addr).await.unwrap();
     s.write_all(raw).await.unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    let closed = loop {
-        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break true,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            Err(_) => break false,
-        }
-    };
-    (String::from_utf8_lossy(&out).into_owned(), closed)
+    read_to_close(&mut s).await
 }
 
 fn status_of(response: &str) -> u16 {
@@ -101,24 +92,177 @@ async fn refused_requests_get_their_status_close_and_reach_no_upstream() {
     assert_eq!(proxy.get_as("/", Some("bob")).await.status, 200);
 }
 
-/// hyper drops Content-Length while parsing when Transfer-Encoding is also
-/// present, so grayshift cannot answer 400 here. It does what RFC 9112 §6.1
-/// allows instead: frame by Transfer-Encoding alone, re-frame for the
-/// upstream, and close the connection after responding (a MUST), so no
-/// second request can be smuggled behind the first.
-#[tokio::test]
-async fn content_length_with_chunked_is_framed_by_chunked_and_closes() {
-    let (_stable, _new, proxy) = upstreams().await;
-    for raw in [
+/// RFC 9112 §6.1: a request with both Content-Length and Transfer-Encoding
+/// is refused, in either order and any letter case, with hyper's own 400
+/// and the connection closed (hyper alone would drop the Content-Length and
+/// frame by chunked; the framing guard under it makes it refuse instead).
+const CL_AND_TE: &[(&str, &str)] = &[
+    (
+        "cl_then_te",
         "POST /drain HTTP/1.1\r\nHost: a\r\nContent-Length: 30\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+    ),
+    (
+        "te_then_cl",
         "POST /drain HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 30\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
-    ] {
-        let (response, closed) = exchange(&proxy, raw.as_bytes()).await;
-        assert!(closed, "{response}");
-        assert_eq!(response.matches("HTTP/1.1").count(), 1, "only one response: {response}");
-        assert!(response.contains("drained 3"), "{response}");
-        assert!(response.to_ascii_lowercase().contains("connection: close"), "{response}");
+    ),
+    ("mixed_case", "POST /drain HTTP/1.1\r\nHost: a\r\ntransfer-ENCODING: chunked\r\ncontent-LENGTH: 3\r\n\r\n0\r\n\r\n"),
+    ("cl_zero", "POST /drain HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ("bare_lf", "POST /drain HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\nContent-Length: 5\n\n0\n\n"),
+    ("te_not_chunked", "POST /drain HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: gzip\r\n\r\nhello"),
+];
+
+/// Requests that go through normally before the conflicting one.
+const FIRST: &[(&str, &str)] = &[
+    ("get", "GET /first HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ("cl_body", "POST /drain HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"),
+    (
+        "chunked_body",
+        "POST /drain HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    ),
+];
+
+/// Read until the peer closes (or 5 s pass): what came, and whether it closed.
+async fn read_to_close(s: &mut (impl AsyncRead + Unpin)) -> (String, bool) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+/// Read one whole response (framed by its Content-Length).
+async fn read_response(s: &mut (impl AsyncRead + Unpin)) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1];
+    loop {
+        let head_end = out.windows(4).position(|w| w == b"\r\n\r\n");
+        if let Some(end) = head_end {
+            let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+            let len: usize =
+                head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+            if out.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&out).into_owned();
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("a response").unwrap();
+        assert!(n > 0, "closed before a whole response: {}", String::from_utf8_lossy(&out));
+        out.push(buf[0]);
     }
+}
+
+/// Exactly one response, a 400 with nothing of the rest answered.
+fn refused_alone(response: &str) -> bool {
+    status_of(response) == 400 && response.matches("HTTP/1.1").count() == 1
+}
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_refused_and_closes() {
+    let (stable, new, proxy) = upstreams().await;
+    for (name, raw) in CL_AND_TE {
+        let (response, closed) = exchange(&proxy, raw.as_bytes()).await;
+        assert!(refused_alone(&response), "{name}: {response}");
+        assert!(closed, "{name}: {response}");
+        assert_eq!(stable.hits() + new.hits(), 0, "{name}: reached an upstream");
+    }
+}
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_refused_in_a_later_request() {
+    let (stable, new, proxy) = upstreams().await;
+    let mut hits = 0;
+    // Pipelined: both requests in one write.
+    for (first_name, first) in FIRST {
+        for (name, raw) in CL_AND_TE {
+            let (response, closed) = exchange(&proxy, format!("{first}{raw}").as_bytes()).await;
+            assert_eq!(status_of(&response), 200, "{first_name} + {name}: {response}");
+            assert!(closed, "{first_name} + {name}");
+            // proxy.rs may close after any chunked request (a workaround
+            // from before the guard): then the second is not read at all.
+            let first_closes =
+                response.split("\r\n\r\n").next().unwrap().to_ascii_lowercase().contains("connection: close");
+            if first_closes {
+                assert_eq!(response.matches("HTTP/1.1").count(), 1, "{first_name} + {name}: {response}");
+            } else {
+                let second = response.get(response.rfind("HTTP/1.1").unwrap_or(0)..).unwrap_or_default();
+                assert!(
+                    refused_alone(second) && response.matches("HTTP/1.1").count() == 2,
+                    "{first_name} + {name}: {response}"
+                );
+            }
+            assert!(!response.contains("smuggled"), "{response}");
+            hits += 1;
+            assert_eq!(stable.hits() + new.hits(), hits, "{first_name} + {name}: only the first reaches an upstream");
+        }
+    }
+    // Keep-alive: the second request after the first's response, and it
+    // dribbled a byte at a time, so the guard sees every split.
+    for (name, raw) in CL_AND_TE {
+        let mut s = tokio::net::TcpStream::connect(proxy.proxy_addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        s.write_all(FIRST[1].1.as_bytes()).await.unwrap();
+        let first = read_response(&mut s).await;
+        assert!(status_of(&first) == 200 && first.contains("drained 5"), "{first}");
+        for byte in raw.as_bytes() {
+            if s.write_all(&[*byte]).await.is_err() {
+                break; // refused before the end: fine
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (response, closed) = read_to_close(&mut s).await;
+        assert!(refused_alone(&response) && closed, "{name} dribbled: {response}");
+        hits += 1;
+        assert_eq!(stable.hits() + new.hits(), hits, "{name} dribbled");
+    }
+    // The proxy is fine afterwards, and a normal keep-alive connection too.
+    assert_eq!(proxy.get_as("/", Some("bob")).await.status, 200);
+    let (response, closed) = exchange(
+        &proxy,
+        format!("{}{}{}", FIRST[0].1, FIRST[1].1, FIRST[2].1.replace("Host: a", "Host: a\r\nConnection: close"))
+            .as_bytes(),
+    )
+    .await;
+    assert!(closed);
+    assert_eq!(response.matches("HTTP/1.1 200").count(), 3, "{response}");
+}
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_refused_over_tls() {
+    let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let rcgen::CertifiedKey { cert, key_pair } = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("tls.key"), key_pair.serialize_pem()).unwrap();
+    let text = config(&[&stable], &[&new], 0, "").replace(
+        "drain_timeout = \"5s\"",
+        "drain_timeout = \"5s\"\ntls = { cert = \"{dir}/tls.crt\", key = \"{dir}/tls.key\" }",
+    );
+    let proxy = Proxy::start_in(dir, &text).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let mut client =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    for (name, raw) in CL_AND_TE {
+        let tcp = tokio::net::TcpStream::connect(proxy.proxy_addr).await.unwrap();
+        let name_ = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name_, tcp).await.unwrap();
+        tls.write_all(format!("{}{raw}", FIRST[0].1).as_bytes()).await.unwrap();
+        let (response, closed) = read_to_close(&mut tls).await;
+        let second = response.get(response.rfind("HTTP/1.1").unwrap_or(0)..).unwrap_or_default();
+        assert_eq!(status_of(&response), 200, "{name}: {response}");
+        assert!(refused_alone(second) && closed, "{name} over TLS: {response}");
+    }
+    assert_eq!(stable.hits() + new.hits(), CL_AND_TE.len());
 }
 
 #[tokio::test]
