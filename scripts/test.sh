@@ -73,3 +73,10 @@ cargo nextest run --no-fail-fast "$@"
 if [ -x scripts/check-deploy.sh ] && [ $# -eq 0 ]; then
     bash scripts/check-deploy.sh
 fi
+
+# --- Fuzz targets still build (they are run by scripts/fuzz.sh, not here) -----
+# A refactor once left one calling a function that no longer existed.
+if [ $# -eq 0 ]; then
+    log "checking that the fuzz targets compile"
+    cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
+fi

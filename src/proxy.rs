@@ -120,7 +120,6 @@ async fn route_and_forward(
 
     // 7. Rewrite for the upstream and send.
     let upgrade = forward::is_upgrade(req.headers());
-    let chunked = req.version() == http::Version::HTTP_11 && req.headers().contains_key(header::TRANSFER_ENCODING);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let peer_trusted = split::is_trusted(conn.peer.ip(), &splitter.trusted_proxies);
     forward::rewrite_request(
@@ -137,11 +136,6 @@ async fn route_and_forward(
     // 8. Respond: count, rewrite headers, stream the body back.
     pool_metrics.count_response(response.status().as_u16(), started.elapsed().as_secs_f64());
     forward::rewrite_response(&mut response, pool, config.split.expose_pool);
-    if chunked {
-        // hyper hides a Content-Length sent beside chunked; RFC 9112 §6.1
-        // says to close after such a request, and we cannot tell them apart.
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
     if response.body().is_upgrade() {
         // The upstream connection now belongs to the tunnel, not the pool.
         let (response, reader) = split_body(response);

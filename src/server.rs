@@ -69,6 +69,17 @@ impl Protocols {
             .keep_alive_interval(Some(Duration::from_secs(20)));
         Protocols { http1, http2 }
     }
+
+    /// The HTTP/1 settings, for the request-bytes fuzz target.
+    pub fn http1(&self) -> &http1::Builder {
+        &self.http1
+    }
+}
+
+/// A client byte stream wrapped as `serve` wraps an HTTP/1 connection,
+/// framing guard included: for the request-bytes fuzz target.
+pub fn guarded<S>(stream: S, max_head: usize) -> ClientIo<S> {
+    ClientIo::new(Vec::new(), stream, FramingGuard::new(max_head))
 }
 
 /// Accept and serve until `shutdown` flips, then stop accepting and give
