@@ -1,7 +1,6 @@
 //! Forwarding: header rewriting in place on both legs, and sending a
 //! request to a pool with the one connect retry that is safe.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -123,8 +122,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 }
 
 /// What the request path learned about a request, for the upstream's eyes.
-pub struct Forwarded {
-    pub peer: IpAddr,
+pub struct Forwarded<'a> {
+    /// The peer's IP as text ([`crate::proxy::ConnInfo::peer_text`]).
+    pub peer: &'a HeaderValue,
     /// The peer is a trusted proxy: its X-Forwarded-Proto/Host stand.
     pub peer_trusted: bool,
     pub tls: bool,
@@ -164,11 +164,9 @@ pub fn rewrite_request<B>(req: &mut Request<B>, fwd: &Forwarded) {
         },
     };
 
-    let peer = crate::split::IpText::new(fwd.peer);
-    let peer = peer.as_bytes();
     let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).peekable();
     let xff = if prior.peek().is_none() {
-        HeaderValue::from_bytes(peer)
+        Ok(fwd.peer.clone()) // shares the connection's bytes: no allocation
     } else {
         // "a, b, peer" built in one allocation, handed over without a copy.
         let mut joined = String::with_capacity(64);
@@ -176,7 +174,7 @@ pub fn rewrite_request<B>(req: &mut Request<B>, fwd: &Forwarded) {
             joined.push_str(value);
             joined.push_str(", ");
         }
-        joined.push_str(std::str::from_utf8(peer).expect("IP text is ASCII"));
+        joined.push_str(fwd.peer.to_str().expect("IP text is ASCII"));
         HeaderValue::try_from(joined)
     };
     if let Ok(xff) = xff {
@@ -392,7 +390,7 @@ mod tests {
             .body(())
             .unwrap();
         let fwd = Forwarded {
-            peer: "10.0.0.9".parse().unwrap(),
+            peer: &HeaderValue::from_static("10.0.0.9"),
             peer_trusted: false,
             tls: false,
             pool: PoolName::New,
@@ -419,7 +417,7 @@ mod tests {
             .body(())
             .unwrap();
         let fwd = Forwarded {
-            peer: "2001:db8::7".parse().unwrap(),
+            peer: &HeaderValue::from_static("2001:db8::7"),
             peer_trusted: false,
             tls: true,
             pool: PoolName::Stable,

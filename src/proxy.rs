@@ -19,10 +19,23 @@ use crate::split::{self, IpText};
 use crate::Shared;
 
 /// Facts about the client connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The peer's IP as text, made once per connection: it is the
+    /// X-Forwarded-For entry (and the routing key of last resort) of every
+    /// request on it.
+    pub peer_text: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        let text = IpText::new(peer.ip());
+        let peer_text = HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(text.as_bytes()))
+            .expect("IP text is a valid header value");
+        ConnInfo { peer, tls, peer_text }
+    }
 }
 
 pub async fn handle(
@@ -32,7 +45,7 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let method = shared.access_log.then(|| (req.method().clone(), req.uri().path().to_string()));
-    let (response, pool, bucket) = match route_and_forward(&shared, conn, req, started).await {
+    let (response, pool, bucket) = match route_and_forward(&shared, &conn, req, started).await {
         Ok(done) => done,
         Err((error, pool)) => {
             tracing::debug!(%error, "request failed");
@@ -58,7 +71,7 @@ type Routed = (Response<ResponseBody>, Option<PoolName>, Option<u8>);
 
 async fn route_and_forward(
     shared: &Shared,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     mut req: Request<Incoming>,
     started: Instant,
 ) -> Result<Routed, (ProxyError, Option<PoolName>)> {
@@ -74,8 +87,10 @@ async fn route_and_forward(
     let splitter = &snapshot.splitter;
     let client = split::client_ip(conn.peer.ip(), req.headers(), &splitter.trusted_proxies);
     let (mut pool, bucket) = {
-        let ip_text = IpText::new(client);
-        let key = splitter.routing_key(req.headers(), &ip_text);
+        // Usually the client is the peer, whose text is at hand.
+        let other_ip = (client != conn.peer.ip()).then(|| IpText::new(client));
+        let ip_text = other_ip.as_ref().map_or(conn.peer_text.as_bytes(), IpText::as_bytes);
+        let key = splitter.routing_key(req.headers(), ip_text);
         let bucket = splitter.bucket(key);
         (splitter.decide(key, bucket, route.percent, route.rolled_back).0, bucket)
     };
@@ -124,7 +139,7 @@ async fn route_and_forward(
     let peer_trusted = split::is_trusted(conn.peer.ip(), &splitter.trusted_proxies);
     forward::rewrite_request(
         &mut req,
-        &Forwarded { peer: conn.peer.ip(), peer_trusted, tls: conn.tls, pool, bucket, upgrade },
+        &Forwarded { peer: &conn.peer_text, peer_trusted, tls: conn.tls, pool, bucket, upgrade },
     );
     let req = req.map(|body| RequestBody::new(body, config.server.max_body_bytes, config.server.body_read_timeout));
     let pool_metrics = metrics.pool(pool);

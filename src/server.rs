@@ -122,9 +122,9 @@ pub async fn serve<H, F>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let info = ConnInfo { peer, tls: tls.is_some() };
+        let info = ConnInfo::new(peer, tls.is_some());
         let handler = handler.clone();
-        let service = service_fn(move |req| handler(info, req));
+        let service = service_fn(move |req| handler(info.clone(), req));
         let protocols = protocols.clone();
         let drain = drain_signal.clone();
         let tls_config = tls.as_ref().map(|slot| slot.load_full());

@@ -154,18 +154,19 @@ impl Splitter {
     /// The routing key: the first configured source present in the request.
     /// Header and cookie keys are borrowed from `headers`; the client IP is
     /// written into `ip_text`. Empty values count as absent.
-    pub fn routing_key<'a>(&self, headers: &'a HeaderMap, ip_text: &'a IpText) -> &'a [u8] {
+    /// `ip_text`: the client IP as text ([`IpText`]), the key of last resort.
+    pub fn routing_key<'a>(&self, headers: &'a HeaderMap, ip_text: &'a [u8]) -> &'a [u8] {
         for source in &self.sources {
             let found = match source {
                 KeySource::Header(name) => headers.get(name).map(|v| v.as_bytes()),
                 KeySource::Cookie(name) => cookie(headers, name),
-                KeySource::ClientIp => return ip_text.as_bytes(),
+                KeySource::ClientIp => return ip_text,
             };
             if let Some(key) = found.filter(|k| !k.is_empty()) {
                 return key;
             }
         }
-        ip_text.as_bytes()
+        ip_text
     }
 
     pub fn bucket(&self, key: &[u8]) -> u8 {
@@ -367,11 +368,11 @@ mod tests {
             KeySource::ClientIp,
         ]);
         let ip = IpText::new("192.0.2.1".parse().unwrap());
-        assert_eq!(s.routing_key(&headers(&[("x-user-id", "alice"), ("cookie", "uid=bob")]), &ip), b"alice");
-        assert_eq!(s.routing_key(&headers(&[("cookie", "a=1; uid=\"bob\"; c=3")]), &ip), b"bob");
-        assert_eq!(s.routing_key(&headers(&[("x-user-id", ""), ("cookie", "uidx=1")]), &ip), b"192.0.2.1");
+        assert_eq!(s.routing_key(&headers(&[("x-user-id", "alice"), ("cookie", "uid=bob")]), ip.as_bytes()), b"alice");
+        assert_eq!(s.routing_key(&headers(&[("cookie", "a=1; uid=\"bob\"; c=3")]), ip.as_bytes()), b"bob");
+        assert_eq!(s.routing_key(&headers(&[("x-user-id", ""), ("cookie", "uidx=1")]), ip.as_bytes()), b"192.0.2.1");
         let v6 = IpText::new("2001:db8::1".parse().unwrap());
-        assert_eq!(s.routing_key(&HeaderMap::new(), &v6), b"2001:db8::1");
+        assert_eq!(s.routing_key(&HeaderMap::new(), v6.as_bytes()), b"2001:db8::1");
     }
 
     #[test]

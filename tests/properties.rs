@@ -660,7 +660,7 @@ proptest! {
         let splitter = case.splitter();
         let ip_text = IpText::new(case.client);
         let first = case.header_map(false);
-        let key = splitter.routing_key(&first, &ip_text).to_vec();
+        let key = splitter.routing_key(&first, ip_text.as_bytes()).to_vec();
         prop_assert_eq!(&key, &case.expected_key(), "routing key");
         let bucket = splitter.bucket(&key);
         prop_assert!(bucket < 100);
@@ -669,7 +669,7 @@ proptest! {
         prop_assert_eq!(u32::from(bucket), murmur3_32(&hashed) % 100, "bucket is murmur3(group:key) mod 100");
         // Same headers (built again, in another order across names): same bucket.
         let again = case.header_map(true);
-        let key_again = splitter.routing_key(&again, &ip_text);
+        let key_again = splitter.routing_key(&again, ip_text.as_bytes());
         prop_assert_eq!(&key, key_again);
         prop_assert_eq!(bucket, case.splitter().bucket(key_again));
     }
@@ -999,8 +999,9 @@ proptest! {
         let mut req = Request::builder().uri(case.target).version(case.version).body(()).unwrap();
         *req.headers_mut() = to_header_map(&case.headers);
         let pool = if case.new_pool { config::PoolName::New } else { config::PoolName::Stable };
+        let peer_text = grayshift::proxy::ConnInfo::new(std::net::SocketAddr::new(case.peer, 1), false).peer_text;
         let fwd = grayshift::forward::Forwarded {
-            peer: case.peer,
+            peer: &peer_text,
             peer_trusted: case.peer_trusted,
             tls: case.tls,
             pool,
