@@ -98,6 +98,10 @@ impl ResponseBody {
     }
 }
 
+/// How long the rest of a request body may take, after its answer has
+/// ended, to go up (or be read and dropped).
+const FINISH_UPLOAD_LIMIT: Duration = Duration::from_secs(60);
+
 /// An upstream response body that hands its connection back to the pool
 /// once read to the end. A body that fails mid-stream is counted as a
 /// `reset` upstream error and the error is passed on, so hyper aborts the
@@ -119,7 +123,17 @@ impl UpstreamBody {
     }
 
     fn release(&mut self) {
-        if let Some(conn) = self.reader.take().and_then(ResponseReader::into_reusable) {
+        let Some(reader) = self.reader.take() else { return };
+        if reader.is_uploading() {
+            // The client's body must still be read (sent on, or dropped), or
+            // hyper cannot find the client's next request.
+            let endpoint = self.endpoint.clone();
+            tokio::spawn(async move {
+                if let Some(conn) = reader.finish(FINISH_UPLOAD_LIMIT).await {
+                    endpoint.release(conn);
+                }
+            });
+        } else if let Some(conn) = reader.into_reusable() {
             self.endpoint.release(conn);
         }
     }

@@ -244,6 +244,8 @@ impl Connection {
 /// A request body going up, as far as the socket takes it each poll.
 trait Upload: Send {
     fn poll_upload(&mut self, stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), Error>>;
+    /// Read the rest of the client's body and throw it away.
+    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 }
 
 struct BodyUpload<B> {
@@ -321,6 +323,11 @@ where
                 }
             }
         }
+    }
+
+    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while let Some(Ok(_)) = ready!(Pin::new(&mut self.body).poll_frame(cx)) {}
+        Poll::Ready(())
     }
 }
 
@@ -496,6 +503,32 @@ impl ResponseReader {
             BodyFraming::Length(n) => Some(n),
             _ => None,
         }
+    }
+
+    /// The answer ended before the request body was all sent (an upstream
+    /// may answer without reading it, or early).
+    pub fn is_uploading(&self) -> bool {
+        self.upload.is_some()
+    }
+
+    /// After an answer that ended before its request body was all sent:
+    /// send the rest if the upstream kept the connection alive (it will
+    /// read it), and the connection may carry another request; otherwise
+    /// read the rest of the client's body and drop it (as nginx discards
+    /// it), so the *client's* connection stays usable for its next request.
+    /// Each part is bounded by `limit`.
+    pub async fn finish(mut self, limit: std::time::Duration) -> Option<Connection> {
+        let Some(mut upload) = self.upload.take() else { return self.into_reusable() };
+        if self.keep_alive {
+            let stream = &mut self.conn.stream;
+            match tokio::time::timeout(limit, std::future::poll_fn(|cx| upload.poll_upload(stream, cx))).await {
+                Ok(Ok(())) => return self.into_reusable(),
+                Ok(Err(Error::ClientBody(_))) => return None,
+                Ok(Err(_)) | Err(_) => {}
+            }
+        }
+        let _ = tokio::time::timeout(limit, std::future::poll_fn(|cx| upload.poll_discard(cx))).await;
+        None
     }
 
     /// The connection, if the body was read to its end and it may carry

@@ -61,7 +61,11 @@ impl Protocols {
             // single read can overshoot it).
             .max_header_size(config.max_header_bytes)
             .max_buf_size(config.max_header_bytes.max(8192))
-            .max_headers(config.max_headers);
+            .max_headers(config.max_headers)
+            // One buffer per response, one write(2): cheaper than a writev
+            // of head and body for the small bodies a proxy mostly carries
+            // (-470 instructions per request under callgrind).
+            .writev(false);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())

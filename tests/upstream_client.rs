@@ -205,3 +205,27 @@ async fn a_body_delimited_by_close_is_read_to_the_end() {
     let reply = proxy.get_as("/", Some("u")).await;
     assert_eq!((reply.status.as_u16(), reply.text()), (200, "until the end".to_string()));
 }
+
+#[tokio::test]
+async fn an_answer_before_the_whole_body_still_lets_the_client_send_its_next_request() {
+    // The upstream answers on the head alone, kept alive, not waiting for
+    // the body; the client's body is still coming.
+    let upstream = scripted(|_, _, _| Step::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")).await;
+    let proxy = proxy_to(upstream).await;
+    let mut client = TcpStream::connect(proxy.proxy_addr).await.unwrap();
+    client.write_all(b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n").await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).ends_with("ok") {
+        let n =
+            tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf)).await.expect("first answer").unwrap();
+        assert!(n > 0, "closed after the first answer: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // The rest of the body, then the next request on the same connection.
+    client.write_all(b"0\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await.expect("second answer").unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.starts_with("HTTP/1.1 200"), "the next request must be answered: {rest:?}");
+}
