@@ -30,7 +30,7 @@ use hyper::rt::{Read, Write};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{watch, Notify, Semaphore};
@@ -136,7 +136,7 @@ pub async fn serve<H, F>(
         let max_head = limits.max_head_bytes;
         tokio::spawn(async move {
             let result = match tls_config {
-                None => match first_head(stream, first_byte_timeout, max_head).await {
+                None => match first_head(stream, first_byte_timeout, max_head, &drain).await {
                     Ok((ahead, stream, h2)) => {
                         let io = ClientIo::new(ahead, stream, guard(h2, max_head));
                         serve_connection(&protocols, h2, TokioIo::new(io), service, drain).await
@@ -212,20 +212,35 @@ fn guard(h2: bool, max_head: usize) -> FramingGuard {
 /// the connection on with those bytes, to be replayed. Returns whether it
 /// is h2c. Gives up after `timeout`: with part of a head received that is a
 /// 408, with nothing received the connection just closes (as nginx does).
+/// A connection that has sent nothing when the drain starts is idle, and
+/// closes at once rather than holding the shutdown up.
 async fn first_head(
     mut stream: TcpStream,
     timeout: Duration,
     max: usize,
+    drain: &DrainSignal,
 ) -> std::io::Result<(Vec<u8>, TcpStream, bool)> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut buf = Vec::with_capacity(512);
     let read = async {
         loop {
+            if buf.is_empty() {
+                tokio::select! {
+                    ready = stream.readable() => ready?,
+                    _ = drain.wait() => return Err(std::io::Error::other("shutting down: idle connection closed")),
+                }
+            } else {
+                stream.readable().await?;
+            }
             if buf.len() == buf.capacity() {
                 buf.reserve(buf.len());
             }
             let before = buf.len();
-            if stream.read_buf(&mut buf).await? == 0 {
-                return Ok(false); // EOF: hyper sees what came and the end
+            match stream.try_read_buf(&mut buf) {
+                Ok(0) => return Ok(false), // EOF: hyper sees what came and the end
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
             }
             // Only the new bytes (and the two before them) are searched for
             // the end of the head, so a dribbling client costs linear time.
@@ -236,7 +251,7 @@ async fn first_head(
             }
         }
     };
-    match tokio::time::timeout(timeout, read).await {
+    match tokio::time::timeout_at(deadline, read).await {
         Ok(Ok(h2)) => Ok((buf, stream, h2)),
         Ok(Err(e)) => Err(e),
         Err(_) => {
@@ -347,6 +362,17 @@ impl DrainSignal {
     fn start(&self) {
         self.started.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
+    }
+
+    /// Resolves once the drain has started.
+    async fn wait(&self) {
+        let notified = self.notify.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        if self.started.load(Ordering::SeqCst) {
+            return;
+        }
+        notified.await;
     }
 }
 

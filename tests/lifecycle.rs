@@ -198,6 +198,39 @@ async fn sigterm_under_load_drains_and_a_restart_keeps_the_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_idle_connections_at_once() {
+    let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy_addr, admin) = (free_port(), free_port());
+    // Far longer than the test waits: only closing idle connections at
+    // once lets the process exit in time.
+    let config = write_config(dir.path(), stable.addr, new.addr, proxy_addr, admin, "20s");
+    let mut process = Process::spawn(&["run", "--config", &config]);
+    wait_ready(admin).await;
+    // One connection that has sent nothing, one kept alive after a request.
+    let silent = tokio::net::TcpStream::connect(proxy_addr).await.unwrap();
+    let mut kept = tokio::net::TcpStream::connect(proxy_addr).await.unwrap();
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        kept.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = kept.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    }
+    process.signal("TERM");
+    let signalled = Instant::now();
+    let (code, _process) =
+        tokio::task::spawn_blocking(move || (process.wait_exit(Duration::from_secs(8)), process)).await.unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "idle connections held the shutdown for {:?} (header_read_timeout is 10 s, drain_timeout 20 s)",
+        signalled.elapsed()
+    );
+    drop((silent, kept));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_new_upstream_under_load_sends_its_users_to_stable() {
     let stable = Upstream::start("stable").await;
     let new_addr = free_port();
