@@ -96,17 +96,21 @@ async fn proxy_to(upstream: SocketAddr) -> Proxy {
     Proxy::start(&config_addrs(&[upstream], &[upstream], 0, "")).await
 }
 
-#[tokio::test]
-async fn a_kept_alive_connection_closed_under_a_bodiless_request_is_resent_on_a_fresh_one() {
-    let upstream = scripted(|c, r, _| match (c, r) {
+/// Answers "first" on its first connection and then closes that connection
+/// under the next request, as if its keep-alive timeout fired just as the
+/// request arrived; later connections answer "fresh".
+async fn closing_under_the_second_request() -> SocketAddr {
+    scripted(|c, r, _| match (c, r) {
         (0, 0) => Step::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"),
-        // The upstream's keep-alive timeout fires just as the next request
-        // arrives: closed, nothing answered.
         (0, _) => Step::Close,
         _ => Step::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh"),
     })
-    .await;
-    let proxy = proxy_to(upstream).await;
+    .await
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_closed_under_a_bodiless_request_is_resent_on_a_fresh_one() {
+    let proxy = proxy_to(closing_under_the_second_request().await).await;
     let first = proxy.get_as("/", Some("u")).await;
     assert_eq!((first.status.as_u16(), first.text()), (200, "first".to_string()));
     let second = proxy.get_as("/", Some("u")).await;
@@ -115,13 +119,7 @@ async fn a_kept_alive_connection_closed_under_a_bodiless_request_is_resent_on_a_
 
 #[tokio::test]
 async fn a_request_with_a_body_is_not_resent_and_gets_502() {
-    let upstream = scripted(|c, r, _| match (c, r) {
-        (0, 0) => Step::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"),
-        (0, _) => Step::Close,
-        _ => Step::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh"),
-    })
-    .await;
-    let proxy = proxy_to(upstream).await;
+    let proxy = proxy_to(closing_under_the_second_request().await).await;
     assert_eq!(proxy.get_as("/", Some("u")).await.status, 200);
     let post = Request::post(proxy.url("/")).body(full(Bytes::from_static(b"payload"))).unwrap();
     assert_eq!(proxy.send(post).await.status, 502, "its body went up once and is gone");
