@@ -120,7 +120,7 @@ impl Connection {
         B: Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let Some(body) = req.body.take().filter(|_| req.has_body) else {
+        let Some(body) = req.body.take() else {
             if let Err(e) = self.stream.write_all(&req.head).await {
                 return Err(SendError { retryable: is_closed(&e), error: e.into() });
             }
@@ -340,10 +340,10 @@ fn is_closed(e: &io::Error) -> bool {
 /// without a body can be sent again on a fresh connection.
 pub struct Outgoing<B> {
     head: Vec<u8>,
-    /// Taken when a request with a body is sent (it can go out only once).
+    /// `None` for a request without a body; taken when one with a body is
+    /// sent (it can go out only once).
     body: Option<B>,
     chunked: bool,
-    has_body: bool,
     method: Method,
 }
 
@@ -355,7 +355,7 @@ impl<B: Body<Data = Bytes>> Outgoing<B> {
         let has_body = !body.is_end_stream();
         let chunked = has_body && !parts.headers.contains_key(header::CONTENT_LENGTH);
         let head = encode_head(&parts.method, &parts.uri, &parts.headers, chunked);
-        Outgoing { head, body: Some(body), chunked, has_body, method: parts.method }
+        Outgoing { head, body: has_body.then_some(body), chunked, method: parts.method }
     }
 }
 

@@ -32,8 +32,7 @@ pub struct ConnInfo {
 impl ConnInfo {
     pub fn new(peer: SocketAddr, tls: bool) -> Self {
         let text = IpText::new(peer.ip());
-        let peer_text = HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(text.as_bytes()))
-            .expect("IP text is a valid header value");
+        let peer_text = HeaderValue::from_bytes(text.as_bytes()).expect("IP text is a valid header value");
         ConnInfo { peer, tls, peer_text }
     }
 }
@@ -153,11 +152,11 @@ async fn route_and_forward(
     forward::rewrite_response(&mut response, pool, config.split.expose_pool);
     if response.body().is_upgrade() {
         // The upstream connection now belongs to the tunnel, not the pool.
-        let (response, reader) = split_body(response);
+        let (parts, reader) = response.into_parts();
         if let Some(client_upgrade) = client_upgrade {
             tokio::spawn(tunnel(client_upgrade, reader.into_upgraded()));
         }
-        return Ok((response.map(|_| ResponseBody::empty()), Some(pool), Some(bucket)));
+        return Ok((Response::from_parts(parts, ResponseBody::empty()), Some(pool), Some(bucket)));
     }
     let resets = pool_metrics.upstream_errors[UpstreamErrorKind::Reset as usize].clone();
     let response = response.map(|reader| ResponseBody::Upstream(UpstreamBody::new(reader, endpoint, resets)));
@@ -173,11 +172,6 @@ fn shed_response(features: &crate::config::FeaturesConfig) -> Response<ResponseB
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
-}
-
-fn split_body<B>(response: Response<B>) -> (Response<()>, B) {
-    let (parts, body) = response.into_parts();
-    (Response::from_parts(parts, ()), body)
 }
 
 /// Copy bytes both ways between an upgraded client and upstream connection

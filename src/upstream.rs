@@ -166,20 +166,12 @@ impl Pool {
         // Boxed: a new connection is the rare case, and its (large)
         // handshake future would otherwise sit inline in every request's
         // future, which is moved and kept per client connection.
-        match Box::pin(self.connect(endpoint)).await {
-            Ok(conn) => {
-                endpoint.record_success();
-                Ok(conn)
-            }
-            Err(e) => {
-                endpoint.record_failure(&self.config);
-                Err(e)
-            }
-        }
+        Box::pin(self.connect_fresh(endpoint)).await
     }
 
-    /// A new connection to `endpoint`, never one from the idle pool (for a
-    /// request whose pooled connection turned out stale).
+    /// A new connection to `endpoint`, never one from the idle pool (also
+    /// for a request whose pooled connection turned out stale); the result
+    /// feeds passive health.
     pub async fn connect_fresh(&self, endpoint: &Endpoint) -> Result<Conn, ConnectError> {
         let result = self.connect(endpoint).await;
         match &result {
