@@ -21,7 +21,7 @@ use std::task::{ready, Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -347,39 +347,13 @@ pub struct Outgoing<B> {
     method: Method,
 }
 
-impl<B: Body<Data = Bytes>> Outgoing<B> {
-    /// A body of unknown length goes chunked; a `Content-Length` the
-    /// request carries stays (hyper has checked it against the body).
-    pub fn new(req: Request<B>) -> Self {
-        let (parts, body) = req.into_parts();
-        let has_body = !body.is_end_stream();
-        let chunked = has_body && !parts.headers.contains_key(header::CONTENT_LENGTH);
-        let head = encode_head(&parts.method, &parts.uri, &parts.headers, chunked);
-        Outgoing { head, body: has_body.then_some(body), chunked, method: parts.method }
+impl<B> Outgoing<B> {
+    /// `head`: the request line and headers, encoded by the caller
+    /// ([`crate::forward::upstream_head`]); `chunked`: it announced a
+    /// chunked body, so the body's frames go up as chunks.
+    pub fn new(head: Vec<u8>, method: Method, body: Option<B>, chunked: bool) -> Self {
+        Outgoing { head, body, chunked, method }
     }
-}
-
-/// The request line and headers, ready to write.
-fn encode_head(method: &Method, uri: &http::Uri, headers: &HeaderMap, chunked: bool) -> Vec<u8> {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    // One allocation for a usual head; counting the exact size first cost
-    // more than an occasional regrowth.
-    let mut head = Vec::with_capacity(1024);
-    head.extend_from_slice(method.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(path.as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    if chunked {
-        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
-    head
 }
 
 /// How a response's body is delimited, and whether the connection may be
@@ -743,14 +717,5 @@ mod tests {
             framing_of(get(), 200, &[("content-length", "1"), ("connection", "Close")]).unwrap(),
             ("length 1".into(), false)
         );
-    }
-
-    #[test]
-    fn request_heads_are_encoded_with_framing() {
-        let mut headers = HeaderMap::new();
-        headers.insert("host", HeaderValue::from_static("a"));
-        let uri: http::Uri = "/p?q=1".parse().unwrap();
-        let head = encode_head(&Method::POST, &uri, &headers, true);
-        assert_eq!(head, b"POST /p?q=1 HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n");
     }
 }

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{header, HeaderValue, Request, Response};
+use http_body::Body;
 use hyper::body::Incoming;
 
 use crate::body::{RequestBody, ResponseBody, UpstreamBody};
 use crate::config::{PoolName, ShedMode};
 use crate::error::{text_response, ProxyError};
 use crate::forward::{self, Answer, Forwarded};
+use crate::h1::Outgoing;
 use crate::metrics::UpstreamErrorKind;
 use crate::split::{self, IpText};
 use crate::Shared;
@@ -132,18 +134,25 @@ async fn route_and_forward(
         Err(e) => return Err((e, Some(pool))),
     };
 
-    // 7. Rewrite for the upstream and send.
+    // 7. Write the upstream's request head and send.
     let upgrade = forward::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let peer_trusted = split::is_trusted(conn.peer.ip(), &splitter.trusted_proxies);
-    forward::rewrite_request(
-        &mut req,
+    let has_body = !req.body().is_end_stream();
+    let (head, chunked) = forward::upstream_head(
+        req.method(),
+        req.uri(),
+        req.headers(),
         &Forwarded { peer: &conn.peer_text, peer_trusted, tls: conn.tls, pool, bucket, upgrade },
+        has_body,
     );
-    let req = req.map(|body| RequestBody::new(body, config.server.max_body_bytes, config.server.body_read_timeout));
+    let method = req.method().clone();
+    let body = has_body
+        .then(|| RequestBody::new(req.into_body(), config.server.max_body_bytes, config.server.body_read_timeout));
+    let outgoing = Outgoing::new(head, method, body, chunked);
     let pool_metrics = metrics.pool(pool);
     let Answer { mut response, endpoint } =
-        forward::send(snapshot.pool(pool), pool_metrics, upstream_conn, endpoint, req)
+        forward::send(snapshot.pool(pool), pool_metrics, upstream_conn, endpoint, outgoing)
             .await
             .map_err(|e| (e, Some(pool)))?;
 

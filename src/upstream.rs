@@ -227,13 +227,11 @@ pub fn spawn_health_checks(pool: &Arc<Pool>) {
 pub async fn probe(authority: &str, path: &str, timeout: Duration) -> bool {
     let attempt = async {
         let stream = TcpStream::connect(authority).await.ok()?;
-        let req = http::Request::get(path)
-            .header(http::header::HOST, authority)
-            .header(http::header::USER_AGENT, "grayshift-health")
-            .header(http::header::CONNECTION, "close")
-            .body(Empty::<Bytes>::new())
-            .ok()?;
-        let status = h1::Connection::new(stream).send(&mut h1::Outgoing::new(req)).await.ok()?.status();
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nhost: {authority}\r\nuser-agent: grayshift-health\r\nconnection: close\r\n\r\n"
+        );
+        let mut req = h1::Outgoing::<Empty<Bytes>>::new(head.into_bytes(), http::Method::GET, None, false);
+        let status = h1::Connection::new(stream).send(&mut req).await.ok()?.status();
         Some(status.is_success() || status.is_redirection())
     };
     matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))

@@ -991,11 +991,11 @@ proptest! {
         prop_assert_eq!(of_header_map(&headers), strip_model(&pairs, upgrade));
     }
 
-    /// The upstream request: origin-form URI, HTTP/1.1, hop-by-hop fields
-    /// gone, Host kept (or taken from the authority), X-Forwarded-* set or
-    /// appended as §1.4 says, X-Gray-* set, everything else untouched.
+    /// The upstream request head: origin-form target, HTTP/1.1, hop-by-hop
+    /// fields gone, Host kept (or taken from the authority), X-Forwarded-*
+    /// set or appended as §1.4 says, X-Gray-* set, everything else untouched.
     #[test]
-    fn rewrite_request_follows_the_spec(case in rewrite_case()) {
+    fn upstream_head_follows_the_spec(case in rewrite_case()) {
         let mut req = Request::builder().uri(case.target).version(case.version).body(()).unwrap();
         *req.headers_mut() = to_header_map(&case.headers);
         let pool = if case.new_pool { config::PoolName::New } else { config::PoolName::Stable };
@@ -1008,12 +1008,16 @@ proptest! {
             bucket: case.bucket,
             upgrade: case.upgrade,
         };
-        grayshift::forward::rewrite_request(&mut req, &fwd);
+        let (head, chunked) = grayshift::forward::upstream_head(req.method(), req.uri(), req.headers(), &fwd, false);
+        prop_assert!(!chunked, "no body, no chunking");
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Request::new(&mut slots);
+        prop_assert_eq!(parsed.parse(&head), Ok(httparse::Status::Complete(head.len())));
+        prop_assert_eq!(parsed.version, Some(1));
 
         let original: http::Uri = case.target.parse().unwrap();
         let origin_form = original.path_and_query().map_or("/", |p| p.as_str());
-        prop_assert_eq!(req.uri().to_string(), origin_form);
-        prop_assert_eq!(req.version(), Version::HTTP_11);
+        prop_assert_eq!(parsed.path, Some(origin_form));
 
         let mut want = strip_model(&case.headers, case.upgrade);
         let one = |v: &[u8]| vec![v.to_vec()];
@@ -1041,7 +1045,12 @@ proptest! {
         }
         want.insert("x-gray-pool".into(), one(pool.as_str().as_bytes()));
         want.insert("x-gray-bucket".into(), one(case.bucket.to_string().as_bytes()));
-        prop_assert_eq!(of_header_map(req.headers()), want);
+        // On the wire a value's surrounding whitespace is not part of it
+        // (RFC 9110 §5.5); hyper never hands over a value with any.
+        let trim = |m: Multimap| -> Multimap {
+            m.into_iter().map(|(n, vs)| (n, vs.into_iter().map(|v| v.trim_ascii().to_vec()).collect())).collect()
+        };
+        prop_assert_eq!(multimap(parsed.headers.iter().map(|h| (h.name, h.value))), trim(want));
     }
 }
 

@@ -266,6 +266,13 @@ fn validate_pool(raw: &RawPool) -> Result<PoolConfig, Invalid> {
             if !h.path.get_ref().starts_with('/') {
                 return invalid(h.path.span(), "health.path must start with '/'");
             }
+            // It is written into the probe's request line as it is.
+            if h.path.get_ref().parse::<http::uri::PathAndQuery>().is_err() {
+                return invalid(
+                    h.path.span(),
+                    "health.path is not a valid request target (spaces and control characters must be percent-encoded)",
+                );
+            }
             Ok(HealthConfig {
                 path: h.path.get_ref().clone(),
                 interval: positive_duration(&h.interval, "5s")?,

@@ -94,6 +94,11 @@ fn bad_values_are_rejected_with_their_location() {
             "both force_new and force_stable",
         ),
         ("percent = 20", "percent = \"20\"", "invalid type"),
+        (
+            "[\"127.0.0.1:8002\"]",
+            "[\"127.0.0.1:8002\"]\nhealth = { path = \"/up HTTP/1.1\\r\\nx: y\" }",
+            "not a valid request target",
+        ),
     ];
     for (old, new, expected) in cases {
         let e = err_with(old, new);
