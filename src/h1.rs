@@ -223,6 +223,7 @@ impl Connection {
         }
         let head = self.read_buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(count);
+        let mut fields = FramingFields::default();
         for span in &spans[..count] {
             // SAFETY: the loop above wrote the first `count` spans.
             let [ns, ne, vs, ve] = unsafe { span.assume_init() };
@@ -230,9 +231,10 @@ impl Connection {
                 .map_err(|_| Error::Malformed("bad header name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
                 .map_err(|_| Error::Malformed("bad header value"))?;
+            fields.see(&name, &value);
             headers.append(name, value);
         }
-        let framing = framing(method, status, version, &mut headers)?;
+        let framing = framing(method, status, version, &fields, &mut headers)?;
         let mut response = Response::new(framing);
         *response.status_mut() = status;
         *response.version_mut() = version;
@@ -372,24 +374,63 @@ enum BodyFraming {
     Upgraded,
 }
 
+/// What the framing rules read from a response's fields, gathered as the
+/// head is parsed rather than looked up in the map afterwards.
+#[derive(Default)]
+struct FramingFields {
+    /// A `Connection: close` token.
+    close: bool,
+    /// The last Transfer-Encoding line.
+    transfer_encoding: Option<HeaderValue>,
+    content_length: Option<u64>,
+    /// Invalid or differing Content-Length values: an error unless a
+    /// Transfer-Encoding overrides them.
+    bad_length: Option<&'static str>,
+}
+
+impl FramingFields {
+    /// Every Content-Length line and list element must be the same number.
+    fn see(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if name == header::CONNECTION {
+            self.close |= value.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = Some(value.clone());
+        } else if name == header::CONTENT_LENGTH {
+            for part in value.as_bytes().split(|&b| b == b',') {
+                let part = part.trim_ascii();
+                let n = std::str::from_utf8(part)
+                    .ok()
+                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|s| s.parse::<u64>().ok());
+                match n {
+                    None => self.bad_length = Some("invalid content-length"),
+                    Some(n) if self.content_length.is_some_and(|l| l != n) => {
+                        self.bad_length = Some("differing content-length values")
+                    }
+                    Some(n) => self.content_length = Some(n),
+                }
+            }
+        }
+    }
+}
+
 /// RFC 9112 §6.3, in its order.
-fn framing(method: &Method, status: StatusCode, version: Version, headers: &mut HeaderMap) -> Result<Framing, Error> {
-    let mut keep_alive = version == Version::HTTP_11 && !has_close(headers);
+fn framing(method: &Method, status: StatusCode, version: Version, fields: &FramingFields, headers: &mut HeaderMap) -> Result<Framing, Error> {
+    let mut keep_alive = version == Version::HTTP_11 && !fields.close;
     if status == StatusCode::SWITCHING_PROTOCOLS {
         return Ok(Framing { body: BodyFraming::Upgraded, keep_alive: false });
     }
     if method == Method::HEAD || status.is_informational() || status == 204 || status == 304 {
         return Ok(Framing { body: BodyFraming::Empty, keep_alive });
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        if headers.remove(header::CONTENT_LENGTH).is_some() {
+    if let Some(te) = &fields.transfer_encoding {
+        if fields.content_length.is_some() || fields.bad_length.is_some() {
+            headers.remove(header::CONTENT_LENGTH);
             keep_alive = false; // both: a sign of trouble; don't reuse
         }
-        let chunked = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
+        let chunked = te
+            .to_str()
+            .ok()
             .and_then(|v| v.rsplit(',').next())
             .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
         return Ok(if chunked {
@@ -398,40 +439,14 @@ fn framing(method: &Method, status: StatusCode, version: Version, headers: &mut 
             Framing { body: BodyFraming::UntilClose, keep_alive: false }
         });
     }
-    match content_length(headers)? {
-        Some(0) => Ok(Framing { body: BodyFraming::Empty, keep_alive }),
-        Some(n) => Ok(Framing { body: BodyFraming::Length(n), keep_alive }),
-        None => Ok(Framing { body: BodyFraming::UntilClose, keep_alive: false }),
+    if let Some(bad) = fields.bad_length {
+        return Err(Error::Malformed(bad));
     }
-}
-
-fn has_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("close"))
-}
-
-/// Every Content-Length line and list element must be the same number.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            let n = std::str::from_utf8(part)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(Error::Malformed("invalid content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Error::Malformed("differing content-length values"));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length)
+    Ok(match fields.content_length {
+        Some(0) => Framing { body: BodyFraming::Empty, keep_alive },
+        Some(n) => Framing { body: BodyFraming::Length(n), keep_alive },
+        None => Framing { body: BodyFraming::UntilClose, keep_alive: false },
+    })
 }
 
 /// Where a chunked body's decoder stands.
@@ -684,7 +699,11 @@ mod tests {
         for (n, v) in headers {
             map.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
-        let f = framing(&method, StatusCode::from_u16(status).unwrap(), Version::HTTP_11, &mut map)?;
+        let mut fields = FramingFields::default();
+        for (name, value) in &map {
+            fields.see(name, value);
+        }
+        let f = framing(&method, StatusCode::from_u16(status).unwrap(), Version::HTTP_11, &fields, &mut map)?;
         let kind = match f.body {
             BodyFraming::Empty => "empty".to_string(),
             BodyFraming::Length(n) => format!("length {n}"),

@@ -5,13 +5,17 @@
 # cannot see through the noise. It does not see the kernel (two thirds of
 # the CPU per request; the same system calls as nginx, see benches/README.md).
 #
-#     benches/load/callgrind.sh BINARY [BINARY...]
+#     benches/load/callgrind.sh BINARY|nginx [BINARY|nginx...]
 #
 # Each binary runs under valgrind with benches/load/grayshift.toml; after a
 # warm-up the counters are zeroed, wrk sends DURATION (5s) of load over
 # CONNS (10) connections with 100 000 distinct users, and the dump is
-# divided by the requests grayshift counted. The profile stays in
-# target/bench/callgrind.<n>.out for callgrind_annotate.
+# divided by the requests grayshift counted. `nginx` measures the nginx
+# that scripts/bench.sh compares with (benches/load/proxy.nginx.conf) the
+# same way, in one process (master_process off: the process valgrind runs
+# is the one that proxies), divided by the requests wrk counted (nginx has
+# no /metrics). The profile stays in target/bench/callgrind.<n>.out for
+# callgrind_annotate.
 set -euo pipefail
 LOAD=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=$(cd "$LOAD/../.." && pwd)/target/bench
@@ -46,20 +50,34 @@ for bin in "$@"; do
     i=$((i + 1))
     port=$(free_port) admin=$(free_port)
     mkdir -p "$WORK/$i"
-    sed -e "s|@DIR@|$WORK/$i|g; s|@LISTEN@|$port|; s|@ADMIN@|$admin|; s|@STABLE@|$S|; s|@NEW@|$N|" \
-        "$LOAD/grayshift.toml" >"$WORK/$i/g.toml"
+    if [ "$bin" = nginx ]; then
+        sed -e "s|@DIR@|$WORK/$i|g; s|@LISTEN@|$port|; s|@STABLE@|$S|; s|@NEW@|$N|" \
+            "$LOAD/proxy.nginx.conf" >"$WORK/$i/n.conf"
+        # The config already says daemon off; -g may not repeat a directive.
+        cmd=(nginx -p "$WORK/$i" -c "$WORK/$i/n.conf" -g "master_process off;")
+    else
+        sed -e "s|@DIR@|$WORK/$i|g; s|@LISTEN@|$port|; s|@ADMIN@|$admin|; s|@STABLE@|$S|; s|@NEW@|$N|" \
+            "$LOAD/grayshift.toml" >"$WORK/$i/g.toml"
+        cmd=("$(realpath "$bin")" run --config "$WORK/$i/g.toml")
+    fi
     rm -f "$OUT/callgrind.$i.out"*
     GRAYSHIFT_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$i.out" \
-        "$(realpath "$bin")" run --config "$WORK/$i/g.toml" 2>>"$WORK/$i/log" &
+        "${cmd[@]}" 2>>"$WORK/$i/log" &
     pid=$!
     PIDS+=($pid)
     wait_port "$port"
     wrk -t1 -c"$CONNS" -d2s -s "$LOAD/users.lua" "http://127.0.0.1:$port/" >/dev/null
-    before=$(requests "$admin")
+    [ "$bin" = nginx ] || before=$(requests "$admin")
     callgrind_control -z "$pid" >/dev/null
     wrk -t1 -c"$CONNS" -d"$DURATION" -s "$LOAD/users.lua" "http://127.0.0.1:$port/" >"$WORK/$i/wrk.txt"
     callgrind_control -d "$pid" >/dev/null
-    after=$(requests "$admin")
+    if [ "$bin" = nginx ]; then
+        # The responses wrk got: at most CONNS fewer than nginx handled
+        # (those in flight when wrk stopped), under 0.1% of a 5s run.
+        before=0 after=$(sed -n 's/^RESULT requests=\([0-9]*\).*/\1/p' "$WORK/$i/wrk.txt")
+    else
+        after=$(requests "$admin")
+    fi
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
     dump="$OUT/callgrind.$i.out.1" # the -d dump: the counts since the zeroing
     ir=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
