@@ -10,6 +10,7 @@ use crate::body::RequestBody;
 use crate::config::PoolName;
 use crate::error::ProxyError;
 use crate::h1::{self, Outgoing, ResponseReader};
+use crate::hop_by_hop::{connection_listed, is_hop_by_hop};
 use crate::metrics::{PoolMetrics, UpstreamErrorKind};
 use crate::upstream::{Conn, Endpoint, Pool};
 
@@ -18,23 +19,6 @@ pub static X_GRAY_BUCKET: HeaderName = HeaderName::from_static("x-gray-bucket");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-/// Hop-by-hop headers of RFC 9110 §7.6.1 (plus the legacy ones), never
-/// forwarded as received.
-static HOP_BY_HOP: [&HeaderName; 9] = [
-    &header::CONNECTION,
-    &KEEP_ALIVE,
-    &PROXY_CONNECTION,
-    &header::PROXY_AUTHENTICATE,
-    &header::PROXY_AUTHORIZATION,
-    &header::TE,
-    &header::TRAILER,
-    &header::TRANSFER_ENCODING,
-    &header::UPGRADE,
-];
-
 pub fn pool_header(pool: PoolName) -> HeaderValue {
     match pool {
         PoolName::Stable => HeaderValue::from_static("stable"),
@@ -65,79 +49,6 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// Which [`HOP_BY_HOP`] headers are present, one bit each (usually none, or
-/// only `Connection`): one pass over the names, most of them ruled out by
-/// their first byte, so only those present are looked up later.
-fn hop_by_hop_present(headers: &HeaderMap) -> u16 {
-    let mut present = 0u16;
-    for name in headers.keys() {
-        if let Some(i) = hop_by_hop_index(name) {
-            present |= 1 << i;
-        }
-    }
-    present
-}
-
-fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
-    // Every hop-by-hop name starts with one of these letters.
-    if !matches!(name.as_str().as_bytes()[0], b'c' | b'k' | b'p' | b't' | b'u') {
-        return None;
-    }
-    HOP_BY_HOP.iter().position(|h| *h == name)
-}
-
-fn has_hop_by_hop(present: u16, name: &HeaderName) -> bool {
-    HOP_BY_HOP.iter().position(|h| *h == name).is_some_and(|i| present & (1 << i) != 0)
-}
-
-/// The names a `Connection` value lists for removal (RFC 9110 §7.6.1):
-/// readable tokens that are not empty, not hop-by-hop (those go anyway)
-/// and not `Host`, which is never removed: `Connection: host` would
-/// otherwise send the upstream an HTTP/1.1 request without one (nginx
-/// ignores it as well).
-fn connection_listed(value: &HeaderValue) -> impl Iterator<Item = &str> {
-    let text = value.to_str().unwrap_or("");
-    text.split(',').map(str::trim).filter(|token| {
-        !token.is_empty()
-            && !token.eq_ignore_ascii_case("host")
-            && !HOP_BY_HOP.iter().any(|h| token.eq_ignore_ascii_case(h.as_str()))
-    })
-}
-
-/// Remove hop-by-hop headers, including every header named in
-/// `Connection`. For an upgrade, `Connection: upgrade` and `Upgrade` stay.
-/// Names listed in `Connection` are removed by `&str`, which allocates
-/// nothing.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let present = hop_by_hop_present(headers);
-    if present == 0 {
-        return;
-    }
-    let has = |name: &HeaderName| has_hop_by_hop(present, name);
-    let upgrade_value = if upgrade && has(&header::UPGRADE) { headers.get(header::UPGRADE).cloned() } else { None };
-    if has(&header::CONNECTION) {
-        // Clones share the bytes; they let `headers` be changed while the
-        // tokens are read. More than one Connection line is rare.
-        let mut values = headers.get_all(header::CONNECTION).iter();
-        let first = values.next().cloned();
-        let rest: Vec<HeaderValue> = values.cloned().collect();
-        for value in first.iter().chain(&rest) {
-            for token in connection_listed(value) {
-                headers.remove(token);
-            }
-        }
-    }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << i) != 0 {
-            headers.remove(*name);
-        }
-    }
-    if let Some(value) = upgrade_value {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, value);
-    }
 }
 
 /// What the request path learned about a request, for the upstream's eyes.
@@ -171,10 +82,9 @@ pub fn upstream_head(
     fwd: &Forwarded,
     has_body: bool,
 ) -> (Vec<u8>, bool) {
-    let present = hop_by_hop_present(headers);
     // Names that `Connection` lists: usually none (`keep-alive` and
     // `close` are hop-by-hop anyway), and then nothing is allocated.
-    let listed: Vec<&str> = if has_hop_by_hop(present, &header::CONNECTION) {
+    let listed: Vec<&str> = if headers.keys().any(|name| name == header::CONNECTION) {
         headers.get_all(header::CONNECTION).iter().flat_map(connection_listed).collect()
     } else {
         Vec::new()
@@ -197,7 +107,7 @@ pub fn upstream_head(
     let (mut prior_xff, mut kept_proto, mut kept_host, mut has_length) = (false, false, false, false);
     let mut upgrade = None;
     for (name, value) in headers {
-        if hop_by_hop_index(name).is_some() {
+        if is_hop_by_hop(name) {
             if fwd.upgrade && name == header::UPGRADE && upgrade.is_none() {
                 upgrade = Some(value);
             }
@@ -262,10 +172,9 @@ fn field(head: &mut Vec<u8>, name: &str, value: &[u8]) {
     head.extend_from_slice(b"\r\n");
 }
 
-/// Rewrite an upstream response for the client, in place.
+/// Mark an upstream response for the client (its hop-by-hop fields were
+/// left out as it was parsed).
 pub fn rewrite_response<B>(resp: &mut Response<B>, pool: PoolName, expose_pool: bool) {
-    let upgrade = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-    strip_hop_by_hop(resp.headers_mut(), upgrade);
     if expose_pool {
         resp.headers_mut().insert(&X_GRAY_POOL, pool_header(pool));
     }
@@ -374,78 +283,10 @@ mod tests {
     use http::Request;
 
     #[test]
-    fn the_first_byte_filter_covers_every_hop_by_hop_name() {
-        for name in HOP_BY_HOP {
-            assert!(b"ckptu".contains(&name.as_str().as_bytes()[0]), "{name}");
-        }
-    }
-
-    #[test]
-    fn strips_hop_by_hop_and_connection_named_headers() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", "keep-alive, x-secret".parse().unwrap());
-        h.insert("keep-alive", "timeout=5".parse().unwrap());
-        h.insert("x-secret", "1".parse().unwrap());
-        h.insert("transfer-encoding", "chunked".parse().unwrap());
-        h.insert("te", "trailers".parse().unwrap());
-        h.insert("x-app", "kept".parse().unwrap());
-        strip_hop_by_hop(&mut h, false);
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert_eq!(h["x-app"], "kept");
-    }
-
-    #[test]
-    fn strips_names_from_every_connection_line_in_any_case() {
-        let mut h = HeaderMap::new();
-        h.append("connection", "Keep-Alive, X-Secret".parse().unwrap());
-        h.append("connection", " close ,x-other".parse().unwrap());
-        h.insert("x-secret", "1".parse().unwrap());
-        h.insert("x-other", "2".parse().unwrap());
-        h.insert("close", "3".parse().unwrap());
-        h.insert("proxy-connection", "keep-alive".parse().unwrap());
-        h.insert("x-app", "kept".parse().unwrap());
-        strip_hop_by_hop(&mut h, false);
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert_eq!(h["x-app"], "kept");
-    }
-
-    #[test]
-    fn nothing_to_strip_leaves_headers_alone() {
-        let mut h = HeaderMap::new();
-        h.insert("host", "a".parse().unwrap());
-        h.insert("x-app", "kept".parse().unwrap());
-        let before = h.clone();
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h, before);
-    }
-
-    #[test]
     fn bucket_values_are_the_numbers() {
         for b in 0..100u8 {
             assert_eq!(bucket_header(b), b.to_string().as_str());
         }
-    }
-
-    #[test]
-    fn connection_cannot_strip_host() {
-        let mut h = HeaderMap::new();
-        h.insert("host", "shop.example".parse().unwrap());
-        h.insert("connection", "Host, x-a".parse().unwrap());
-        h.insert("x-a", "1".parse().unwrap());
-        strip_hop_by_hop(&mut h, false);
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert_eq!(h["host"], "shop.example");
-    }
-
-    #[test]
-    fn upgrade_keeps_connection_upgrade() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", "Upgrade".parse().unwrap());
-        h.insert("upgrade", "websocket".parse().unwrap());
-        assert!(is_upgrade(&h));
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h["connection"], "upgrade");
-        assert_eq!(h["upgrade"], "websocket");
     }
 
     /// The head `upstream_head` writes, parsed back: the target, the

@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::BoxError;
+use crate::hop_by_hop::{connection_listed, is_hop_by_hop};
 
 /// Largest response head accepted from an upstream.
 const MAX_HEAD: usize = 64 * 1024;
@@ -169,7 +170,7 @@ impl Connection {
     /// skipped: the answer follows them).
     fn poll_head(&mut self, method: &Method, cx: &mut Context<'_>) -> Poll<Result<Response<Framing>, Error>> {
         loop {
-            if let Some(response) = self.parse_head(method)? {
+            if let Some(response) = parse_head(&mut self.read_buf, method)? {
                 if response.status().is_informational() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
                     continue;
                 }
@@ -195,52 +196,67 @@ impl Connection {
         unsafe { self.read_buf.set_len(self.read_buf.len() + n) };
         Poll::Ready(Ok(n))
     }
+}
 
-    /// Parse a complete response head off the front of the read buffer.
-    fn parse_head(&mut self, method: &Method) -> Result<Option<Response<Framing>>, Error> {
-        // Uninitialised slots: zeroing 128 of them cost more than parsing.
-        let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut []);
-        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut parsed,
-            &self.read_buf,
-            &mut slots,
-        )? {
+/// Parse a complete response head off the front of `buf`. The
+/// connection's own fields (hop-by-hop, RFC 9110 §7.6.1) decide the framing
+/// and are left out of the headers: they are not passed on. A 101 keeps
+/// `Connection: upgrade` and its first `Upgrade`.
+pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Response<Framing>>, Error> {
+    // Uninitialised slots: zeroing 128 of them cost more than parsing.
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len =
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, &mut slots)? {
             httparse::Status::Complete(len) => len,
             httparse::Status::Partial => return Ok(None),
         };
-        let status = StatusCode::from_u16(parsed.code.unwrap_or(0)).map_err(|_| Error::Malformed("bad status"))?;
-        let version = if parsed.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
-        // Where each name and value sits in the head, so the values can be
-        // slices of it (no copy) once it is split off the buffer.
-        let base = self.read_buf.as_ptr() as usize;
-        let mut spans = [const { MaybeUninit::<[u32; 4]>::uninit() }; MAX_HEADERS];
-        let count = parsed.headers.len();
-        for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            span.write([name as u32, (name + h.name.len()) as u32, value as u32, (value + h.value.len()) as u32]);
-        }
-        let head = self.read_buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
-        let mut fields = FramingFields::default();
-        for span in &spans[..count] {
-            // SAFETY: the loop above wrote the first `count` spans.
-            let [ns, ne, vs, ve] = unsafe { span.assume_init() };
-            let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
-                .map_err(|_| Error::Malformed("bad header name"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
-                .map_err(|_| Error::Malformed("bad header value"))?;
-            fields.see(&name, &value);
-            headers.append(name, value);
-        }
-        let framing = framing(method, status, version, &fields, &mut headers)?;
-        let mut response = Response::new(framing);
-        *response.status_mut() = status;
-        *response.version_mut() = version;
-        *response.headers_mut() = headers;
-        Ok(Some(response))
+    let status = StatusCode::from_u16(parsed.code.unwrap_or(0)).map_err(|_| Error::Malformed("bad status"))?;
+    let version = if parsed.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
+    // Where each name and value sits in the head, so the values can be
+    // slices of it (no copy) once it is split off the buffer.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [const { MaybeUninit::<[u32; 4]>::uninit() }; MAX_HEADERS];
+    let count = parsed.headers.len();
+    for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        span.write([name as u32, (name + h.name.len()) as u32, value as u32, (value + h.value.len()) as u32]);
     }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut fields = FramingFields::default();
+    for span in &spans[..count] {
+        // SAFETY: the loop above wrote the first `count` spans.
+        let [ns, ne, vs, ve] = unsafe { span.assume_init() };
+        let name =
+            HeaderName::from_bytes(&head[ns as usize..ne as usize]).map_err(|_| Error::Malformed("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+            .map_err(|_| Error::Malformed("bad header value"))?;
+        fields.see(&name, &value);
+        if is_hop_by_hop(&name) {
+            if name == header::UPGRADE && fields.upgrade.is_none() {
+                fields.upgrade = Some(value);
+            }
+            continue;
+        }
+        headers.append(name, value);
+    }
+    for value in &fields.connection_lists {
+        for name in connection_listed(value) {
+            headers.remove(name);
+        }
+    }
+    let framing = framing(method, status, version, &fields, &mut headers)?;
+    if let Some(upgrade) = fields.upgrade.filter(|_| status == StatusCode::SWITCHING_PROTOCOLS) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, upgrade);
+    }
+    let mut response = Response::new(framing);
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    Ok(Some(response))
 }
 
 /// A request body going up, as far as the socket takes it each poll.
@@ -380,6 +396,10 @@ enum BodyFraming {
 struct FramingFields {
     /// A `Connection: close` token.
     close: bool,
+    /// `Connection` values that name other fields to leave out (rare).
+    connection_lists: Vec<HeaderValue>,
+    /// The first Upgrade value, kept for a 101.
+    upgrade: Option<HeaderValue>,
     /// The last Transfer-Encoding line.
     transfer_encoding: Option<HeaderValue>,
     content_length: Option<u64>,
@@ -393,6 +413,9 @@ impl FramingFields {
     fn see(&mut self, name: &HeaderName, value: &HeaderValue) {
         if name == header::CONNECTION {
             self.close |= value.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            if connection_listed(value).next().is_some() {
+                self.connection_lists.push(value.clone());
+            }
         } else if name == header::TRANSFER_ENCODING {
             self.transfer_encoding = Some(value.clone());
         } else if name == header::CONTENT_LENGTH {
@@ -415,7 +438,13 @@ impl FramingFields {
 }
 
 /// RFC 9112 §6.3, in its order.
-fn framing(method: &Method, status: StatusCode, version: Version, fields: &FramingFields, headers: &mut HeaderMap) -> Result<Framing, Error> {
+fn framing(
+    method: &Method,
+    status: StatusCode,
+    version: Version,
+    fields: &FramingFields,
+    headers: &mut HeaderMap,
+) -> Result<Framing, Error> {
     let mut keep_alive = version == Version::HTTP_11 && !fields.close;
     if status == StatusCode::SWITCHING_PROTOCOLS {
         return Ok(Framing { body: BodyFraming::Upgraded, keep_alive: false });

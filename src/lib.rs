@@ -17,6 +17,7 @@ pub mod forward;
 pub mod framing;
 pub mod framing_guard;
 pub mod h1;
+pub mod hop_by_hop;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
