@@ -4,7 +4,6 @@
 //! [`Splitter::decide`].
 
 use std::collections::HashSet;
-use std::io::Read;
 use std::net::IpAddr;
 
 use http::header::{HeaderMap, HeaderName, COOKIE};
@@ -24,13 +23,17 @@ pub enum KeySource {
 
 /// `murmur3_x86_32(seed 0, "{group}:{key}") mod 100`, the same number as
 /// Unleash's `normalizedHash(key, group) - 1`. `prefix` is `"{group}:"`.
-/// The two parts are hashed as one stream by the `murmur3` crate, so
-/// nothing is concatenated or allocated. (A hand-written murmur3 on a stack
-/// buffer measured 20 ns against the crate's 38 ns: not worth owning a hash
-/// when a request costs ~20 µs of CPU.)
+/// The two parts are fed to one hasher, so nothing is concatenated or
+/// allocated. (`mur3` reads whole words from the slices; the `murmur3`
+/// crate's `Read`-based API copied four bytes at a time and cost ~370 more
+/// instructions per request. The tests check this against `murmur3`, the
+/// spec vectors and all 396 Unleash rows.)
 pub fn bucket(prefix: &[u8], key: &[u8]) -> u8 {
-    let hash = murmur3::murmur3_32(&mut prefix.chain(key), 0).expect("reading from memory cannot fail");
-    (hash % 100) as u8
+    use std::hash::Hasher;
+    let mut hasher = mur3::Hasher32::with_seed(0);
+    hasher.write(prefix);
+    hasher.write(key);
+    (hasher.finish32() % 100) as u8
 }
 
 /// The client's address (§1.2): the TCP peer, unless the peer is a trusted
