@@ -216,7 +216,7 @@ pub async fn connect(pool: &Pool, metrics: &PoolMetrics, retry: bool) -> Result<
 }
 
 /// Send the request on `conn` and wait for the response head, within the
-/// pool's `request_timeout`. A request without a body whose pooled
+/// pool's `request_timeout` (a deadline the connection checks). A request without a body whose pooled
 /// connection turns out closed by the upstream (before any answer came)
 /// goes out once more on a fresh connection: the keep-alive race.
 pub async fn send(
@@ -227,27 +227,26 @@ pub async fn send(
     mut outgoing: Outgoing<RequestBody>,
 ) -> Result<Answer, ProxyError> {
     let timeout = pool.config.request_timeout;
-    let attempt = async {
-        let reused = conn.is_reused();
-        match conn.send(&mut outgoing).await {
-            Ok(response) => Ok(response),
-            // Boxed: the retry is rare, and inline its future would make
-            // every request's future larger.
-            Err(e) if e.retryable && reused => Box::pin(resend(pool, metrics, &endpoint, &mut outgoing)).await,
-            Err(e) => Err(classify(pool.name, e.error)),
-        }
+    outgoing.set_deadline(tokio::time::Instant::now() + timeout);
+    let reused = conn.is_reused();
+    let response = match conn.send(&mut outgoing).await {
+        Ok(response) => Ok(response),
+        // Boxed: the retry is rare, and inline its future would make
+        // every request's future larger.
+        Err(e) if e.retryable && reused => Box::pin(resend(pool, metrics, &endpoint, &mut outgoing)).await,
+        Err(e) => Err(classify(pool.name, e.error)),
     };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(response)) => Ok(Answer { response, endpoint }),
-        Ok(Err(e)) => {
+    match response {
+        Ok(response) => Ok(Answer { response, endpoint }),
+        Err(ProxyError::Upstream { source: h1::Error::Timeout, .. }) => {
+            metrics.count_error(UpstreamErrorKind::Timeout);
+            Err(ProxyError::Timeout { pool: pool.name, timeout })
+        }
+        Err(e) => {
             if matches!(e, ProxyError::Upstream { .. }) {
                 metrics.count_error(UpstreamErrorKind::Reset);
             }
             Err(e)
-        }
-        Err(_) => {
-            metrics.count_error(UpstreamErrorKind::Timeout);
-            Err(ProxyError::Timeout { pool: pool.name, timeout })
         }
     }
 }

@@ -14,6 +14,7 @@
 //! Transfer-Encoding, or neither header, reads until the upstream closes;
 //! differing or invalid Content-Length values are an error (502).
 
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -23,8 +24,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 use http_body::Body;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use crate::body::BoxError;
 use crate::hop_by_hop::{connection_listed, is_hop_by_hop};
@@ -48,6 +50,8 @@ pub enum Error {
     Malformed(&'static str),
     #[error("client request body failed: {0}")]
     ClientBody(BoxError),
+    #[error("no answer before the request's deadline")]
+    Timeout,
 }
 
 impl From<httparse::Error> for Error {
@@ -77,11 +81,62 @@ pub struct Connection {
     read_buf: BytesMut,
     /// Taken from the idle pool (it may have gone stale), not fresh.
     reused: bool,
+    /// The deadline timer, armed at the connection's first request that
+    /// has a deadline, kept for its life (see [`Connection::poll_deadline`]).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Connection {
     pub fn new(stream: TcpStream) -> Self {
-        Connection { stream, read_buf: BytesMut::new(), reused: false }
+        Connection { stream, read_buf: BytesMut::new(), reused: false, timer: None }
+    }
+
+    /// `Err(Timeout)` once `deadline` has passed. A timer registered and
+    /// removed per request cost ~600 instructions; this one is armed once
+    /// per connection and a request only moves the deadline it is checked
+    /// against. Deadlines only grow on a connection, so the timer fires at
+    /// an earlier request's deadline at the latest (a shorter
+    /// `request_timeout` after a reload moves it back), and is then moved on to
+    /// the current one: a reset per `request_timeout` of busy connection
+    /// life, not per request. (When it fires while the connection is idle,
+    /// the last task that polled it gets one spurious wake-up.)
+    /// Hand `polled` on; while it waits, check the deadline (and arm its
+    /// timer). A poll that is ready needs no look at the deadline.
+    fn or_deadline<T>(
+        &mut self,
+        polled: Poll<Result<T, Error>>,
+        deadline: Option<Instant>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<T, Error>> {
+        if polled.is_pending() {
+            self.poll_deadline(deadline, cx)?;
+        }
+        polled
+    }
+
+    fn poll_write_all(&mut self, buf: &[u8], written: &mut usize, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        while *written < buf.len() {
+            match ready!(Pin::new(&mut self.stream).poll_write(cx, &buf[*written..]))? {
+                0 => return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into())),
+                n => *written += n,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_deadline(&mut self, deadline: Option<Instant>, cx: &mut Context<'_>) -> Result<(), Error> {
+        let Some(deadline) = deadline else { return Ok(()) };
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if deadline < timer.deadline() {
+            timer.as_mut().reset(deadline); // request_timeout was shortened by a reload
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            if timer.deadline() >= deadline {
+                return Err(Error::Timeout);
+            }
+            timer.as_mut().reset(deadline);
+        }
+        Ok(())
     }
 
     pub fn mark_reused(&mut self) {
@@ -121,11 +176,22 @@ impl Connection {
         B: Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        let deadline = req.deadline;
         let Some(body) = req.body.take() else {
-            if let Err(e) = self.stream.write_all(&req.head).await {
-                return Err(SendError { retryable: is_closed(&e), error: e.into() });
+            let mut written = 0;
+            let write = std::future::poll_fn(|cx| {
+                let polled = self.poll_write_all(&req.head, &mut written, cx);
+                self.or_deadline(polled, deadline, cx)
+            });
+            if let Err(error) = write.await {
+                let retryable = matches!(&error, Error::Io(e) if is_closed(e));
+                return Err(SendError { retryable, error });
             }
-            let head = std::future::poll_fn(|cx| self.poll_head(&req.method, cx)).await;
+            let head = std::future::poll_fn(|cx| {
+                let polled = self.poll_head(&req.method, cx);
+                self.or_deadline(polled, deadline, cx)
+            })
+            .await;
             return match head {
                 Ok(response) => Ok(response.map(|framing| ResponseReader::new(self, framing, None))),
                 Err(error) => Err(SendError {
@@ -154,7 +220,8 @@ impl Connection {
                     Poll::Pending => {}
                 }
             }
-            self.poll_head(&req.method, cx)
+            let polled = self.poll_head(&req.method, cx);
+            self.or_deadline(polled, deadline, cx)
         })
         .await;
         match head {
@@ -363,6 +430,8 @@ pub struct Outgoing<B> {
     body: Option<B>,
     chunked: bool,
     method: Method,
+    /// The answer's head must have come by then.
+    deadline: Option<Instant>,
 }
 
 impl<B> Outgoing<B> {
@@ -370,7 +439,12 @@ impl<B> Outgoing<B> {
     /// ([`crate::forward::upstream_head`]); `chunked`: it announced a
     /// chunked body, so the body's frames go up as chunks.
     pub fn new(head: Vec<u8>, method: Method, body: Option<B>, chunked: bool) -> Self {
-        Outgoing { head, body, chunked, method }
+        Outgoing { head, body, chunked, method, deadline: None }
+    }
+
+    /// Give up with [`Error::Timeout`] if no answer has come by `deadline`.
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
     }
 }
 

@@ -239,6 +239,25 @@ async fn connect_failure_is_502_and_timeout_is_504_naming_the_pool() {
     assert_eq!(metric(&metrics, "grayshift_requests_total{code=\"5xx\",pool=\"stable\"}"), 1.0);
 }
 
+/// Each request on a kept-alive upstream connection has its own deadline
+/// (the connection keeps one timer across requests): the timer left by an
+/// earlier request neither cuts a later one short nor lets a hung one run on.
+#[tokio::test]
+async fn request_timeout_is_each_requests_own_on_a_reused_upstream_connection() {
+    let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
+    let text = config(&[&stable], &[&new], 0, "").replace("request_timeout = \"2s\"", "request_timeout = \"1s\"");
+    let proxy = Proxy::start(&text).await;
+    assert_eq!(proxy.get_as("/slow/400", Some("bob")).await.status, 200);
+    // Runs past the first request's deadline (~1.0 s), within its own (~1.4 s).
+    let reply = proxy.get_as("/slow/700", Some("bob")).await;
+    assert_eq!(reply.status, 200, "cut short by an earlier request's deadline: {}", reply.text());
+    let started = std::time::Instant::now();
+    let reply = proxy.get_as("/slow/5000", Some("bob")).await;
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert!(started.elapsed() >= Duration::from_secs(1), "timed out before its own deadline: {:?}", started.elapsed());
+    assert_eq!(stable.connections(), 1, "all three went over one kept-alive connection");
+}
+
 #[tokio::test]
 async fn idempotent_requests_retry_another_endpoint_and_dead_endpoints_are_ejected() {
     let (alive, new) = (Upstream::start("stable").await, Upstream::start("new").await);

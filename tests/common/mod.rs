@@ -37,6 +37,8 @@ pub struct Upstream {
     pub hits: Arc<AtomicUsize>,
     pub healthy: Arc<AtomicBool>,
     pub fail_every: Arc<AtomicUsize>,
+    /// Connections accepted so far.
+    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -52,11 +54,14 @@ impl Upstream {
         let healthy = Arc::new(AtomicBool::new(true));
         let fail_every = Arc::new(AtomicUsize::new(0));
         let state = (name.to_string(), hits.clone(), healthy.clone(), fail_every.clone());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let state = state.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| serve(state.clone(), req));
@@ -66,7 +71,7 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, name: name.to_string(), hits, healthy, fail_every, task }
+        Upstream { addr, name: name.to_string(), hits, healthy, fail_every, connections, task }
     }
 
     pub fn set_healthy(&self, healthy: bool) {
@@ -75,6 +80,10 @@ impl Upstream {
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Stop accepting and close the listener (connections in flight stay).
