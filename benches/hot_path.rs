@@ -160,7 +160,11 @@ fn bench_forward(c: &mut Criterion) {
     c.bench_function("h1/parse_head/response", |b| {
         b.iter_batched(
             || bytes::BytesMut::from(UPSTREAM_RESPONSE),
-            |mut buf| grayshift::h1::parse_head(&mut buf, &http::Method::GET).unwrap().expect("complete"),
+            |mut buf| {
+                grayshift::h1::parse_head(&mut buf, &http::Method::GET, &mut Default::default())
+                    .unwrap()
+                    .expect("complete")
+            },
             BatchSize::SmallInput,
         )
     });

@@ -999,7 +999,7 @@ proptest! {
         }
         raw.extend_from_slice(b"\r\n");
         let mut buf = bytes::BytesMut::from(&raw[..]);
-        let response = grayshift::h1::parse_head(&mut buf, &http::Method::GET).unwrap().expect("a complete head");
+        let response = grayshift::h1::parse_head(&mut buf, &http::Method::GET, &mut Default::default()).unwrap().expect("a complete head");
         prop_assert!(buf.is_empty());
         let trim = |m: Multimap| -> Multimap {
             m.into_iter().map(|(n, vs)| (n, vs.into_iter().map(|v| v.trim_ascii().to_vec()).collect())).collect()
