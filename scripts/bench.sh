@@ -123,8 +123,9 @@ PIN_PROXY=(nice -n "$NICE" taskset -c "$PROXY_CPU")
 PIN_LOAD=(nice -n "$NICE" taskset -c "$LOAD_CPU")
 PIN_UPSTREAM=(nice -n "$NICE" taskset -c "$UPSTREAM_CPU")
 
-# CPU time (utime+stime, clock ticks) of a process, all threads, live and exited.
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# CPU time of a process in clock ticks, all threads, live and exited:
+# "utime stime" (user space, kernel).
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -194,17 +195,18 @@ for round in $(seq "$ROUNDS"); do
     for proxy in $PROXIES; do
         port=${PORT[$proxy]} pid=${MEASURE[$proxy]}
         wrk_run "$port" "$WARMUP" >/dev/null
-        before=$(cpu_ticks "$pid")
+        read -r user_before sys_before < <(cpu_ticks "$pid")
         result=$(wrk_run "$port" "$DURATION")
-        after=$(cpu_ticks "$pid")
-        line=$(awk -v r="$result" -v ticks=$((after - before)) -v hz="$CLK_TCK" -v proxy="$proxy" -v round="$round" '
+        read -r user_after sys_after < <(cpu_ticks "$pid")
+        line=$(awk -v r="$result" -v user=$((user_after - user_before)) -v sys=$((sys_after - sys_before)) \
+            -v hz="$CLK_TCK" -v proxy="$proxy" -v round="$round" '
             BEGIN {
                 n = split(r, kv, /[ =]/)
                 for (i = 2; i < n; i += 2) v[kv[i]] = kv[i + 1]
                 rps = v["requests"] / (v["duration_us"] / 1e6)
-                cpu = ticks / hz * 1e6 / v["requests"]
-                printf "kind=closed round=%d proxy=%s rps=%.0f p50_us=%d p99_us=%d status_errors=%d socket_errors=%d requests=%d cpu_ticks=%d cpu_us_per_req=%.3f\n",
-                    round, proxy, rps, v["p50_us"], v["p99_us"], v["status_errors"], v["socket_errors"], v["requests"], ticks, cpu
+                per = 1e6 / hz / v["requests"]
+                printf "kind=closed round=%d proxy=%s rps=%.0f p50_us=%d p99_us=%d status_errors=%d socket_errors=%d requests=%d cpu_ticks=%d cpu_us_per_req=%.3f user_us_per_req=%.3f sys_us_per_req=%.3f\n",
+                    round, proxy, rps, v["p50_us"], v["p99_us"], v["status_errors"], v["socket_errors"], v["requests"], user + sys, (user + sys) * per, user * per, sys * per
             }')
         echo "$line" >>"$RAW"
         log "round $round: $line"
@@ -256,7 +258,7 @@ done
     echo "proxy on CPU $PROXY_CPU, wrk and the open-loop generator on CPU $LOAD_CPU, upstreams (2 × nginx, 1 worker, fixed 200) on CPU $UPSTREAM_CPU; nice $NICE."
     echo "grayshift ${GRAYSHIFT_BIN:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')},"\
         "$(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}'); $(date -u +%Y-%m-%dT%H:%MZ)."
-    echo "CPU per request = Δ(utime+stime) of the proxy process (all threads; nginx: its worker) from /proc/PID/stat over the wrk run ÷ requests."
+    echo "CPU per request = Δ(utime+stime) of the proxy process (all threads; nginx: its worker) from /proc/PID/stat over the wrk run ÷ requests; user + kernel: utime and stime apart (medians each, so they need not add up exactly)."
 } >"$WORK/machine.txt"
 python3 "$LOAD/report.py" "$RAW" "$WORK/machine.txt" >"$OUT/results.md"
 echo

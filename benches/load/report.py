@@ -37,8 +37,10 @@ def main():
     closed = [r for r in rows if r["kind"] == "closed"]
     rounds = len({r["round"] for r in closed})
     out.append(f"### Closed loop: `wrk -t1 -c50`, 100 000 distinct X-User-ID, median of {rounds} rounds\n")
-    out.append("| proxy (1 core) | CPU µs / request | requests/s | p50 | p99 | errors | CPU µs / request, each round |")
-    out.append("|---|---:|---:|---:|---:|---:|---|")
+    out.append(
+        "| proxy (1 core) | CPU µs / request | user + kernel | requests/s | p50 | p99 | errors | CPU µs / request, each round |"
+    )
+    out.append("|---|---:|---:|---:|---:|---:|---:|---|")
     cpu = {}
     for p in PROXIES:
         rs = [r for r in closed if r["proxy"] == p]
@@ -47,8 +49,9 @@ def main():
         cpu[p] = med(rs, "cpu_us_per_req")
         errors = sum(int(r["status_errors"]) + int(r["socket_errors"]) for r in rs)
         each = ", ".join(f"{float(r['cpu_us_per_req']):.1f}" for r in rs)
+        split = f"{med(rs, 'user_us_per_req'):.2f} + {med(rs, 'sys_us_per_req'):.2f}"
         out.append(
-            f"| {p} | {cpu[p]:.2f} | {med(rs, 'rps'):,.0f} | {fmt_us(med(rs, 'p50_us'))} | "
+            f"| {p} | {cpu[p]:.2f} | {split} | {med(rs, 'rps'):,.0f} | {fmt_us(med(rs, 'p50_us'))} | "
             f"{fmt_us(med(rs, 'p99_us'))} | {errors} | {each} |"
         )
     if "grayshift" in cpu and "nginx" in cpu:
