@@ -96,15 +96,6 @@ impl Connection {
         Connection { stream, read_buf: BytesMut::new(), reused: false, timer: None, names: NameCache::default() }
     }
 
-    /// `Err(Timeout)` once `deadline` has passed. A timer registered and
-    /// removed per request cost ~600 instructions; this one is armed once
-    /// per connection and a request only moves the deadline it is checked
-    /// against. Deadlines only grow on a connection, so the timer fires at
-    /// an earlier request's deadline at the latest (a shorter
-    /// `request_timeout` after a reload moves it back), and is then moved on to
-    /// the current one: a reset per `request_timeout` of busy connection
-    /// life, not per request. (When it fires while the connection is idle,
-    /// the last task that polled it gets one spurious wake-up.)
     /// Hand `polled` on; while it waits, check the deadline (and arm its
     /// timer). A poll that is ready needs no look at the deadline.
     fn or_deadline<T>(
@@ -129,6 +120,16 @@ impl Connection {
         Poll::Ready(Ok(()))
     }
 
+    /// `Err(Timeout)` once `deadline` has passed. A timer registered and
+    /// removed per request cost ~600 instructions; this one is armed once
+    /// per connection and a request only moves the deadline it is checked
+    /// against. Deadlines only grow on a connection, so the timer fires at
+    /// an earlier request's deadline at the latest (a shorter
+    /// `request_timeout` after a reload moves it back), and is then moved
+    /// on to the current one: a reset per `request_timeout` of busy
+    /// connection life, not per request. (When it fires while the
+    /// connection is idle, the last task that polled it gets one spurious
+    /// wake-up.)
     fn poll_deadline(&mut self, deadline: Option<Instant>, cx: &mut Context<'_>) -> Result<(), Error> {
         let Some(deadline) = deadline else { return Ok(()) };
         let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
