@@ -227,21 +227,20 @@ pub async fn send(
     endpoint: Arc<Endpoint>,
     mut outgoing: Outgoing<RequestBody>,
 ) -> Result<Answer, ProxyError> {
-    let timeout = pool.config.request_timeout;
-    outgoing.set_deadline(tokio::time::Instant::now() + timeout);
+    outgoing.set_deadline(tokio::time::Instant::now() + pool.config.request_timeout);
     let reused = conn.is_reused();
     let response = match conn.send(&mut outgoing).await {
         Ok(response) => Ok(response),
         // Boxed: the retry is rare, and inline its future would make
         // every request's future larger.
         Err(e) if e.retryable && reused => Box::pin(resend(pool, metrics, &endpoint, &mut outgoing)).await,
-        Err(e) => Err(classify(pool.name, e.error)),
+        Err(e) => Err(classify(pool, e.error)),
     };
     match response {
         Ok(response) => Ok(Answer { response, endpoint }),
-        Err(ProxyError::Upstream { source: h1::Error::Timeout, .. }) => {
+        Err(e @ ProxyError::Timeout { .. }) => {
             metrics.count_error(UpstreamErrorKind::Timeout);
-            Err(ProxyError::Timeout { pool: pool.name, timeout })
+            Err(e)
         }
         Err(e) => {
             if matches!(e, ProxyError::Upstream { .. }) {
@@ -263,17 +262,18 @@ async fn resend(
         metrics.count_error(UpstreamErrorKind::Connect);
         ProxyError::Connect { pool: pool.name, source }
     })?;
-    conn.send(outgoing).await.map_err(|e| classify(pool.name, e.error))
+    conn.send(outgoing).await.map_err(|e| classify(pool, e.error))
 }
 
 /// A send failure caused by the client's body (it broke off, was malformed
 /// or too large) is the client's error, not the upstream's.
-fn classify(pool: PoolName, error: h1::Error) -> ProxyError {
+fn classify(pool: &Pool, error: h1::Error) -> ProxyError {
     match error {
         h1::Error::ClientBody(e) if e.is::<crate::body::BodyTooLarge>() => ProxyError::BodyTooLarge,
         h1::Error::ClientBody(e) if e.is::<crate::body::BodyTimeout>() => ProxyError::BodyTimeout,
         h1::Error::ClientBody(e) => ProxyError::ClientBody(e),
-        source => ProxyError::Upstream { pool, source },
+        h1::Error::Timeout => ProxyError::Timeout { pool: pool.name, timeout: pool.config.request_timeout },
+        source => ProxyError::Upstream { pool: pool.name, source },
     }
 }
 

@@ -51,13 +51,9 @@ pub fn parse_head(
         let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
             .map_err(|_| Error::Malformed("bad header value"))?;
         fields.see(&name, &value);
-        if is_hop_by_hop(&name) {
-            if name == header::UPGRADE && fields.upgrade.is_none() {
-                fields.upgrade = Some(value);
-            }
-            continue;
+        if !is_hop_by_hop(&name) {
+            headers.append(name, value);
         }
-        headers.append(name, value);
     }
     for value in &fields.connection_lists {
         for name in connection_listed(value) {
@@ -139,13 +135,16 @@ struct FramingFields {
 }
 
 impl FramingFields {
-    /// Every Content-Length line and list element must be the same number.
+    /// Note what one field says for the framing. Every Content-Length line
+    /// and list element must be the same number.
     fn see(&mut self, name: &HeaderName, value: &HeaderValue) {
         if name == header::CONNECTION {
             self.close |= value.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
             if connection_listed(value).next().is_some() {
                 self.connection_lists.push(value.clone());
             }
+        } else if name == header::UPGRADE {
+            self.upgrade.get_or_insert_with(|| value.clone());
         } else if name == header::TRANSFER_ENCODING {
             self.transfer_encoding = Some(value.clone());
         } else if name == header::CONTENT_LENGTH {
