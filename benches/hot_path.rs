@@ -14,9 +14,9 @@ use std::net::IpAddr;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use grayshift::config::PoolName;
-use grayshift::forward::{self, Forwarded};
 use grayshift::metrics::Metrics;
-use grayshift::split::{self, IpText, Splitter};
+use grayshift::proxy::forward::{self, Forwarded};
+use grayshift::proxy::split::{self, IpText, Splitter};
 use http::{HeaderMap, HeaderValue, Request};
 
 /// The benchmark's config: the bench load's split (50 % on X-User-ID) and
@@ -158,11 +158,13 @@ fn bench_forward(c: &mut Criterion) {
     });
 
     // A connection's name cache, warm: the same upstream, response after response.
-    let mut names = grayshift::h1::NameCache::default();
+    let mut names = grayshift::proxy::h1::NameCache::default();
     c.bench_function("h1/parse_head/response", |b| {
         b.iter_batched(
             || bytes::BytesMut::from(UPSTREAM_RESPONSE),
-            |mut buf| grayshift::h1::parse_head(&mut buf, &http::Method::GET, &mut names).unwrap().expect("complete"),
+            |mut buf| {
+                grayshift::proxy::h1::parse_head(&mut buf, &http::Method::GET, &mut names).unwrap().expect("complete")
+            },
             BatchSize::SmallInput,
         )
     });

@@ -6,27 +6,12 @@
 //! only parses arguments, sets up logging and forwards signals.
 
 pub mod admin;
-pub mod body;
 pub mod client;
 pub mod config;
 pub mod control;
-pub mod ctl;
 pub mod demo;
-pub mod error;
-pub mod forward;
-pub mod framing;
-pub mod framing_guard;
-pub mod h1;
-pub mod hop_by_hop;
 pub mod metrics;
 pub mod proxy;
-pub mod reload;
-pub mod rules;
-pub mod server;
-pub mod snapshot;
-pub mod split;
-pub mod tls;
-pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,9 +23,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError};
-use crate::control::{Control, StateFileError};
+use crate::control::state::{Control, StateFileError};
+use crate::control::{reload, rules};
 use crate::metrics::Metrics;
-use crate::snapshot::Snapshot;
+use crate::proxy::snapshot::Snapshot;
+use crate::proxy::{server, tls};
 
 /// Everything the listeners, the reloader and the rule engine share.
 pub struct Shared {
@@ -173,7 +160,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         proxy_listener,
         server::Protocols::new(&server_config),
         server::Limits::new(&server_config),
-        move |conn, req| proxy::handle(proxy_shared.clone(), conn, req),
+        move |conn, req| proxy::handle::handle(proxy_shared.clone(), conn, req),
         shutdown_rx.clone(),
         tls,
     ));
@@ -182,7 +169,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         admin_listener,
         server::Protocols::new(&server_config),
         server::Limits { max_connections: 1024, ..server::Limits::new(&server_config) },
-        move |conn, req| admin::handle(admin_shared.clone(), conn, req),
+        move |conn, req| admin::api::handle(admin_shared.clone(), conn, req),
         shutdown_rx.clone(),
         None,
     ));

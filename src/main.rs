@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use grayshift::admin::ctl;
 use grayshift::config::{self, PoolName};
-use grayshift::ctl;
 
 #[derive(Parser)]
 #[command(name = "grayshift", version, about = "Gray-release (canary) reverse proxy with automatic L1/L2/L3 rollback")]
@@ -191,26 +191,26 @@ fn bucket(path: &std::path::Path, key: &str) -> ExitCode {
         }
     };
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let route = match grayshift::control::Control::open_read_only(&config.state, config.split.percent, tx) {
+    let route = match grayshift::control::state::Control::open_read_only(&config.state, config.split.percent, tx) {
         Ok(route) => route,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let splitter = grayshift::split::Splitter::new(&config.split);
+    let splitter = grayshift::proxy::split::Splitter::new(&config.split);
     let bucket = splitter.bucket(key.as_bytes());
     let (pool, reason) = splitter.decide(key.as_bytes(), bucket, route.percent, route.rolled_back);
     let why = match reason {
-        grayshift::split::Reason::Percent if pool == PoolName::New => {
+        grayshift::proxy::split::Reason::Percent if pool == PoolName::New => {
             format!("bucket {bucket} < percent {}", route.percent)
         }
-        grayshift::split::Reason::Percent => {
+        grayshift::proxy::split::Reason::Percent => {
             format!("bucket {bucket} >= percent {}", route.percent)
         }
-        grayshift::split::Reason::ForcedNew => "listed in split.force_new".into(),
-        grayshift::split::Reason::ForcedStable => "listed in split.force_stable".into(),
-        grayshift::split::Reason::RolledBack => "an L1/L3 rollback is active".into(),
+        grayshift::proxy::split::Reason::ForcedNew => "listed in split.force_new".into(),
+        grayshift::proxy::split::Reason::ForcedStable => "listed in split.force_stable".into(),
+        grayshift::proxy::split::Reason::RolledBack => "an L1/L3 rollback is active".into(),
     };
     println!(
         "key={key:?} group={} bucket={bucket} percent={} pool={} ({why})",
@@ -258,7 +258,7 @@ async fn serve(options: grayshift::Options, demo: bool) -> ExitCode {
             return;
         };
         while hup.recv().await.is_some() {
-            let _ = grayshift::reload::reload(&shared, "sighup");
+            let _ = grayshift::control::reload::reload(&shared, "sighup");
         }
     });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");

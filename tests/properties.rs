@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use grayshift::config::{self, ConfigError, SplitConfig};
-use grayshift::framing;
-use grayshift::split::{client_ip, IpText, KeySource, Splitter};
+use grayshift::proxy::framing;
+use grayshift::proxy::split::{client_ip, IpText, KeySource, Splitter};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Version};
 use ipnet::IpNet;
@@ -677,7 +677,7 @@ proptest! {
     #[test]
     /// Lengths on both sides of any fixed-size fast path.
     fn bucket_of_arbitrary_bytes_matches_reference(prefix in prop::collection::vec(any::<u8>(), 0..160), key in prop::collection::vec(any::<u8>(), 0..160)) {
-        let b = grayshift::split::bucket(&prefix, &key);
+        let b = grayshift::proxy::split::bucket(&prefix, &key);
         prop_assert!(b < 100);
         prop_assert_eq!(u32::from(b), murmur3_32(&[prefix.as_slice(), key.as_slice()].concat()) % 100);
     }
@@ -999,7 +999,7 @@ proptest! {
         }
         raw.extend_from_slice(b"\r\n");
         let mut buf = bytes::BytesMut::from(&raw[..]);
-        let response = grayshift::h1::parse_head(&mut buf, &http::Method::GET, &mut Default::default()).unwrap().expect("a complete head");
+        let response = grayshift::proxy::h1::parse_head(&mut buf, &http::Method::GET, &mut Default::default()).unwrap().expect("a complete head");
         prop_assert!(buf.is_empty());
         let trim = |m: Multimap| -> Multimap {
             m.into_iter().map(|(n, vs)| (n, vs.into_iter().map(|v| v.trim_ascii().to_vec()).collect())).collect()
@@ -1015,8 +1015,8 @@ proptest! {
         let mut req = Request::builder().uri(case.target).version(case.version).body(()).unwrap();
         *req.headers_mut() = to_header_map(&case.headers);
         let pool = if case.new_pool { config::PoolName::New } else { config::PoolName::Stable };
-        let peer_text = grayshift::proxy::ConnInfo::new(std::net::SocketAddr::new(case.peer, 1), false).peer_text;
-        let fwd = grayshift::forward::Forwarded {
+        let peer_text = grayshift::proxy::handle::ConnInfo::new(std::net::SocketAddr::new(case.peer, 1), false).peer_text;
+        let fwd = grayshift::proxy::forward::Forwarded {
             peer: &peer_text,
             peer_trusted: case.peer_trusted,
             tls: case.tls,
@@ -1024,7 +1024,7 @@ proptest! {
             bucket: case.bucket,
             upgrade: case.upgrade,
         };
-        let (head, chunked) = grayshift::forward::upstream_head(req.method(), req.uri(), req.headers(), &fwd, false);
+        let (head, chunked) = grayshift::proxy::forward::upstream_head(req.method(), req.uri(), req.headers(), &fwd, false);
         prop_assert!(!chunked, "no body, no chunking");
         let mut slots = [httparse::EMPTY_HEADER; 64];
         let mut parsed = httparse::Request::new(&mut slots);

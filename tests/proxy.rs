@@ -14,7 +14,7 @@ fn pool_of(reply: &Reply) -> String {
 }
 
 fn bucket_of(group: &str, key: &str) -> u8 {
-    grayshift::split::bucket(format!("{group}:").as_bytes(), key.as_bytes())
+    grayshift::proxy::split::bucket(format!("{group}:").as_bytes(), key.as_bytes())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,7 +45,7 @@ fuzz_target!(|input: Input| {
         last_value = Some(value.clone());
         headers.append("x-forwarded-for", value);
     }
-    let got = grayshift::split::client_ip(input.peer, &headers, &trusted);
+    let got = grayshift::proxy::split::client_ip(input.peer, &headers, &trusted);
     let peer_trusted = trusted.iter().any(|n| n.contains(&canonical(input.peer)));
     if !peer_trusted {
         assert_eq!(got, input.peer, "untrusted peer");

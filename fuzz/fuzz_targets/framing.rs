@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
     let req = if mode & 1 == 0 { via_httparse(rest) } else { lenient(mode, rest) };
     let Some(req) = req else { return };
     let max_uri = 64 + (mode as usize >> 3) * 16;
-    let Ok(()) = grayshift::framing::check(&req, max_uri) else { return };
+    let Ok(()) = grayshift::proxy::framing::check(&req, max_uri) else { return };
 
     assert_ne!(req.method(), http::Method::CONNECT);
     assert!(req.uri().path_and_query().map_or(0, |p| p.as_str().len()) <= max_uri);

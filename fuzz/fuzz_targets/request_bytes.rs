@@ -48,7 +48,7 @@ fn reply(status: StatusCode, body: String, close: bool) -> Response<Full<Bytes>>
 }
 
 async fn service(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    if let Err(e) = grayshift::framing::check(&req, server().max_uri_bytes) {
+    if let Err(e) = grayshift::proxy::framing::check(&req, server().max_uri_bytes) {
         return Ok(reply(e.status(), e.to_string(), true));
     }
     Ok(match req.into_body().collect().await {
@@ -70,8 +70,8 @@ fn valid_status_line(out: &[u8]) -> bool {
 fuzz_target!(|data: &[u8]| {
     runtime().block_on(async {
         let (client, server_io) = tokio::io::duplex(1 << 16);
-        let protocols = grayshift::server::Protocols::new(server());
-        let io = grayshift::server::guarded(server_io, server().max_header_bytes);
+        let protocols = grayshift::proxy::server::Protocols::new(server());
+        let io = grayshift::proxy::server::guarded(server_io, server().max_header_bytes);
         let conn = tokio::spawn(async move {
             let _ = protocols.http1().serve_connection(TokioIo::new(io), service_fn(service)).with_upgrades().await;
         });

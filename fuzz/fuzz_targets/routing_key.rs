@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use grayshift::config::SplitConfig;
-use grayshift::split::{IpText, KeySource, Splitter};
+use grayshift::proxy::split::{IpText, KeySource, Splitter};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;

@@ -19,7 +19,7 @@ use http::header::HeaderName;
 use ipnet::IpNet;
 use raw::{RawConfig, RawPool, RawRule, RawSignal, S};
 
-use crate::split::KeySource;
+use crate::proxy::split::KeySource;
 
 /// A config error pointing at the value that caused it.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::split::KeySource;
+use crate::proxy::split::KeySource;
 
 /// The two upstream pools. Every request goes to exactly one of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -280,7 +280,8 @@ impl Prometheus {
 
     /// An instant query's raw answer (for diagnostics).
     pub async fn query(&self, promql: &str) -> String {
-        let url = format!("{}/api/v1/query?query={}", self.url, grayshift::rules::signals::percent_encode(promql));
+        let url =
+            format!("{}/api/v1/query?query={}", self.url, grayshift::control::rules::signals::percent_encode(promql));
         match grayshift::client::request(http::Method::GET, &url, &[], None, Duration::from_secs(5)).await {
             Ok((_, body)) => String::from_utf8_lossy(&body).into_owned(),
             Err(e) => e.to_string(),

@@ -10,7 +10,7 @@ use http::{Method, Response, StatusCode, Version};
 
 use super::body::Chunked;
 use super::{Error, MAX_HEADERS};
-use crate::hop_by_hop::{connection_listed, is_hop_by_hop};
+use crate::proxy::hop_by_hop::{connection_listed, is_hop_by_hop};
 
 /// Parse a complete response head off the front of `buf`. The
 /// connection's own fields (hop-by-hop, RFC 9110 §7.6.1) decide the framing

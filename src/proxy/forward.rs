@@ -6,13 +6,13 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, Uri};
 
-use crate::body::RequestBody;
 use crate::config::PoolName;
-use crate::error::ProxyError;
-use crate::h1::{self, Outgoing, ResponseReader};
-use crate::hop_by_hop::{connection_listed, is_hop_by_hop};
 use crate::metrics::{PoolMetrics, UpstreamErrorKind};
-use crate::upstream::{Conn, Endpoint, Pool};
+use crate::proxy::body::RequestBody;
+use crate::proxy::error::ProxyError;
+use crate::proxy::h1::{self, Outgoing, ResponseReader};
+use crate::proxy::hop_by_hop::{connection_listed, is_hop_by_hop};
+use crate::proxy::upstream::{Conn, Endpoint, Pool};
 
 pub static X_GRAY_POOL: HeaderName = HeaderName::from_static("x-gray-pool");
 pub static X_GRAY_BUCKET: HeaderName = HeaderName::from_static("x-gray-bucket");
@@ -53,7 +53,7 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 
 /// What the request path learned about a request, for the upstream's eyes.
 pub struct Forwarded<'a> {
-    /// The peer's IP as text ([`crate::proxy::ConnInfo::peer_text`]).
+    /// The peer's IP as text ([`crate::proxy::handle::ConnInfo::peer_text`]).
     pub peer: &'a HeaderValue,
     /// The peer is a trusted proxy: its X-Forwarded-Proto/Host stand.
     pub peer_trusted: bool,
@@ -269,8 +269,8 @@ async fn resend(
 /// or too large) is the client's error, not the upstream's.
 fn classify(pool: &Pool, error: h1::Error) -> ProxyError {
     match error {
-        h1::Error::ClientBody(e) if e.is::<crate::body::BodyTooLarge>() => ProxyError::BodyTooLarge,
-        h1::Error::ClientBody(e) if e.is::<crate::body::BodyTimeout>() => ProxyError::BodyTimeout,
+        h1::Error::ClientBody(e) if e.is::<crate::proxy::body::BodyTooLarge>() => ProxyError::BodyTooLarge,
+        h1::Error::ClientBody(e) if e.is::<crate::proxy::body::BodyTimeout>() => ProxyError::BodyTimeout,
         h1::Error::ClientBody(e) => ProxyError::ClientBody(e),
         h1::Error::Timeout => ProxyError::Timeout { pool: pool.name, timeout: pool.config.request_timeout },
         source => ProxyError::Upstream { pool: pool.name, source },

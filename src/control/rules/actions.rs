@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::client;
 use crate::config::{HookAction, HookConfig, Level};
-use crate::control::{now_rfc3339, Activation, HookStatus, LevelEvent};
-use crate::rules::engine::fmt_duration;
+use crate::control::rules::engine::fmt_duration;
+use crate::control::state::{now_rfc3339, Activation, HookStatus, LevelEvent};
 use crate::Shared;
 
 /// Lines of hook output kept for the status detail.

@@ -33,7 +33,7 @@ use tokio::time::{Instant, Sleep};
 pub use body::ResponseReader;
 pub use head::{parse_head, Framing, NameCache};
 
-use crate::body::BoxError;
+use crate::proxy::body::BoxError;
 
 /// Largest response head accepted from an upstream.
 const MAX_HEAD: usize = 64 * 1024;
@@ -381,7 +381,7 @@ pub struct Outgoing<B> {
 
 impl<B> Outgoing<B> {
     /// `head`: the request line and headers, encoded by the caller
-    /// ([`crate::forward::upstream_head`]); `chunked`: it announced a
+    /// ([`crate::proxy::forward::upstream_head`]); `chunked`: it announced a
     /// chunked body, so the body's frames go up as chunks.
     pub fn new(head: Vec<u8>, method: Method, body: Option<B>, chunked: bool) -> Self {
         Outgoing { head, body, chunked, method, deadline: None }

@@ -18,8 +18,8 @@ use prometheus::IntGauge;
 use tokio::net::TcpStream;
 
 use crate::config::{PoolConfig, PoolName};
-use crate::h1;
 use crate::metrics::Metrics;
+use crate::proxy::h1;
 
 pub type Conn = h1::Connection;
 

@@ -13,8 +13,8 @@ use hyper::body::Incoming;
 use prometheus::IntCounter;
 use tokio::time::Sleep;
 
-use crate::h1::ResponseReader;
-use crate::upstream::Endpoint;
+use crate::proxy::h1::ResponseReader;
+use crate::proxy::upstream::Endpoint;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -11,13 +11,13 @@ use http::{header, HeaderValue, Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 
-use crate::body::{RequestBody, ResponseBody, UpstreamBody};
 use crate::config::{PoolName, ShedMode};
-use crate::error::{text_response, ProxyError};
-use crate::forward::{self, Answer, Forwarded};
-use crate::h1::Outgoing;
 use crate::metrics::UpstreamErrorKind;
-use crate::split::{self, IpText};
+use crate::proxy::body::{RequestBody, ResponseBody, UpstreamBody};
+use crate::proxy::error::{text_response, ProxyError};
+use crate::proxy::forward::{self, Answer, Forwarded};
+use crate::proxy::h1::Outgoing;
+use crate::proxy::split::{self, IpText};
 use crate::Shared;
 
 /// Facts about the client connection a request arrived on.
@@ -82,7 +82,7 @@ async fn route_and_forward(
     let metrics = &shared.metrics;
 
     // 1. Refuse what cannot be forwarded safely (smuggling, bad Host).
-    crate::framing::check(&req, config.server.max_uri_bytes).map_err(|e| (e.into(), None))?;
+    crate::proxy::framing::check(&req, config.server.max_uri_bytes).map_err(|e| (e.into(), None))?;
 
     // 2. Who is the user, and which pool do they belong to?
     let splitter = &snapshot.splitter;

@@ -30,8 +30,8 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use crate::client;
 use crate::config::{RuleConfig, SignalConfig};
-use crate::rules::engine::{fmt_duration, Sample};
-use crate::rules::local::LocalHistory;
+use crate::control::rules::engine::{fmt_duration, Sample};
+use crate::control::rules::local::LocalHistory;
 
 /// A PostgreSQL client shared by the rules that use the same URL.
 type PgSlot = Arc<Mutex<Option<Arc<Client>>>>;

@@ -3,18 +3,18 @@
 
 use http::{header, Response, StatusCode};
 
-use crate::body::ResponseBody;
 use crate::config::PoolName;
-use crate::upstream::ConnectError;
+use crate::proxy::body::ResponseBody;
+use crate::proxy::upstream::ConnectError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// The request's framing or Host is not something we will forward.
     #[error("{0}")]
-    Framing(#[from] crate::framing::FramingError),
+    Framing(#[from] crate::proxy::framing::FramingError),
     /// The client's body broke off or was malformed (e.g. a bad chunk size).
     #[error("client request body failed: {0}")]
-    ClientBody(crate::body::BoxError),
+    ClientBody(crate::proxy::body::BoxError),
     #[error("request body larger than server.max_body_bytes")]
     BodyTooLarge,
     #[error("request body stalled longer than server.body_read_timeout")]
@@ -25,7 +25,7 @@ pub enum ProxyError {
     Timeout { pool: PoolName, timeout: std::time::Duration },
     /// The upstream connection failed after the request was sent.
     #[error("pool {pool} failed: {source}")]
-    Upstream { pool: PoolName, source: crate::h1::Error },
+    Upstream { pool: PoolName, source: crate::proxy::h1::Error },
 }
 
 impl ProxyError {

@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{Condition, Config, Level, RuleConfig, SignalConfig};
-use crate::control::{Actor, ControlError, LevelEvent};
+use crate::control::state::{Actor, ControlError, LevelEvent};
 use crate::Shared;
 use engine::{fmt_duration, Decision, Engine, RuleState, Sample, Status};
 use signals::Signals;

@@ -36,11 +36,11 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::ResponseBody;
 use crate::config::ServerConfig;
-use crate::framing_guard::FramingGuard;
-use crate::proxy::ConnInfo;
-use crate::tls::TlsSlot;
+use crate::proxy::body::ResponseBody;
+use crate::proxy::framing_guard::FramingGuard;
+use crate::proxy::handle::ConnInfo;
+use crate::proxy::tls::TlsSlot;
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 

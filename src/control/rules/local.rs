@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use prometheus::core::Metric as _;
 
 use crate::config::{LocalMetric, PoolName};
+use crate::control::rules::engine::Sample;
 use crate::metrics::Metrics;
-use crate::rules::engine::Sample;
 
 /// One pool's counters at one instant.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -16,11 +16,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use crate::body::ResponseBody;
 use crate::config::{Level, PoolName};
-use crate::control::{self, Actor, ControlError};
-use crate::proxy::ConnInfo;
-use crate::{reload, Shared};
+use crate::control::reload;
+use crate::control::state::{self, Actor, ControlError};
+use crate::proxy::body::ResponseBody;
+use crate::proxy::handle::ConnInfo;
+use crate::Shared;
 
 const MAX_BODY: usize = 64 * 1024;
 
@@ -205,7 +206,7 @@ pub fn status(shared: &Shared) -> Value {
     let state = shared.control.state();
     let route = shared.control.route();
     let reload = shared.reload_status.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let now = crate::upstream::now_ms();
+    let now = crate::proxy::upstream::now_ms();
     let pools: serde_json::Map<String, Value> = PoolName::ALL
         .iter()
         .map(|&name| {
@@ -249,7 +250,7 @@ fn audit(shared: &Shared, query: Option<&str>) -> Reply {
             .filter(|n| (1..=10_000).contains(n))
             .ok_or_else(|| error(StatusCode::BAD_REQUEST, "limit must be a number from 1 to 10000"))?,
     };
-    match control::read_audit(shared.control.audit_path(), limit) {
+    match state::read_audit(shared.control.audit_path(), limit) {
         Ok(entries) => Ok(json_response(StatusCode::OK, json!({ "entries": entries }))),
         Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot read audit log: {e}"))),
     }

@@ -11,8 +11,8 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::config::{self, Config, ConfigError};
-use crate::control::{now_rfc3339, Actor};
-use crate::snapshot::Snapshot;
+use crate::control::state::{now_rfc3339, Actor};
+use crate::proxy::snapshot::Snapshot;
 use crate::Shared;
 
 /// Shown in `/status`.
@@ -43,7 +43,7 @@ pub enum ReloadError {
     #[error("{0}")]
     Config(#[from] ConfigError),
     #[error("{0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::proxy::tls::TlsError),
 }
 
 /// Reload the config file now. Returns the new config version.
@@ -92,7 +92,7 @@ pub fn reload(shared: &Shared, trigger: &str) -> Result<u64, ReloadError> {
 fn prepare(shared: &Shared) -> Result<(Config, Option<Arc<rustls::ServerConfig>>), ReloadError> {
     let config = config::load(&shared.config_path)?;
     let tls = match (&shared.tls, &config.server.tls) {
-        (Some(_), Some(tls)) => Some(crate::tls::server_config(tls)?),
+        (Some(_), Some(tls)) => Some(crate::proxy::tls::server_config(tls)?),
         _ => None,
     };
     Ok((config, tls))

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::config::{Config, PoolName};
 use crate::metrics::Metrics;
-use crate::split::Splitter;
-use crate::upstream::{self, Pool};
+use crate::proxy::split::Splitter;
+use crate::proxy::upstream::{self, Pool};
 
 pub struct Snapshot {
     /// Increments with every successful load or reload.

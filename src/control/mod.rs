@@ -1,0 +1,7 @@
+//! The run-time state and what decides it: the desired percent and the
+//! rollback levels ([`state`]), the rule engine that moves them by itself
+//! ([`rules`]), and the hot reload of the config file ([`reload`]).
+
+pub mod reload;
+pub mod rules;
+pub mod state;
