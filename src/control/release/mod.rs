@@ -1,0 +1,6 @@
+//! Migration-aware release: the schema gate's verdict ([`schema`]) and the
+//! progressive ramp's decisions ([`ramp`]). Both are pure; the tasks that
+//! read the database and drive the ramp sit beside the rule engine.
+
+pub mod ramp;
+pub mod schema;
