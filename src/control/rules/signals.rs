@@ -19,22 +19,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, Method, StatusCode};
 use serde_json::Value;
-use tokio::sync::Mutex;
 use tokio::task::{Id, JoinSet};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::SimpleQueryMessage;
 
 use crate::client;
 use crate::config::{RuleConfig, SignalConfig};
-use crate::control::rules::engine::{fmt_duration, Sample};
+use crate::control::pg::{self, PgSlot};
+use crate::control::rules::engine::Sample;
 use crate::control::rules::local::LocalHistory;
-
-/// A PostgreSQL client shared by the rules that use the same URL.
-type PgSlot = Arc<Mutex<Option<Arc<Client>>>>;
 
 /// The readers' state that lives across evaluations.
 #[derive(Default)]
@@ -136,71 +132,7 @@ fn to_sample(result: Result<f64, String>) -> Sample {
 }
 
 async fn read_postgres(slot: PgSlot, url: &str, query: &str, timeout: Duration) -> Sample {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let client = match tokio::time::timeout_at(deadline, pg_client(&slot, url)).await {
-        Ok(Ok(client)) => client,
-        Ok(Err(e)) => return Sample::Unknown(format!("cannot connect to PostgreSQL: {}", pg_error(&e))),
-        Err(_) => {
-            return Sample::Unknown(format!("connecting to PostgreSQL timed out after {}", fmt_duration(timeout)))
-        }
-    };
-    match tokio::time::timeout_at(deadline, client.simple_query(query)).await {
-        Ok(Ok(messages)) => to_sample(first_number(&messages)),
-        Ok(Err(e)) => {
-            if client.is_closed() {
-                forget(&slot, &client).await;
-            }
-            Sample::Unknown(format!("query failed: {}", pg_error(&e)))
-        }
-        Err(_) => {
-            // The query may still be running on the server: cancel it, and
-            // do not queue the next evaluation's query behind it.
-            let cancel = client.cancel_token();
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(5), cancel.cancel_query(NoTls)).await;
-            });
-            forget(&slot, &client).await;
-            Sample::Unknown(format!("query timed out after {}", fmt_duration(timeout)))
-        }
-    }
-}
-
-/// The slot's client, connecting first when there is none or it died.
-async fn pg_client(slot: &PgSlot, url: &str) -> Result<Arc<Client>, tokio_postgres::Error> {
-    let mut guard = slot.lock().await;
-    if let Some(client) = guard.as_ref().filter(|c| !c.is_closed()) {
-        return Ok(client.clone());
-    }
-    *guard = None;
-    let mut config: tokio_postgres::Config = url.parse()?;
-    if config.get_application_name().is_none() {
-        config.application_name("grayshift");
-    }
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "PostgreSQL signal connection closed");
-        }
-    });
-    let client = Arc::new(client);
-    *guard = Some(client.clone());
-    Ok(client)
-}
-
-/// Drop the slot's client if it is still `client` (another rule may have
-/// reconnected meanwhile).
-async fn forget(slot: &PgSlot, client: &Arc<Client>) {
-    let mut guard = slot.lock().await;
-    if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, client)) {
-        *guard = None;
-    }
-}
-
-fn pg_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => e.to_string(),
-    }
+    to_sample(pg::simple_query(&slot, url, query, timeout).await.and_then(|rows| first_number(&rows)))
 }
 
 /// The first column of the first row, as a number.
