@@ -41,6 +41,8 @@ pub struct Shared {
     /// The proxy listener's TLS config, when `server.tls` is set.
     pub tls: Option<tls::TlsSlot>,
     pub access_log: bool,
+    /// The exposure ledger, when `[ledger]` is configured (read at start).
+    pub ledger: Option<Arc<control::ledger::Ledger>>,
 }
 
 impl Shared {
@@ -140,6 +142,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let admin_addr = admin_listener.local_addr().expect("bound socket has an address");
 
     let server_config = config.server.clone();
+    let ledger = config.ledger.as_ref().map(|l| Arc::new(control::ledger::Ledger::new(l, &metrics.ledger)));
     let snapshot = Snapshot::build(config, 1, None, &metrics);
     let shared = Arc::new(Shared {
         rules: rules::RuleBoard::new(&snapshot.config.rules),
@@ -151,6 +154,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         admin_token,
         tls: tls.clone(),
         access_log: options.access_log,
+        ledger: ledger.clone(),
     });
     shared.control.export(&shared.metrics);
 
@@ -176,7 +180,12 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     if options.watch_config {
         reload::spawn_watcher(shared.clone(), shutdown_rx.clone());
     }
+    let mut servers = vec![proxy, admin];
+    if let Some(ledger) = ledger {
+        // Joined on shutdown, so the last interval's keys are written.
+        servers.push(tokio::spawn(ledger.run(shutdown_rx.clone())));
+    }
     rules::spawn(shared.clone(), events_rx, shutdown_rx);
     tracing::info!(proxy = %proxy_addr, admin = %admin_addr, config = %options.config_path.display(), "grayshift started");
-    Ok(Running { proxy_addr, admin_addr, shared, shutdown, servers: vec![proxy, admin] })
+    Ok(Running { proxy_addr, admin_addr, shared, shutdown, servers })
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use grayshift::admin::ctl;
+use grayshift::admin::{ctl, exposure};
 use grayshift::config::{self, PoolName};
 
 #[derive(Parser)]
@@ -39,12 +39,34 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Print a key's bucket and the pool it gets at the current percent.
+    /// Print a key's bucket and the pool it gets at the current percent; or,
+    /// with --percent and --sample, how many of a file's keys would move.
     Bucket {
         #[arg(long, short)]
         config: PathBuf,
         /// The routing key: a user ID, cookie value or client IP.
-        key: String,
+        #[arg(required_unless_present = "sample", conflicts_with = "sample")]
+        key: Option<String>,
+        /// What-if: the percent to compare the current state with.
+        #[arg(long, requires = "sample", value_parser = clap::value_parser!(u8).range(0..=100))]
+        percent: Option<u8>,
+        /// What-if: a file of keys, one a line (e.g. exported from the ledger or an access log).
+        #[arg(long, requires = "percent")]
+        sample: Option<PathBuf>,
+    },
+    /// Print the exposure ledger's CSV: every key `new` served in this release.
+    Exposure {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only keys that sent a write (POST, PUT, PATCH, DELETE).
+        #[arg(long)]
+        wrote: bool,
+        /// Delete a release's rows from the ledger instead (needs --release).
+        #[arg(long, requires = "release")]
+        purge: bool,
+        /// The release (`split.group`) to purge.
+        #[arg(long, requires = "purge")]
+        release: Option<String>,
     },
     /// Talk to a running grayshift's admin API.
     Ctl {
@@ -111,7 +133,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Bucket { config, key } => bucket(&config, &key),
+        Command::Bucket { config, key: Some(key), .. } => bucket(&config, &key),
+        Command::Bucket { config, percent: Some(percent), sample: Some(sample), .. } => {
+            what_if(&config, percent, &sample)
+        }
+        Command::Bucket { .. } => unreachable!("clap requires a key or --percent with --sample"),
+        Command::Exposure { config, wrote, purge, release } => {
+            runtime(Some(1)).block_on(exposure(&config, wrote, purge.then_some(release).flatten()))
+        }
         Command::Run { config, access_log } => {
             let workers = config::load(&config).ok().and_then(|c| c.server.workers);
             runtime(workers)
@@ -219,6 +248,60 @@ fn bucket(path: &std::path::Path, key: &str) -> ExitCode {
         pool.as_str()
     );
     ExitCode::SUCCESS
+}
+
+/// `grayshift bucket --percent N --sample FILE`.
+fn what_if(path: &std::path::Path, percent: u8, sample: &std::path::Path) -> ExitCode {
+    let result = config::load(path).map_err(|e| e.to_string()).and_then(|config| {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let now = grayshift::control::state::Control::open_read_only(&config.state, config.split.percent, tx)
+            .map_err(|e| e.to_string())?;
+        let keys = exposure::read_sample(sample)?;
+        let splitter = grayshift::proxy::split::Splitter::new(&config.split);
+        Ok((now, exposure::what_if(&splitter, now, percent, keys.into_iter())))
+    });
+    match result {
+        Ok((now, w)) => {
+            let from = if now.rolled_back { "0 (rolled back)".to_string() } else { now.percent.to_string() };
+            println!("{} keys, effective percent {from} -> {percent}:", w.keys);
+            println!("  {:>8} move stable -> new", w.to_new);
+            println!("  {:>8} move new -> stable", w.to_stable);
+            println!("  {:>8} stay on new", w.stay_new);
+            println!("  {:>8} stay on stable", w.stay_stable);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `grayshift exposure`: the CSV, or `--purge --release R`.
+async fn exposure(path: &std::path::Path, wrote: bool, purge: Option<String>) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match purge {
+        Some(release) => {
+            exposure::purge(&config, &release).await.map(|n| format!("purged {n} row(s) of release {release:?}\n"))
+        }
+        None => exposure::csv(&config, wrote).await,
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn serve(options: grayshift::Options, demo: bool) -> ExitCode {

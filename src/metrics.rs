@@ -79,6 +79,46 @@ pub struct Metrics {
     pub hook_runs: IntCounterVec,
     /// Not in SPEC §5 (an addition): signal reads that failed, per rule.
     pub signal_errors: IntCounterVec,
+    pub ledger: LedgerMetrics,
+}
+
+/// The exposure ledger's counters (registered whether or not it is on, so
+/// dashboards see zeros rather than gaps).
+pub struct LedgerMetrics {
+    /// Keys that could not be kept (queue or pending rows full).
+    pub dropped: IntCounter,
+    /// Sink writes that failed (retried).
+    pub errors: IntCounter,
+    /// Rows written to the sink.
+    pub written: IntCounter,
+    /// Rows waiting for the sink.
+    pub queued: IntGauge,
+}
+
+impl LedgerMetrics {
+    fn new() -> Self {
+        LedgerMetrics {
+            dropped: IntCounter::new(
+                "grayshift_ledger_dropped_total",
+                "Exposures dropped: queue or pending rows full.",
+            )
+            .unwrap(),
+            errors: IntCounter::new("grayshift_ledger_errors_total", "Exposure ledger sink writes that failed.")
+                .unwrap(),
+            written: IntCounter::new("grayshift_ledger_written_total", "Exposure rows written to the ledger sink.")
+                .unwrap(),
+            queued: IntGauge::new("grayshift_ledger_queued", "Exposure rows waiting for the ledger sink.").unwrap(),
+        }
+    }
+
+    fn collectors(&self) -> [Box<dyn Collector>; 4] {
+        [
+            Box::new(self.dropped.clone()),
+            Box::new(self.errors.clone()),
+            Box::new(self.written.clone()),
+            Box::new(self.queued.clone()),
+        ]
+    }
 }
 
 impl Default for Metrics {
@@ -159,6 +199,7 @@ impl Metrics {
                 &["rule"],
             )
             .unwrap(),
+            ledger: LedgerMetrics::new(),
             pools,
             registry,
         };
@@ -177,7 +218,7 @@ impl Metrics {
             Box::new(m.hook_runs.clone()),
             Box::new(m.signal_errors.clone()),
         ];
-        for c in collectors {
+        for c in collectors.into_iter().chain(m.ledger.collectors()) {
             m.registry.register(c).expect("metric names are unique");
         }
         m

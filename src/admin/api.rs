@@ -238,6 +238,7 @@ pub fn status(shared: &Shared) -> Value {
             "group": snapshot.config.split.group,
         },
         "version": env!("CARGO_PKG_VERSION"),
+        "ledger": shared.ledger.as_ref().map(|l| l.status()),
     })
 }
 

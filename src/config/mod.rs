@@ -4,6 +4,7 @@
 //! reload apply exactly the same rules. Errors carry the byte span of the
 //! offending value and render as `FILE:LINE:COL: message`.
 
+mod ledger;
 mod raw;
 mod types;
 
@@ -32,12 +33,12 @@ pub struct ConfigError {
 }
 
 /// Error before line numbers are known: a message and the span it is about.
-struct Invalid {
+pub(crate) struct Invalid {
     span: Option<Range<usize>>,
     message: String,
 }
 
-fn invalid<T>(span: Range<usize>, message: impl Into<String>) -> Result<T, Invalid> {
+pub(crate) fn invalid<T>(span: Range<usize>, message: impl Into<String>) -> Result<T, Invalid> {
     Err(Invalid { span: Some(span), message: message.into() })
 }
 
@@ -88,7 +89,7 @@ fn parse_duration(v: &S<String>) -> Result<Duration, Invalid> {
     Ok(d)
 }
 
-fn positive_duration(value: &Option<S<String>>, default: &str) -> Result<Duration, Invalid> {
+pub(crate) fn positive_duration(value: &Option<S<String>>, default: &str) -> Result<Duration, Invalid> {
     let d = duration(value, default)?;
     if d.is_zero() {
         return invalid(value.as_ref().map_or(0..0, |v| v.span()), "duration must be greater than 0");
@@ -156,7 +157,9 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         .map(|n| Ok(NotifyConfig { webhook: http_url(&n.webhook)?, timeout: positive_duration(&n.timeout, "5s")? }))
         .collect::<Result<_, Invalid>>()?;
 
-    Ok(Config { server, admin, split, stable, new, state, rollback, features, rules, notify })
+    let ledger = raw.ledger.as_ref().map(ledger::validate).transpose()?;
+
+    Ok(Config { server, admin, split, stable, new, state, rollback, features, rules, notify, ledger })
 }
 
 fn validate_server(raw: &raw::RawServer) -> Result<ServerConfig, Invalid> {

@@ -26,6 +26,7 @@ pub struct RawConfig {
     pub rules: Vec<RawRule>,
     #[serde(default)]
     pub notify: Vec<RawNotify>,
+    pub ledger: Option<S<RawLedger>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,4 +173,14 @@ pub struct RawSignal {
 pub struct RawNotify {
     pub webhook: S<String>,
     pub timeout: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLedger {
+    pub postgres: Option<S<String>>,
+    pub file: Option<S<String>>,
+    pub table: Option<S<String>>,
+    pub flush: Option<S<String>>,
+    pub capacity: Option<S<usize>>,
 }

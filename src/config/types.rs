@@ -82,6 +82,7 @@ pub struct Config {
     pub features: FeaturesConfig,
     pub rules: Vec<RuleConfig>,
     pub notify: Vec<NotifyConfig>,
+    pub ledger: Option<LedgerConfig>,
 }
 
 impl Config {
@@ -271,3 +272,20 @@ pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// The longest sliding window a local signal may ask for.
 pub const MAX_LOCAL_WINDOW: Duration = Duration::from_secs(3600);
+
+/// `[ledger]`: who `new` served, for the data-rollback hook.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerConfig {
+    pub sink: LedgerSink,
+    pub flush: Duration,
+    /// Distinct keys remembered per flush interval (and queued at most).
+    pub capacity: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LedgerSink {
+    /// A PostgreSQL URL and the table's (validated) name.
+    Postgres { url: String, table: String },
+    /// JSON lines, one per key and flush.
+    File(PathBuf),
+}

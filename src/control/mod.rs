@@ -2,6 +2,7 @@
 //! rollback levels ([`state`]), the rule engine that moves them by itself
 //! ([`rules`]), and the hot reload of the config file ([`reload`]).
 
+pub mod ledger;
 pub mod pg;
 pub mod release;
 pub mod reload;

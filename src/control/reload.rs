@@ -110,6 +110,9 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     if old.state != new.state {
         changed.push("state".to_string());
     }
+    if old.ledger != new.ledger {
+        changed.push("ledger".to_string());
+    }
     changed
 }
 

@@ -87,10 +87,10 @@ async fn route_and_forward(
     // 2. Who is the user, and which pool do they belong to?
     let splitter = &snapshot.splitter;
     let client = split::client_ip(conn.peer.ip(), req.headers(), &splitter.trusted_proxies);
+    // Usually the client is the peer, whose text is at hand.
+    let other_ip = (client != conn.peer.ip()).then(|| IpText::new(client));
+    let ip_text = other_ip.as_ref().map_or(conn.peer_text.as_bytes(), IpText::as_bytes);
     let (mut pool, bucket) = {
-        // Usually the client is the peer, whose text is at hand.
-        let other_ip = (client != conn.peer.ip()).then(|| IpText::new(client));
-        let ip_text = other_ip.as_ref().map_or(conn.peer_text.as_bytes(), IpText::as_bytes);
         let key = splitter.routing_key(req.headers(), ip_text);
         let bucket = splitter.bucket(key);
         (splitter.decide(key, bucket, route.percent, route.rolled_back).0, bucket)
@@ -134,7 +134,14 @@ async fn route_and_forward(
         Err(e) => return Err((e, Some(pool))),
     };
 
-    // 7. Write the upstream's request head and send.
+    // 7. `new` will serve this user: the exposure ledger remembers them
+    //    (after every fallback, so only users `new` really served count).
+    if let (PoolName::New, Some(ledger)) = (pool, &shared.ledger) {
+        let (key, origin) = splitter.routing_key_origin(req.headers(), ip_text);
+        ledger.recorder.offer(key, origin, !req.method().is_safe());
+    }
+
+    // 8. Write the upstream's request head and send.
     let upgrade = forward::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let peer_trusted = split::is_trusted(conn.peer.ip(), &splitter.trusted_proxies);
@@ -156,7 +163,7 @@ async fn route_and_forward(
             .await
             .map_err(|e| (e, Some(pool)))?;
 
-    // 8. Respond: count, rewrite headers, stream the body back.
+    // 9. Respond: count, rewrite headers, stream the body back.
     pool_metrics.count_response(response.status().as_u16(), started.elapsed().as_secs_f64());
     forward::rewrite_response(&mut response, pool, config.split.expose_pool);
     if response.body().is_upgrade() {

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderName, COOKIE};
 use ipnet::IpNet;
@@ -19,6 +20,26 @@ pub enum KeySource {
     Header(HeaderName),
     Cookie(String),
     ClientIp,
+}
+
+impl KeySource {
+    /// As the exposure ledger writes it: `header:x-user-id` (header names
+    /// in lower case), `cookie:NAME`, `client_ip`.
+    pub fn label(&self) -> String {
+        match self {
+            KeySource::Header(name) => format!("header:{name}"),
+            KeySource::Cookie(name) => format!("cookie:{name}"),
+            KeySource::ClientIp => "client_ip".into(),
+        }
+    }
+}
+
+/// Where a routing key came from: the release (`split.group`) and the
+/// source, shared by every exposure the ledger records from it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KeyOrigin {
+    pub release: String,
+    pub source: String,
 }
 
 /// `murmur3_x86_32(seed 0, "{group}:{key}") mod 100`, the same number as
@@ -129,6 +150,8 @@ pub struct Splitter {
     /// `"{group}:"`, the fixed head of every hashed string.
     prefix: Box<[u8]>,
     sources: Vec<KeySource>,
+    /// One per source, then one for the client IP of last resort.
+    origins: Box<[Arc<KeyOrigin>]>,
     force_new: HashSet<String>,
     force_stable: HashSet<String>,
     pub trusted_proxies: Vec<IpNet>,
@@ -145,9 +168,11 @@ pub enum Reason {
 
 impl Splitter {
     pub fn new(config: &SplitConfig) -> Self {
+        let origin = |source: &KeySource| Arc::new(KeyOrigin { release: config.group.clone(), source: source.label() });
         Splitter {
             prefix: format!("{}:", config.group).into_bytes().into_boxed_slice(),
             sources: config.key.clone(),
+            origins: config.key.iter().chain([&KeySource::ClientIp]).map(origin).collect(),
             force_new: config.force_new.clone(),
             force_stable: config.force_stable.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
@@ -159,17 +184,22 @@ impl Splitter {
     /// written into `ip_text`. Empty values count as absent.
     /// `ip_text`: the client IP as text ([`IpText`]), the key of last resort.
     pub fn routing_key<'a>(&self, headers: &'a HeaderMap, ip_text: &'a [u8]) -> &'a [u8] {
-        for source in &self.sources {
+        self.routing_key_origin(headers, ip_text).0
+    }
+
+    /// The routing key and where it came from (for the exposure ledger).
+    pub fn routing_key_origin<'a>(&self, headers: &'a HeaderMap, ip_text: &'a [u8]) -> (&'a [u8], &Arc<KeyOrigin>) {
+        for (i, source) in self.sources.iter().enumerate() {
             let found = match source {
                 KeySource::Header(name) => headers.get(name).map(|v| v.as_bytes()),
                 KeySource::Cookie(name) => cookie(headers, name),
-                KeySource::ClientIp => return ip_text,
+                KeySource::ClientIp => return (ip_text, &self.origins[i]),
             };
             if let Some(key) = found.filter(|k| !k.is_empty()) {
-                return key;
+                return (key, &self.origins[i]);
             }
         }
-        ip_text
+        (ip_text, &self.origins[self.sources.len()])
     }
 
     pub fn bucket(&self, key: &[u8]) -> u8 {
@@ -354,13 +384,28 @@ mod tests {
     }
 
     fn splitter(keys: &[KeySource]) -> Splitter {
-        Splitter {
-            prefix: b"g:".to_vec().into_boxed_slice(),
-            sources: keys.to_vec(),
+        let config = SplitConfig {
+            key: keys.to_vec(),
             force_new: ["qa-new".to_string()].into(),
             force_stable: ["qa-stable".to_string()].into(),
-            trusted_proxies: vec![],
-        }
+            ..crate::config::parse(MINIMAL, "t").unwrap().split
+        };
+        Splitter::new(&config)
+    }
+
+    const MINIMAL: &str = "[split]\npercent = 0\ngroup = \"g\"\n[pools.stable]\nendpoints = [\"127.0.0.1:1\"]\n[pools.new]\nendpoints = [\"127.0.0.1:2\"]\n";
+
+    #[test]
+    fn the_key_origin_names_its_source_and_release() {
+        let s = splitter(&[KeySource::Header(HeaderName::from_static("x-user-id")), KeySource::Cookie("uid".into())]);
+        let mut headers = HeaderMap::new();
+        let (key, origin) = s.routing_key_origin(&headers, b"10.0.0.1");
+        assert_eq!((key, origin.source.as_str(), origin.release.as_str()), (&b"10.0.0.1"[..], "client_ip", "g"));
+        headers.insert(COOKIE, "uid=bob".parse().unwrap());
+        assert_eq!(s.routing_key_origin(&headers, b"ip").1.source, "cookie:uid");
+        headers.insert("x-user-id", "alice".parse().unwrap());
+        let (key, origin) = s.routing_key_origin(&headers, b"ip");
+        assert_eq!((key, origin.source.as_str()), (&b"alice"[..], "header:x-user-id"));
     }
 
     #[test]

@@ -130,9 +130,10 @@ impl HookRunner {
     async fn run(&self, hook: &HookConfig, activation: &Activation) {
         let rule = activation.actor.strip_prefix("rule:").unwrap_or(&activation.actor);
         tracing::warn!(rule, reason = %activation.reason, "running the L3 data-rollback hook");
+        let exposed = self.exposed_csv().await;
         let outcome = match &hook.action {
-            HookAction::Exec(argv) => exec(argv, hook.timeout, rule, &activation.reason).await,
-            HookAction::Webhook(url) => webhook(url, hook.timeout, rule, activation).await,
+            HookAction::Exec(argv) => exec(argv, hook.timeout, rule, &activation.reason, exposed.as_deref()).await,
+            HookAction::Webhook(url) => webhook(url, hook.timeout, rule, activation, exposed.as_deref()).await,
         };
         let (status, detail) = match outcome {
             Ok(detail) => (HookStatus::Succeeded, detail),
@@ -161,9 +162,36 @@ impl HookRunner {
     }
 }
 
+impl HookRunner {
+    /// With the exposure ledger on: the CSV of every key `new` served in
+    /// this release, written for the hook (`GRAYSHIFT_EXPOSED`). A ledger
+    /// that cannot be read does not stop the hook: it runs without the file
+    /// and the reason is logged.
+    async fn exposed_csv(&self) -> Option<String> {
+        let ledger = self.shared.ledger.as_ref()?;
+        let config = self.shared.config();
+        match ledger.write_csv_for_hook(&config.split.group, &config.state.file).await {
+            Ok(path) => Some(path.display().to_string()),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write the exposure CSV for the L3 hook; it runs without GRAYSHIFT_EXPOSED");
+                None
+            }
+        }
+    }
+}
+
 /// Run the hook program (argv, no shell) with a timeout; exit 0 succeeds.
-async fn exec(argv: &[String], timeout: Duration, rule: &str, reason: &str) -> Result<String, String> {
+async fn exec(
+    argv: &[String],
+    timeout: Duration,
+    rule: &str,
+    reason: &str,
+    exposed: Option<&str>,
+) -> Result<String, String> {
     let mut command = tokio::process::Command::new(&argv[0]);
+    if let Some(path) = exposed {
+        command.env("GRAYSHIFT_EXPOSED", path);
+    }
     command
         .args(&argv[1..])
         .env("GRAYSHIFT_LEVEL", "L3")
@@ -213,13 +241,20 @@ async fn tail(stream: Option<impl AsyncRead + Unpin>, name: &'static str) -> Str
 }
 
 /// POST the activation to the hook webhook; a 2xx answer succeeds.
-async fn webhook(url: &str, timeout: Duration, rule: &str, activation: &Activation) -> Result<String, String> {
+async fn webhook(
+    url: &str,
+    timeout: Duration,
+    rule: &str,
+    activation: &Activation,
+    exposed: Option<&str>,
+) -> Result<String, String> {
     let body = json!({
         "event": "rollback_hook",
         "level": "L3",
         "rule": rule,
         "reason": activation.reason,
         "since": activation.since,
+        "exposed": exposed,
     });
     match client::request(Method::POST, url, &[], Some(Bytes::from(body.to_string())), timeout).await {
         Ok((status, _)) if status.is_success() => Ok(format!("webhook answered {status}")),
@@ -242,17 +277,18 @@ mod tests {
         let argv = |script: &str| vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string(), "hook".to_string()];
         let script =
             format!("echo \"$GRAYSHIFT_LEVEL $GRAYSHIFT_RULE $GRAYSHIFT_REASON\" > {}; echo done", out.display());
-        let ok = exec(&argv(&script), Duration::from_secs(10), "diff", "rows differ").await.unwrap();
+        let ok = exec(&argv(&script), Duration::from_secs(10), "diff", "rows differ", None).await.unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "L3 diff rows differ\n");
         assert!(ok.contains("exited 0") && ok.contains("output: done"), "{ok}");
 
-        let failed = exec(&argv("echo oops >&2; exit 3"), Duration::from_secs(10), "r", "x").await.unwrap_err();
+        let failed = exec(&argv("echo oops >&2; exit 3"), Duration::from_secs(10), "r", "x", None).await.unwrap_err();
         assert!(failed.contains("exit status: 3") && failed.contains("oops"), "{failed}");
 
-        let slow = exec(&argv("sleep 30"), Duration::from_millis(200), "r", "x").await.unwrap_err();
+        let slow = exec(&argv("sleep 30"), Duration::from_millis(200), "r", "x", None).await.unwrap_err();
         assert!(slow.contains("timed out after 200ms"), "{slow}");
 
-        let missing = exec(&["/nonexistent/hook".to_string()], Duration::from_secs(1), "r", "x").await.unwrap_err();
+        let missing =
+            exec(&["/nonexistent/hook".to_string()], Duration::from_secs(1), "r", "x", None).await.unwrap_err();
         assert!(missing.contains("cannot start"), "{missing}");
     }
 }

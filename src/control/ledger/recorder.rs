@@ -1,0 +1,219 @@
+//! The request path's side of the ledger: [`Recorder::offer`] remembers a
+//! routing key that `new` served, once per flush interval, without a lock
+//! and without allocating for a key already seen in the interval.
+//!
+//! Two bounded, lock-free structures:
+//! - a *seen* table of `capacity * 2` atomic slots (open addressing, eight
+//!   probes). A slot holds the interval's generation (16 bits) and 48 bits
+//!   of a keyed hash of (key, source, wrote); a slot of an older generation
+//!   is free, so starting a new interval clears the table by bumping one
+//!   counter.
+//! - a queue ([`crossbeam_queue::ArrayQueue`]) of `capacity` exposures, which
+//!   the flusher drains every interval. Only a key not yet seen allocates
+//!   (its bytes are copied into the queue); a full queue drops it and counts.
+//!
+//! The hash is std's SipHash with a random key per process: a client cannot
+//! craft keys whose hashes collide with another user's and so hide that
+//! user's exposure. Two keys sharing 48 bits of hash in one interval would
+//! make the second wait for the next interval (about one in 2^48/capacity).
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
+use prometheus::IntCounter;
+
+use crate::proxy::split::KeyOrigin;
+
+const PROBES: usize = 8;
+const HASH_BITS: u32 = 48;
+const HASH_MASK: u64 = (1 << HASH_BITS) - 1;
+
+/// One sighting of a key on `new`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exposure {
+    pub key: Box<[u8]>,
+    pub origin: Arc<KeyOrigin>,
+    /// A non-safe method (POST, PUT, PATCH, DELETE, …).
+    pub wrote: bool,
+    /// Unix time, seconds.
+    pub at: u64,
+}
+
+pub struct Recorder {
+    seen: Box<[AtomicU64]>,
+    queue: ArrayQueue<Exposure>,
+    /// The current interval's generation, 1..=0xffff (0 marks an empty slot).
+    generation: AtomicU64,
+    hasher: RandomState,
+    dropped: IntCounter,
+}
+
+impl Recorder {
+    pub fn new(capacity: usize, dropped: IntCounter) -> Recorder {
+        let slots = (capacity * 2).next_power_of_two();
+        Recorder {
+            seen: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            queue: ArrayQueue::new(capacity),
+            generation: AtomicU64::new(1),
+            hasher: RandomState::new(),
+            dropped,
+        }
+    }
+
+    /// `new` served `key` (found where `origin` says). Cheap when the key
+    /// was already seen in this interval: one hash and a few atomic loads.
+    #[inline]
+    pub fn offer(&self, key: &[u8], origin: &Arc<KeyOrigin>, wrote: bool) {
+        let hash = self.hasher.hash_one((key, Arc::as_ptr(origin) as usize, wrote)) & HASH_MASK;
+        let generation = self.generation.load(Ordering::Relaxed);
+        let tag = generation << HASH_BITS | hash;
+        let mask = self.seen.len() - 1;
+        let start = hash as usize & mask;
+        for probe in 0..PROBES {
+            let slot = &self.seen[(start + probe) & mask];
+            let mut current = slot.load(Ordering::Relaxed);
+            loop {
+                if current == tag {
+                    return;
+                }
+                if current >> HASH_BITS == generation {
+                    break; // another key of this interval: probe on
+                }
+                match slot.compare_exchange_weak(current, tag, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => return self.enqueue(key, origin, wrote),
+                    Err(now) => current = now,
+                }
+            }
+        }
+        // The table is full for this interval: record without deduplicating
+        // (the queue still bounds what is kept).
+        self.enqueue(key, origin, wrote);
+    }
+
+    fn enqueue(&self, key: &[u8], origin: &Arc<KeyOrigin>, wrote: bool) {
+        let exposure = Exposure { key: key.into(), origin: origin.clone(), wrote, at: unix_now() };
+        if self.queue.push(exposure).is_err() {
+            self.dropped.inc();
+        }
+    }
+
+    /// Start a new interval (every key is recorded again once) and take what
+    /// was queued.
+    pub fn rotate(&self) -> Vec<Exposure> {
+        let next = self.generation.load(Ordering::Relaxed) % 0xffff + 1;
+        self.generation.store(next, Ordering::Relaxed);
+        self.drain()
+    }
+
+    /// Take what is queued, without starting a new interval.
+    pub fn drain(&self) -> Vec<Exposure> {
+        std::iter::from_fn(|| self.queue.pop()).collect()
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(source: &str) -> Arc<KeyOrigin> {
+        Arc::new(KeyOrigin { release: "r".into(), source: source.into() })
+    }
+
+    fn recorder(capacity: usize) -> (Recorder, IntCounter) {
+        let dropped = IntCounter::new("d", "d").unwrap();
+        (Recorder::new(capacity, dropped.clone()), dropped)
+    }
+
+    #[test]
+    fn a_key_is_recorded_once_per_interval_and_per_wrote() {
+        let (r, _) = recorder(64);
+        let (header, ip) = (origin("header:x-user-id"), origin("client_ip"));
+        for _ in 0..10 {
+            r.offer(b"alice", &header, false);
+        }
+        r.offer(b"alice", &header, true);
+        r.offer(b"alice", &ip, false);
+        r.offer(b"bob", &header, false);
+        let got = r.rotate();
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got.iter().any(|e| &*e.key == b"alice" && e.wrote));
+        r.offer(b"alice", &header, false);
+        assert_eq!(r.rotate().len(), 1, "a new interval records the key again");
+        assert!(r.rotate().is_empty());
+    }
+
+    #[test]
+    fn overflow_is_dropped_and_counted_never_blocks() {
+        let (r, dropped) = recorder(16);
+        let o = origin("client_ip");
+        for i in 0..100u32 {
+            r.offer(i.to_string().as_bytes(), &o, false);
+        }
+        assert_eq!(r.queued(), 16);
+        assert_eq!(dropped.get(), 84);
+        assert_eq!(r.rotate().len(), 16);
+    }
+
+    #[test]
+    fn a_full_table_still_records() {
+        let (r, dropped) = recorder(16);
+        // 32 slots; 40 distinct keys fill them, the rest go straight to the queue.
+        let o = origin("client_ip");
+        for i in 0..40u32 {
+            r.offer(i.to_string().as_bytes(), &o, false);
+            if i % 16 == 15 {
+                assert_eq!(r.drain().len(), 16);
+            }
+        }
+        assert_eq!(dropped.get(), 0);
+        assert_eq!(r.drain().len(), 8);
+    }
+
+    #[test]
+    fn generations_wrap_without_reusing_zero() {
+        let (r, _) = recorder(16);
+        let o = origin("client_ip");
+        r.generation.store(0xffff, Ordering::Relaxed);
+        r.offer(b"k", &o, false);
+        assert_eq!(r.rotate().len(), 1);
+        assert_eq!(r.generation.load(Ordering::Relaxed), 1);
+        r.offer(b"k", &o, false);
+        assert_eq!(r.rotate().len(), 1);
+    }
+
+    #[test]
+    fn concurrent_offers_record_each_key_once() {
+        let (r, _) = recorder(4096);
+        let r = Arc::new(r);
+        let o = origin("header:x-user-id");
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (r, o) = (r.clone(), o.clone());
+                std::thread::spawn(move || {
+                    for i in 0..1000u32 {
+                        r.offer(format!("user-{i}").as_bytes(), &o, false);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut keys: Vec<_> = r.rotate().into_iter().map(|e| e.key).collect();
+        keys.sort();
+        let before = keys.len();
+        keys.dedup();
+        assert_eq!(before, 1000);
+        assert_eq!(keys.len(), 1000);
+    }
+}

@@ -1,0 +1,372 @@
+//! Where exposures go: a PostgreSQL table (upserted in batches; every
+//! replica of a fleet writes the same one) or a JSON-lines file (one
+//! replica). Both are read back the same way, as [`Row`]s, for the hook's
+//! CSV and `grayshift exposure`.
+//!
+//! The table (created when missing):
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS grayshift_exposure (
+//!     release    text        NOT NULL,
+//!     source     text        NOT NULL,
+//!     key        text        NOT NULL,
+//!     first_seen timestamptz NOT NULL,
+//!     last_seen  timestamptz NOT NULL,
+//!     wrote      boolean     NOT NULL,
+//!     PRIMARY KEY (release, source, key)
+//! );
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::types::ToSql;
+
+use crate::config::LedgerSink;
+use crate::control::pg::{self, PgSlot};
+
+/// One key's exposure in one release, merged over sightings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Row {
+    pub release: String,
+    pub key: String,
+    pub source: String,
+    /// Unix seconds.
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub wrote: bool,
+}
+
+/// Rows by (release, source, key), merged as the table's upsert merges.
+pub type Rows = BTreeMap<(String, String, String), Row>;
+
+pub fn merge(rows: &mut Rows, row: Row) {
+    let id = (row.release.clone(), row.source.clone(), row.key.clone());
+    match rows.get_mut(&id) {
+        Some(old) => {
+            old.first_seen = old.first_seen.min(row.first_seen);
+            old.last_seen = old.last_seen.max(row.last_seen);
+            old.wrote |= row.wrote;
+        }
+        None => {
+            rows.insert(id, row);
+        }
+    }
+}
+
+/// Rows per INSERT: 6 parameters each, well under PostgreSQL's 65 535.
+const BATCH: usize = 1000;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Sink {
+    kind: LedgerSink,
+    pg: PgSlot,
+    table_ready: bool,
+}
+
+impl Sink {
+    pub fn new(kind: LedgerSink) -> Sink {
+        Sink { kind, pg: PgSlot::default(), table_ready: false }
+    }
+
+    /// Write `rows`; on error nothing is known to be written (the caller
+    /// keeps them and retries: the upsert makes a retry harmless).
+    pub async fn write(&mut self, rows: &Rows) -> Result<(), String> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        match &self.kind {
+            LedgerSink::File(path) => {
+                append_jsonl(path, rows).map_err(|e| format!("cannot append to {}: {e}", path.display()))
+            }
+            LedgerSink::Postgres { url, table } => {
+                let (url, table) = (url.clone(), table.clone());
+                if !self.table_ready {
+                    create_table(&self.pg, &url, &table).await?;
+                    self.table_ready = true;
+                }
+                let rows: Vec<&Row> = rows.values().collect();
+                for batch in rows.chunks(BATCH) {
+                    let result = upsert(&self.pg, &url, &table, batch).await;
+                    if result.as_ref().is_err_and(|e| e.contains("does not exist")) {
+                        self.table_ready = false; // dropped behind our back: create it again next time
+                    }
+                    result?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Every row of `release`, ordered by key.
+    pub async fn read(&self, release: &str) -> Result<Vec<Row>, String> {
+        match &self.kind {
+            LedgerSink::File(path) => read_jsonl(path, release),
+            LedgerSink::Postgres { url, table } => {
+                let sql = format!(
+                    "SELECT release, key, source, extract(epoch from first_seen)::int8, extract(epoch from last_seen)::int8, wrote \
+                     FROM {table} WHERE release = $1 ORDER BY key, source"
+                );
+                let release = release.to_string();
+                let result =
+                    pg::with_client(
+                        &self.pg,
+                        url,
+                        TIMEOUT,
+                        |client| async move { client.query(&sql, &[&release]).await },
+                    )
+                    .await;
+                let rows = match result {
+                    Err(e) if e.contains("does not exist") => return Ok(Vec::new()),
+                    other => other?,
+                };
+                Ok(rows
+                    .iter()
+                    .map(|r| Row {
+                        release: r.get(0),
+                        key: r.get(1),
+                        source: r.get(2),
+                        first_seen: r.get::<_, i64>(3).max(0) as u64,
+                        last_seen: r.get::<_, i64>(4).max(0) as u64,
+                        wrote: r.get(5),
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Delete every row of `release`; returns how many went.
+    pub async fn purge(&self, release: &str) -> Result<u64, String> {
+        match &self.kind {
+            LedgerSink::File(path) => purge_jsonl(path, release),
+            LedgerSink::Postgres { url, table } => {
+                let sql = format!("DELETE FROM {table} WHERE release = $1");
+                let release = release.to_string();
+                pg::with_client(&self.pg, url, TIMEOUT, |client| async move { client.execute(&sql, &[&release]).await })
+                    .await
+            }
+        }
+    }
+
+    /// For `/status` and logs: the file, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            LedgerSink::File(path) => format!("file {}", path.display()),
+            LedgerSink::Postgres { url, table } => format!("postgres {} table {table}", redact_url(url)),
+        }
+    }
+}
+
+async fn create_table(slot: &PgSlot, url: &str, table: &str) -> Result<(), String> {
+    let sql = format!(
+        "CREATE TABLE IF NOT EXISTS {table} (\
+         release text NOT NULL, source text NOT NULL, key text NOT NULL, \
+         first_seen timestamptz NOT NULL, last_seen timestamptz NOT NULL, wrote boolean NOT NULL, \
+         PRIMARY KEY (release, source, key))"
+    );
+    pg::with_client(slot, url, TIMEOUT, |client| async move { client.batch_execute(&sql).await }).await
+}
+
+/// One multi-row `INSERT … ON CONFLICT DO UPDATE`: the earliest first_seen,
+/// the latest last_seen, wrote once true stays true.
+async fn upsert(slot: &PgSlot, url: &str, table: &str, rows: &[&Row]) -> Result<(), String> {
+    let mut sql = format!("INSERT INTO {table} AS t (release, source, key, first_seen, last_seen, wrote) VALUES ");
+    for i in 0..rows.len() {
+        let p = i * 6;
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, to_timestamp(${}::float8), to_timestamp(${}::float8), ${})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6
+        ));
+    }
+    sql.push_str(
+        " ON CONFLICT (release, source, key) DO UPDATE SET \
+         first_seen = LEAST(t.first_seen, EXCLUDED.first_seen), \
+         last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen), \
+         wrote = t.wrote OR EXCLUDED.wrote",
+    );
+    let times: Vec<(f64, f64)> = rows.iter().map(|r| (r.first_seen as f64, r.last_seen as f64)).collect();
+    pg::with_client(slot, url, TIMEOUT, |client| async move {
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(rows.len() * 6);
+        for (row, (first, last)) in rows.iter().zip(&times) {
+            let row: [&(dyn ToSql + Sync); 6] = [&row.release, &row.source, &row.key, first, last, &row.wrote];
+            params.extend(row);
+        }
+        client.execute(&sql, &params).await
+    })
+    .await
+    .map(|_| ())
+}
+
+fn append_jsonl(path: &Path, rows: &Rows) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut text = String::new();
+    for row in rows.values() {
+        text.push_str(&serde_json::to_string(row).expect("a row serializes"));
+        text.push('\n');
+    }
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_data()
+}
+
+fn read_jsonl(path: &Path, release: &str) -> Result<Vec<Row>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut rows = Rows::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let row: Row =
+            serde_json::from_str(line).map_err(|e| format!("{}:{}: not a ledger row: {e}", path.display(), n + 1))?;
+        if row.release == release {
+            merge(&mut rows, row);
+        }
+    }
+    let mut rows: Vec<Row> = rows.into_values().collect();
+    rows.sort_by(|a, b| (&a.key, &a.source).cmp(&(&b.key, &b.source)));
+    Ok(rows)
+}
+
+/// Rewrite the file without `release`'s rows (temp file, then rename).
+fn purge_jsonl(path: &Path, release: &str) -> Result<u64, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut kept = String::new();
+    let mut purged = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<Row>(line) {
+            Ok(row) if row.release == release => purged += 1,
+            _ => {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+    }
+    let tmp = path.with_extension("purge.tmp");
+    std::fs::write(&tmp, kept)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot rewrite {}: {e}", path.display()))?;
+    Ok(purged)
+}
+
+/// The CSV the data-rollback hook reads: `key,source,first_seen,last_seen,wrote`
+/// with RFC 3339 times, quoted as RFC 4180 says.
+pub fn csv(rows: &[Row], wrote_only: bool) -> String {
+    let mut out = String::from("key,source,first_seen,last_seen,wrote\n");
+    for row in rows.iter().filter(|r| r.wrote || !wrote_only) {
+        out.push_str(&format!(
+            "{},{},{},{},{}\n",
+            csv_field(&row.key),
+            csv_field(&row.source),
+            rfc3339(row.first_seen),
+            rfc3339(row.last_seen),
+            row.wrote
+        ));
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn rfc3339(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+}
+
+/// `postgresql://user:secret@host/db` → `postgresql://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(key: &str, first: u64, last: u64, wrote: bool) -> Row {
+        Row {
+            release: "r".into(),
+            key: key.into(),
+            source: "header:X-User-ID".into(),
+            first_seen: first,
+            last_seen: last,
+            wrote,
+        }
+    }
+
+    #[test]
+    fn merging_keeps_the_widest_span_and_any_write() {
+        let mut rows = Rows::new();
+        merge(&mut rows, row("a", 10, 20, false));
+        merge(&mut rows, row("a", 5, 15, true));
+        merge(&mut rows, row("a", 12, 30, false));
+        let a = rows.values().next().unwrap();
+        assert_eq!((a.first_seen, a.last_seen, a.wrote), (5, 30, true));
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        let text = csv(&[row("plain", 0, 60, false), row("a,\"b\"", 0, 0, true)], false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "key,source,first_seen,last_seen,wrote");
+        assert_eq!(lines[1], "plain,header:X-User-ID,1970-01-01T00:00:00Z,1970-01-01T00:01:00Z,false");
+        assert_eq!(lines[2], "\"a,\"\"b\"\"\",header:X-User-ID,1970-01-01T00:00:00Z,1970-01-01T00:00:00Z,true");
+        assert_eq!(csv(&[row("x", 0, 0, false)], true).lines().count(), 1, "--wrote keeps only writers");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgresql://u:s3cret@db:5432/x"), "postgresql://u:***@db:5432/x");
+        assert_eq!(redact_url("postgresql://u@db/x"), "postgresql://u@db/x");
+        assert_eq!(redact_url("postgresql://u:p@ss@db/x"), "postgresql://u:***@db/x");
+        assert_eq!(redact_url("host=db user=u"), "host=db user=u");
+    }
+
+    #[test]
+    fn the_file_sink_round_trips_and_purges() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exposure.jsonl");
+        let mut rows = Rows::new();
+        merge(&mut rows, row("a", 1, 2, false));
+        merge(&mut rows, Row { release: "other".into(), ..row("b", 1, 2, false) });
+        append_jsonl(&path, &rows).unwrap();
+        let mut more = Rows::new();
+        merge(&mut more, row("a", 3, 4, true));
+        append_jsonl(&path, &more).unwrap();
+        let back = read_jsonl(&path, "r").unwrap();
+        assert_eq!(back, vec![row("a", 1, 4, true)]);
+        assert_eq!(purge_jsonl(&path, "r").unwrap(), 2);
+        assert!(read_jsonl(&path, "r").unwrap().is_empty());
+        assert_eq!(read_jsonl(&path, "other").unwrap().len(), 1);
+    }
+}
