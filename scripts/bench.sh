@@ -26,7 +26,7 @@
 # Environment: ROUNDS (3), DURATION (10s), WARMUP (2s), CONNS (50),
 # PROXY_CPU (0), LOAD_CPU (1), UPSTREAM_CPU (1), RATE (default: half of
 # nginx's median requests/s), IDLE_CONNS (1000), PROXIES ("grayshift nginx
-# haproxy"), NICE (0; e.g. -10 on a shared machine: the proxies, upstreams
+# haproxy"; add grayshift-ledger for the exposure ledger's row), NICE (0; e.g. -10 on a shared machine: the proxies, upstreams
 # and load generators then win the CPU over other work, which cuts the
 # noise), BENCH_OUT (target/bench), GRAYSHIFT_BIN (a grayshift binary to measure instead of the
 # one built here), SKIP_BUILD (unset).
@@ -150,6 +150,17 @@ for proxy in $PROXIES; do
                 STABLE="$STABLE_PORT" NEW="$NEW_PORT"
             GRAYSHIFT_LOG=warn "${PIN_PROXY[@]}" "$GRAYSHIFT" run --config "$WORK/grayshift.toml" \
                 2>>"$WORK/grayshift.log" &
+            PID[$proxy]=$!
+            ;;
+        grayshift-ledger)
+            # The same grayshift with the exposure ledger on (file sink): its
+            # row against plain grayshift's is the ledger's cost per request.
+            render "$LOAD/grayshift.toml" "$WORK/grayshift-ledger.toml" DIR="$WORK" LISTEN="$port" ADMIN="$(free_port)" \
+                STABLE="$STABLE_PORT" NEW="$NEW_PORT"
+            sed -i "s|grayshift-state.json|grayshift-ledger-state.json|" "$WORK/grayshift-ledger.toml"
+            printf '\n[ledger]\nfile = "%s/exposure.jsonl"\nflush = "5s"\n' "$WORK" >>"$WORK/grayshift-ledger.toml"
+            GRAYSHIFT_LOG=warn "${PIN_PROXY[@]}" "$GRAYSHIFT" run --config "$WORK/grayshift-ledger.toml" \
+                2>>"$WORK/grayshift-ledger.log" &
             PID[$proxy]=$!
             ;;
         nginx)

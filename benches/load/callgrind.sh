@@ -15,7 +15,8 @@
 # same way, in one process (master_process off: the process valgrind runs
 # is the one that proxies), divided by the requests wrk counted (nginx has
 # no /metrics). The profile stays in target/bench/callgrind.<n>.out for
-# callgrind_annotate.
+# callgrind_annotate. EXTRA=FILE appends FILE to every grayshift's config
+# (e.g. a [ledger] section, to count what it adds; @DIR@ is the run's dir).
 set -euo pipefail
 LOAD=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=$(cd "$LOAD/../.." && pwd)/target/bench
@@ -58,6 +59,7 @@ for bin in "$@"; do
     else
         sed -e "s|@DIR@|$WORK/$i|g; s|@LISTEN@|$port|; s|@ADMIN@|$admin|; s|@STABLE@|$S|; s|@NEW@|$N|" \
             "$LOAD/grayshift.toml" >"$WORK/$i/g.toml"
+        [ -z "${EXTRA:-}" ] || sed -e "s|@DIR@|$WORK/$i|g" "$EXTRA" >>"$WORK/$i/g.toml"
         cmd=("$(realpath "$bin")" run --config "$WORK/$i/g.toml")
     fi
     rm -f "$OUT/callgrind.$i.out"*

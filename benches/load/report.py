@@ -8,7 +8,7 @@ usage: report.py RAW_FILE MACHINE_FILE
 import statistics
 import sys
 
-PROXIES = ["grayshift", "nginx", "haproxy"]
+PROXIES = ["grayshift", "grayshift-ledger", "nginx", "haproxy"]
 
 
 def load(path):
@@ -65,6 +65,12 @@ def main():
         out.append(
             f"**grayshift / nginx CPU per request: {cpu['grayshift'] / cpu['nginx']:.2f}** "
             f"(ratio of medians; per round: {', '.join(f'{x:.2f}' for x in ratios)})"
+        )
+    if "grayshift" in cpu and "grayshift-ledger" in cpu:
+        out.append("")
+        out.append(
+            f"**exposure ledger on / off, CPU per request: {cpu['grayshift-ledger'] / cpu['grayshift']:.3f}** "
+            f"(target ≤ 1.03)"
         )
     opened = [r for r in rows if r["kind"] == "open"]
     if opened:

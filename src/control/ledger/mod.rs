@@ -22,7 +22,7 @@ use crate::config::LedgerConfig;
 use crate::control::state::now_rfc3339;
 use crate::metrics::LedgerMetrics;
 pub use recorder::Recorder;
-use sink::{Row, Rows, Sink};
+use sink::{Row, Rows, Seen, Sink};
 
 /// How long the backoff between failed writes may grow.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -95,7 +95,8 @@ impl Ledger {
                 self.dropped.inc();
                 continue;
             }
-            sink::merge(&mut writer.pending, Row::from(exposure));
+            let (id, seen) = split(exposure);
+            sink::merge(&mut writer.pending, id, seen);
         }
         let now = tokio::time::Instant::now();
         let waiting = writer.retry_at.is_some_and(|at| now < at);
@@ -135,18 +136,20 @@ impl Ledger {
     pub async fn exposed(&self, release: &str) -> Result<Vec<Row>, String> {
         self.flush(true).await;
         let writer = self.writer.lock().await;
-        let mut rows = writer.sink.read(release).await?;
-        // What could not be written yet is still ours to report.
-        if !writer.pending.is_empty() {
-            let mut all: Rows =
-                rows.drain(..).map(|r| ((r.release.clone(), r.source.clone(), r.key.clone()), r)).collect();
-            for row in writer.pending.values().filter(|r| r.release == release) {
-                sink::merge(&mut all, row.clone());
-            }
-            rows = all.into_values().collect();
-            rows.sort_by(|a, b| (&a.key, &a.source).cmp(&(&b.key, &b.source)));
+        let rows = writer.sink.read(release).await?;
+        if writer.pending.is_empty() {
+            return Ok(rows);
         }
-        Ok(rows)
+        // What could not be written yet is still ours to report.
+        let mut all = Rows::new();
+        for row in rows {
+            let seen = Seen { first_seen: row.first_seen, last_seen: row.last_seen, wrote: row.wrote };
+            sink::merge(&mut all, (row.release, row.source, row.key), seen);
+        }
+        for (id, seen) in writer.pending.iter().filter(|(id, _)| id.0 == release) {
+            sink::merge(&mut all, id.clone(), *seen);
+        }
+        Ok(sink::sorted(all))
     }
 
     /// Write the hook's CSV next to `state_file` and return its path.
@@ -177,15 +180,13 @@ impl Ledger {
     }
 }
 
-impl From<recorder::Exposure> for Row {
-    fn from(e: recorder::Exposure) -> Row {
-        Row {
-            release: e.origin.release.clone(),
-            key: String::from_utf8_lossy(&e.key).into_owned(),
-            source: e.origin.source.clone(),
-            first_seen: e.at,
-            last_seen: e.at,
-            wrote: e.wrote,
-        }
-    }
+/// A sighting as a row: the key's bytes as text (invalid UTF-8 replaced by
+/// U+FFFD; sightings that become the same text merge into one row).
+fn split(e: recorder::Exposure) -> (sink::RowId, Seen) {
+    let key = match String::from_utf8(e.key.into_vec()) {
+        Ok(key) => key,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+    let id = (e.origin.release.clone(), e.origin.source.clone(), key);
+    (id, Seen { first_seen: e.at, last_seen: e.at, wrote: e.wrote })
 }

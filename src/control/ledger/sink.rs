@@ -16,7 +16,7 @@
 //! );
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -27,7 +27,8 @@ use tokio_postgres::types::ToSql;
 use crate::config::LedgerSink;
 use crate::control::pg::{self, PgSlot};
 
-/// One key's exposure in one release, merged over sightings.
+/// One key's exposure in one release, merged over sightings: what the sink
+/// reads back and the CSV lists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Row {
     pub release: String,
@@ -39,21 +40,61 @@ pub struct Row {
     pub wrote: bool,
 }
 
-/// Rows by (release, source, key), merged as the table's upsert merges.
-pub type Rows = BTreeMap<(String, String, String), Row>;
+/// What identifies a row: (release, source, key), as the table's primary key.
+pub type RowId = (String, String, String);
 
-pub fn merge(rows: &mut Rows, row: Row) {
-    let id = (row.release.clone(), row.source.clone(), row.key.clone());
-    match rows.get_mut(&id) {
-        Some(old) => {
-            old.first_seen = old.first_seen.min(row.first_seen);
-            old.last_seen = old.last_seen.max(row.last_seen);
-            old.wrote |= row.wrote;
-        }
-        None => {
-            rows.insert(id, row);
-        }
+/// When a key was seen, and whether it wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub wrote: bool,
+}
+
+impl Seen {
+    /// As the table's upsert merges: the widest span, a write stays a write.
+    pub fn merge(&mut self, other: Seen) {
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.wrote |= other.wrote;
     }
+}
+
+/// Rows waiting to be written, merged by id (so one INSERT never names a
+/// row twice, which PostgreSQL's ON CONFLICT refuses).
+pub type Rows = HashMap<RowId, Seen>;
+
+pub fn merge(rows: &mut Rows, id: RowId, seen: Seen) {
+    rows.entry(id).and_modify(|s| s.merge(seen)).or_insert(seen);
+}
+
+impl Row {
+    fn split(self) -> (RowId, Seen) {
+        let seen = Seen { first_seen: self.first_seen, last_seen: self.last_seen, wrote: self.wrote };
+        ((self.release, self.source, self.key), seen)
+    }
+
+    fn join((release, source, key): RowId, seen: Seen) -> Row {
+        Row { release, key, source, first_seen: seen.first_seen, last_seen: seen.last_seen, wrote: seen.wrote }
+    }
+}
+
+/// Rows sorted by key (then source), as the CSV lists them.
+pub fn sorted(rows: Rows) -> Vec<Row> {
+    let mut rows: Vec<Row> = rows.into_iter().map(|(id, seen)| Row::join(id, seen)).collect();
+    rows.sort_by(|a, b| (&a.key, &a.source).cmp(&(&b.key, &b.source)));
+    rows
+}
+
+/// A row as written to the JSON-lines file, borrowed from [`Rows`].
+#[derive(Serialize)]
+struct RowRef<'a> {
+    release: &'a str,
+    key: &'a str,
+    source: &'a str,
+    first_seen: u64,
+    last_seen: u64,
+    wrote: bool,
 }
 
 /// Rows per INSERT: 6 parameters each, well under PostgreSQL's 65 535.
@@ -87,7 +128,7 @@ impl Sink {
                     create_table(&self.pg, &url, &table).await?;
                     self.table_ready = true;
                 }
-                let rows: Vec<&Row> = rows.values().collect();
+                let rows: Vec<(&RowId, &Seen)> = rows.iter().collect();
                 for batch in rows.chunks(BATCH) {
                     let result = upsert(&self.pg, &url, &table, batch).await;
                     if result.as_ref().is_err_and(|e| e.contains("does not exist")) {
@@ -171,7 +212,7 @@ async fn create_table(slot: &PgSlot, url: &str, table: &str) -> Result<(), Strin
 
 /// One multi-row `INSERT … ON CONFLICT DO UPDATE`: the earliest first_seen,
 /// the latest last_seen, wrote once true stays true.
-async fn upsert(slot: &PgSlot, url: &str, table: &str, rows: &[&Row]) -> Result<(), String> {
+async fn upsert(slot: &PgSlot, url: &str, table: &str, rows: &[(&RowId, &Seen)]) -> Result<(), String> {
     let mut sql = format!("INSERT INTO {table} AS t (release, source, key, first_seen, last_seen, wrote) VALUES ");
     for i in 0..rows.len() {
         let p = i * 6;
@@ -194,11 +235,11 @@ async fn upsert(slot: &PgSlot, url: &str, table: &str, rows: &[&Row]) -> Result<
          last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen), \
          wrote = t.wrote OR EXCLUDED.wrote",
     );
-    let times: Vec<(f64, f64)> = rows.iter().map(|r| (r.first_seen as f64, r.last_seen as f64)).collect();
+    let times: Vec<(f64, f64)> = rows.iter().map(|(_, s)| (s.first_seen as f64, s.last_seen as f64)).collect();
     pg::with_client(slot, url, TIMEOUT, |client| async move {
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(rows.len() * 6);
-        for (row, (first, last)) in rows.iter().zip(&times) {
-            let row: [&(dyn ToSql + Sync); 6] = [&row.release, &row.source, &row.key, first, last, &row.wrote];
+        for ((id, seen), (first, last)) in rows.iter().zip(&times) {
+            let row: [&(dyn ToSql + Sync); 6] = [&id.0, &id.1, &id.2, first, last, &seen.wrote];
             params.extend(row);
         }
         client.execute(&sql, &params).await
@@ -211,13 +252,15 @@ fn append_jsonl(path: &Path, rows: &Rows) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let mut text = String::new();
-    for row in rows.values() {
-        text.push_str(&serde_json::to_string(row).expect("a row serializes"));
-        text.push('\n');
+    let mut text = Vec::with_capacity(rows.len() * 128);
+    for ((release, source, key), seen) in rows {
+        let row =
+            RowRef { release, key, source, first_seen: seen.first_seen, last_seen: seen.last_seen, wrote: seen.wrote };
+        serde_json::to_writer(&mut text, &row).expect("a row serializes");
+        text.push(b'\n');
     }
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    file.write_all(text.as_bytes())?;
+    file.write_all(&text)?;
     file.sync_data()
 }
 
@@ -232,12 +275,11 @@ fn read_jsonl(path: &Path, release: &str) -> Result<Vec<Row>, String> {
         let row: Row =
             serde_json::from_str(line).map_err(|e| format!("{}:{}: not a ledger row: {e}", path.display(), n + 1))?;
         if row.release == release {
-            merge(&mut rows, row);
+            let (id, seen) = row.split();
+            merge(&mut rows, id, seen);
         }
     }
-    let mut rows: Vec<Row> = rows.into_values().collect();
-    rows.sort_by(|a, b| (&a.key, &a.source).cmp(&(&b.key, &b.source)));
-    Ok(rows)
+    Ok(sorted(rows))
 }
 
 /// Rewrite the file without `release`'s rows (temp file, then rename).
@@ -324,14 +366,18 @@ mod tests {
         }
     }
 
+    fn put(rows: &mut Rows, row: Row) {
+        let (id, seen) = row.split();
+        merge(rows, id, seen);
+    }
+
     #[test]
     fn merging_keeps_the_widest_span_and_any_write() {
         let mut rows = Rows::new();
-        merge(&mut rows, row("a", 10, 20, false));
-        merge(&mut rows, row("a", 5, 15, true));
-        merge(&mut rows, row("a", 12, 30, false));
-        let a = rows.values().next().unwrap();
-        assert_eq!((a.first_seen, a.last_seen, a.wrote), (5, 30, true));
+        put(&mut rows, row("a", 10, 20, false));
+        put(&mut rows, row("a", 5, 15, true));
+        put(&mut rows, row("a", 12, 30, false));
+        assert_eq!(sorted(rows), vec![row("a", 5, 30, true)]);
     }
 
     #[test]
@@ -357,11 +403,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("exposure.jsonl");
         let mut rows = Rows::new();
-        merge(&mut rows, row("a", 1, 2, false));
-        merge(&mut rows, Row { release: "other".into(), ..row("b", 1, 2, false) });
+        put(&mut rows, row("a", 1, 2, false));
+        put(&mut rows, Row { release: "other".into(), ..row("b", 1, 2, false) });
         append_jsonl(&path, &rows).unwrap();
         let mut more = Rows::new();
-        merge(&mut more, row("a", 3, 4, true));
+        put(&mut more, row("a", 3, 4, true));
         append_jsonl(&path, &more).unwrap();
         let back = read_jsonl(&path, "r").unwrap();
         assert_eq!(back, vec![row("a", 1, 4, true)]);
