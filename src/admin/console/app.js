@@ -31,13 +31,13 @@
       if (k === "class") node.className = v;
       else node.setAttribute(k, v === true ? "" : v);
     }
-    for (const c of children.flat()) {
+    for (const c of children.flat(Infinity)) {
       if (c === undefined || c === null || c === false) continue;
       node.append(c instanceof Node ? c : document.createTextNode(String(c)));
     }
     return node;
   }
-  const fill = (node, ...children) => node.replaceChildren(...children.flat().filter((c) => c != null && c !== false));
+  const fill = (node, ...children) => node.replaceChildren(...children.flat(Infinity).filter((c) => c != null && c !== false));
   const notConfigured = () => el("p", { class: "muted" }, "not configured");
   function num(v) {
     if (v === null || v === undefined) return "–";
@@ -72,14 +72,17 @@
     for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
     return n;
   }
-  function chart(series, { w = 120, h = 28, mark = null, label = "" } = {}) {
+  function chart(series, { w = 120, h = 28, mark = null, label = "", stretch = false } = {}) {
     const all = series.flatMap((s) => s.values).filter(Number.isFinite);
     const max = Math.max(mark ?? 0, ...all, 1e-9);
-    const root = svg("svg", { viewBox: `0 0 ${w} ${h}`, width: w, height: h, class: "chart", role: "img", "aria-label": label });
+    const root = svg("svg", { viewBox: `0 0 ${w} ${h}`, width: w, height: h, class: "chart" + (stretch ? " stretch" : ""),
+      preserveAspectRatio: "none", role: "img", "aria-label": label });
     const y = (v) => (h - 2 - (v / max) * (h - 4)).toFixed(1);
     if (mark !== null) root.append(svg("line", { x1: 0, x2: w, y1: y(mark), y2: y(mark), class: "mark" }));
     for (const s of series) {
-      const pts = s.values.map((v, i) => (Number.isFinite(v) ? `${((i / (HISTORY - 1)) * w).toFixed(1)},${y(v)}` : null)).filter(Boolean);
+      // Newest at the right edge, one step per poll.
+      const x = (i) => (w - (s.values.length - 1 - i) * (w / (HISTORY - 1))).toFixed(1);
+      const pts = s.values.map((v, i) => (Number.isFinite(v) ? `${x(i)},${y(v)}` : null)).filter(Boolean);
       if (pts.length) root.append(svg("polyline", { points: pts.join(" "), class: "line " + s.cls }));
     }
     return root;
@@ -362,7 +365,7 @@
         el("div", {}, el("strong", {}, name), " ",
           el("span", { class: "rps" }, num(Number(t.rps.at(-1).toFixed(1))) + " req/s"), " · ",
           el("span", { class: "err" + (t.rate > 0 ? " bad" : "") }, "errors " + num(Number((t.rate * 100).toFixed(1))) + " %")),
-        chart([{ values: t.rps, cls: "rps" }, { values: t.eps, cls: "eps" }], { w: 280, h: 48, label: name + " requests and errors per second" }))));
+        chart([{ values: t.rps, cls: "rps" }, { values: t.eps, cls: "eps" }], { w: 300, h: 48, stretch: true, label: name + " requests (blue) and errors (red) per second" }))));
   }
 
   // ---- Pools, ramp, schema, fleet, ledger, audit, config -----------------------------
