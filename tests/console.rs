@@ -129,6 +129,10 @@ async fn the_page_loads_clean_shows_the_config_and_a_screenshot_is_taken() {
     let r = proxy.admin("PUT", "/percent", Some(json!({ "percent": 25 })), Some(TOKEN)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     wait_text(&c, "#audit", "the change in the audit tail", |t| t.contains("20 → 25")).await;
+    eventually(PAGE_DEADLINE, "a dozen polls of traffic history", || async {
+        (js(&c, "return window.grayshiftConsole.polls").await.as_u64() >= Some(12)).then_some(())
+    })
+    .await;
     new.fail_every.store(4, Ordering::SeqCst);
     wait_text(&c, "[data-rule='new-error-rate'] .rule-head", "the rule pending", |t| !t.contains("ok")).await;
     let polls = js(&c, "return window.grayshiftConsole.polls").await.as_u64().unwrap();
@@ -664,5 +668,17 @@ async fn a_ramp_button_shows_the_servers_error() {
     assert!(message.starts_with('4'), "{message}");
     let status = proxy.status().await;
     assert_eq!(status["percent"]["desired"], 10, "{status:#}");
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dark_system_gets_the_dark_page() {
+    let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
+    let proxy = Proxy::start(&config(&[&stable], &[&new], 10, "")).await;
+    let c = browser::browser_with(800, 900, &["--force-dark-mode", "--blink-settings=preferredColorScheme=0"]).await;
+    open(&c, &proxy).await;
+    assert_eq!(js(&c, "return matchMedia('(prefers-color-scheme: dark)').matches").await, true);
+    assert_eq!(js(&c, "return getComputedStyle(document.body).backgroundColor").await, "rgb(15, 18, 22)");
+    assert_eq!(page_errors(&c).await, json!([]));
     c.close().await.unwrap();
 }

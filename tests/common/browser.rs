@@ -79,16 +79,32 @@ fn driver() -> &'static Driver {
 
 /// A new headless browser session (close it with [`Client::close`]).
 pub async fn browser(width: u32, height: u32) -> Client {
+    browser_with(width, height, &[]).await
+}
+
+/// [`browser`] with extra chromium flags.
+pub async fn browser_with(width: u32, height: u32, extra: &[&str]) -> Client {
     let url = &driver().url;
+    let mut args: Vec<String> = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-extensions",
+        "--disable-background-networking",
+        "--hide-scrollbars",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|a| a.to_string())
+    .collect();
+    args.push(format!("--window-size={width},{height}"));
     let caps = json!({
         "browserName": "chrome",
         "goog:chromeOptions": {
             "binary": chromium(),
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--no-first-run", "--disable-extensions", "--disable-background-networking",
-                "--hide-scrollbars", format!("--window-size={width},{height}"),
-            ],
+            "args": args,
         },
     });
     let serde_json::Value::Object(caps) = caps else { unreachable!() };

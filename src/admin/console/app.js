@@ -429,7 +429,9 @@
     $("group").textContent = c.group ? "· " + c.group : "";
     fill($("config"), dl([["file", c.file], ["version", c.version], ["loaded", ago(c.loaded_at)],
       c.last_reload_error ? ["last reload error", el("span", { class: "bad" }, c.last_reload_error + " (" + c.last_reload_error_at + ")")] : null,
-      c.restart_needed ? ["restart needed", String(c.restart_needed)] : null, ["grayshift", s.version]]));
+      Array.isArray(c.restart_needed) && c.restart_needed.length
+        ? ["restart needed for", el("span", { class: "bad" }, c.restart_needed.join(", "))] : null,
+      ["grayshift", s.version]]));
   }
 
   // ---- Polling -------------------------------------------------------------------
