@@ -65,7 +65,7 @@ export GRAYSHIFT_TEST_PROMTOOL=${GRAYSHIFT_TEST_PROMTOOL:-$(command -v promtool)
 # --- Chromium and chromedriver (the operator console's browser tests) --------
 if [ -z "${GRAYSHIFT_TEST_CHROMEDRIVER:-}" ] && ! command -v chromedriver >/dev/null; then
     log "installing chromium and chromium-driver"
-    apt_install chromium chromium-driver
+    apt_install chromium chromium-driver fonts-liberation
 fi
 
 # --- The suite ----------------------------------------------------------------

@@ -221,6 +221,10 @@ async fn setting_50_percent_needs_the_token_and_traffic_follows() {
     assert_eq!(status["percent"]["desired"], 50, "{status:#}");
     assert_eq!(status["percent"]["effective"], 50);
     wait_text(&c, "#percent-effective", "effective 50 on the page", |t| t == "50 %").await;
+    wait_text(&c, "#audit tbody", "the change in the page's audit tail", |t| {
+        t.contains("admin") && t.contains("10 → 50")
+    })
+    .await;
     assert_eq!(js(&c, "return sessionStorage.getItem('grayshift.adminToken')").await, TOKEN);
     assert_eq!(js(&c, "return localStorage.length").await, 0, "the token is kept in the tab's session only");
     let audit = proxy.admin("GET", "/audit", None, None).await.json();

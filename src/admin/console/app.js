@@ -169,6 +169,7 @@
           return null;
         }
         show("ok", "Done: " + what + ".");
+        auditDue = true;
         poll();
         return data;
       }
@@ -436,6 +437,8 @@
 
   // ---- Polling -------------------------------------------------------------------
   let polling = false;
+  let auditDue = true;
+  let lastMark = null;
   async function get(path, as) {
     const r = await fetch(path, { cache: "no-store", credentials: "omit" });
     if (!r.ok) throw new Error(path + ": " + r.status);
@@ -445,13 +448,22 @@
     if (polling) return;
     polling = true;
     try {
-      const [status, metrics, audit] = await Promise.all([get("/status"), get("/metrics", "text"), get("/audit?limit=20")]);
+      // The audit log is a file read whole on each /audit: read it every
+      // fifth poll, and at once after a change or a level/percent move.
+      const wantAudit = auditDue || G.polls % 5 === 0;
+      const [status, metrics, audit] = await Promise.all([get("/status"), get("/metrics", "text"),
+        wantAudit ? get("/audit?limit=20") : null]);
+      const mark = JSON.stringify([status.percent, status.rollback && status.rollback.level]);
+      // A move seen now is read from the audit next poll (it may have been
+      // written after this poll's read).
+      auditDue = (lastMark !== null && mark !== lastMark) || (auditDue && !wantAudit);
+      lastMark = mark;
       G.status = status;
       for (const render of [renderPercent, renderLevels, renderRules, renderPools, renderRamp, renderSchema, renderFleet, renderLedger, renderConfig]) {
         try { render(status); } catch (e) { G.errors.push(render.name + ": " + e); }
       }
       renderTraffic(metrics);
-      renderAudit(audit);
+      if (audit) renderAudit(audit);
       G.polls += 1;
       $("conn").textContent = "live · updated " + new Date().toLocaleTimeString();
       $("conn").className = "conn ok";
