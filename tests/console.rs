@@ -603,13 +603,13 @@ async fn fleet_schema_ramp_and_ledger_are_drawn_when_status_has_them() {
                    "new": { "healthy": false, "endpoints": [{ "address": "10.0.0.2:8080", "healthy": false }] } },
         "config": { "file": "/etc/grayshift/grayshift.toml", "version": "abc123", "group": "orders-v2" },
         "version": "0.1.0",
-        "fleet": { "store": "postgres", "name": "orders", "replica": "pod-a", "revision": 7, "members": [
+        "fleet": { "store": "connected", "name": "orders", "replica": "pod-a", "revision": 7, "members": [
             { "replica": "pod-a", "revision": 7, "effective_percent": 10, "rollback_level": 1, "seen": "2026-12-01T20:00:00Z" },
             { "replica": "pod-b", "revision": 6, "effective_percent": 30, "rollback_level": 0, "seen": "2026-12-01T19:59:58Z" }
         ] },
         "schema": { "tool": "alembic", "version": "3f2a1b", "new_ready": false, "stable_supported": true,
                     "error": null, "read_at": "2026-12-01T20:00:00Z" },
-        "ramp": { "state": "holding", "step": 2, "steps": 5, "percent": 30, "hold_left": "4m 10s", "requests": 1234 },
+        "ramp": { "state": "running", "step": 2, "steps": 5, "percent": 30, "hold_left": 250, "requests": 1234 },
         "ledger": { "sink": "postgres", "queued": 3, "dropped": 0, "errors": 2, "last_flush": "2026-12-01T20:00:00Z" }
     });
     let fake = FakeAdmin::start(status).await;
@@ -623,23 +623,26 @@ async fn fleet_schema_ramp_and_ledger_are_drawn_when_status_has_them() {
     assert_eq!(page_errors(&c).await, json!([]));
 
     let fleet = find_text(&c, "#fleet").await.unwrap();
-    assert!(fleet.contains("postgres") && fleet.contains("pod-a (this)") && fleet.contains("pod-b"), "{fleet}");
+    assert!(fleet.contains("connected") && fleet.contains("pod-a (this)") && fleet.contains("pod-b"), "{fleet}");
     let behind = find_text(&c, "#fleet tr.behind").await.unwrap();
     assert!(behind.contains("pod-b") && behind.contains("behind"), "pod-b (revision 6 of 7) is behind: {behind}");
     let schema = find_text(&c, "#schema").await.unwrap();
     assert!(schema.contains("alembic") && schema.contains("3f2a1b") && schema.contains("new ready\nno"), "{schema}");
     let ramp = find_text(&c, "#ramp").await.unwrap();
     assert!(
-        ramp.contains("holding") && ramp.contains("2 of 5") && ramp.contains("4m 10s") && ramp.contains("1234"),
+        ramp.contains("running") && ramp.contains("2 of 5") && ramp.contains("4 min 10 s") && ramp.contains("1234"),
         "{ramp}"
     );
     let ledger = find_text(&c, "#ledger").await.unwrap();
     assert!(ledger.contains("queued\n3") && ledger.contains("errors\n2"), "{ledger}");
     let l1 = find_text(&c, "#level-L1").await.unwrap();
-    assert!(l1.contains("blocked") && l1.contains("rule:p99"), "{l1}");
+    assert!(l1.contains("blocked") && l1.contains("NOT sent back to stable") && l1.contains("rule:p99"), "{l1}");
     let reason = find_text(&c, "#percent-reason").await.unwrap();
     assert!(
-        reason.contains("L1 rollback") && reason.contains("schema gate") && reason.contains("ramp holding"),
+        reason.contains("L1 rollback")
+            && reason.contains("BLOCKED: users are not sent back")
+            && reason.contains("schema gate")
+            && reason.contains("ramp running"),
         "{reason}"
     );
 

@@ -53,6 +53,11 @@
     const rel = s < 60 ? s + " s" : s < 3600 ? Math.floor(s / 60) + " min" : Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
     return rfc3339 + " (" + rel + " ago)";
   }
+  function clock(total) {
+    const s = Math.max(0, Math.round(total));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+    return (h ? h + " h " : "") + (h || m ? m + " min " : "") + sec + " s";
+  }
   function seconds(text) {
     let total = 0;
     for (const m of String(text || "").matchAll(/(\d+(?:\.\d+)?)\s*(ms|h|m|s)/g)) {
@@ -144,7 +149,7 @@
           response = await fetch(path, { method, headers, body: JSON.stringify(body), cache: "no-store", credentials: "omit" });
           data = await response.json().catch(() => ({}));
         } catch (e) {
-          show("error", what + ": not sent, the admin API did not answer (" + e.message + ")");
+          show("error", what + ": no answer from the admin API (" + e.message + "); it may or may not have been applied — the page shows the state once it can read it again");
           return null;
         }
         if (response.status === 401) {
@@ -156,6 +161,7 @@
           const why = token === null
             ? "“" + what + "” needs the admin token."
             : "401 Unauthorized: that token was refused. Nothing was changed. Try again or cancel.";
+          if (!refused) show("info", what + ": waiting for the admin token…");
           token = await askToken(why);
           if (token === null) {
             if (!refused) show("info", "Cancelled: nothing was changed.");
@@ -216,10 +222,15 @@
     const reasons = [];
     for (const lvl of ["L3", "L1"]) {
       const a = active[lvl];
-      if (a) reasons.push(lvl + " rollback since " + a.since + " by " + a.actor + ": " + a.reason + " — everyone is on stable");
+      if (a) {
+        reasons.push(lvl + " rollback since " + a.since + " by " + a.actor + ": " + a.reason +
+          (a.blocked ? " — BLOCKED: users are not sent back to stable" : " — everyone is on stable"));
+      }
     }
     if (s.schema && s.schema.new_ready === false) reasons.push("schema gate: new is not ready" + (s.schema.error ? " (" + s.schema.error + ")" : ""));
-    if (s.ramp && s.ramp.state && s.ramp.state !== "idle") reasons.push("ramp " + s.ramp.state + ", step " + num(s.ramp.step) + " of " + num(s.ramp.steps));
+    if (s.ramp && (s.ramp.state === "running" || s.ramp.state === "paused")) {
+      reasons.push("ramp " + s.ramp.state + ", step " + num(s.ramp.step) + " of " + num(s.ramp.steps));
+    }
     if (active.L2) reasons.push("L2 active: the percent is frozen, new-feature requests are shed");
     return reasons;
   }
@@ -289,7 +300,7 @@
       fill($("level-" + lvl + "-detail"), a
         ? ["since " + ago(a.since) + " · by " + a.actor + " · why: " + a.reason,
           a.hook ? " · hook: " + a.hook + (a.hook_detail ? " (" + a.hook_detail + ")" : "") : "",
-          a.blocked ? " · blocked: the level is held and cannot take effect yet" : ""]
+          a.blocked ? " · blocked: users are NOT sent back to stable (stable does not support the schema now: roll forward or restore it); it takes effect by itself once stable supports it again" : ""]
         : []);
       $("rollback-" + lvl).hidden = !!a;
       $("resume-" + lvl).hidden = !a;
@@ -360,7 +371,7 @@
       }
     }
     lastSample = { at: now, pools };
-    if (!traffic.size) return fill($("traffic"), el("p", { class: "muted" }, "measuring…"));
+    if (!traffic.size) return fill($("traffic"), el("p", { class: "muted" }, lastSample && !Object.keys(pools).length ? "no requests counted yet" : "measuring…"));
     fill($("traffic"), [...traffic.entries()].map(([name, t]) =>
       el("div", { class: "pool-traffic", "data-pool": name },
         el("div", {}, el("strong", {}, name), " ",
@@ -382,7 +393,7 @@
     const r = s.ramp;
     if (!r) return fill($("ramp"), notConfigured());
     fill($("ramp"), dl([["state", r.state], ["step", num(r.step) + " of " + num(r.steps)], ["percent", num(r.percent) + " %"],
-      ["hold left", r.hold_left], ["requests this step", r.requests]]));
+      ["hold left", typeof r.hold_left === "number" ? clock(r.hold_left) : r.hold_left], ["requests this step", r.requests]]));
   }
   function renderSchema(s) {
     const g = s.schema;
@@ -396,7 +407,8 @@
     if (!f) return fill($("fleet"), notConfigured());
     const members = Array.isArray(f.members) ? f.members : [];
     const behind = (m) => (typeof m.revision === "number" && typeof f.revision === "number" ? m.revision < f.revision : m.revision !== f.revision);
-    fill($("fleet"), dl([["store", f.store], ["name", f.name], ["this replica", f.replica], ["revision", f.revision]]),
+    const store = f.store === "connected" ? badge("connected", "ok") : f.store === "unreachable" ? badge("unreachable", "firing") : f.store;
+    fill($("fleet"), dl([["store", store], ["name", f.name], ["this replica", f.replica], ["revision", f.revision]]),
       members.length
         ? el("table", {}, el("thead", {}, el("tr", {}, ["replica", "revision", "effective", "level", "seen"].map((h) => el("th", { scope: "col" }, h)))),
           el("tbody", {}, members.map((m) => el("tr", { class: behind(m) ? "behind" : "" },
@@ -404,7 +416,7 @@
             el("td", {}, num(m.revision), behind(m) ? [" ", badge("behind", "pending")] : ""),
             el("td", {}, num(m.effective_percent) + " %"),
             el("td", {}, m.rollback_level ? "L" + m.rollback_level : "none"),
-            el("td", {}, ago(m.seen))))))
+            el("td", {}, typeof m.seen === "number" ? num(m.seen) : ago(m.seen))))))
         : el("p", { class: "muted" }, "no members seen"));
   }
   function renderLedger(s) {
