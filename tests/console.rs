@@ -679,13 +679,19 @@ async fn a_ramp_button_shows_the_servers_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dark_system_gets_the_dark_page() {
+async fn a_dark_system_gets_the_dark_page_and_a_lost_listener_is_shown_stale() {
     let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
-    let proxy = Proxy::start(&config(&[&stable], &[&new], 10, "")).await;
+    let mut proxy = Proxy::start(&config(&[&stable], &[&new], 10, "")).await;
     let c = browser::browser_with(800, 900, &["--force-dark-mode", "--blink-settings=preferredColorScheme=0"]).await;
     open(&c, &proxy).await;
     assert_eq!(js(&c, "return matchMedia('(prefers-color-scheme: dark)').matches").await, true);
     assert_eq!(js(&c, "return getComputedStyle(document.body).backgroundColor").await, "rgb(15, 18, 22)");
     assert_eq!(page_errors(&c).await, json!([]));
+
+    // The admin listener goes away: the page says its numbers are old.
+    proxy.stop().await;
+    let conn = wait_text(&c, "#conn", "the page to say it is stale", |t| t.starts_with("STALE")).await;
+    assert!(conn.contains("cannot read the admin API"), "{conn}");
+    assert_eq!(js(&c, "return document.body.classList.contains('stale')").await, true);
     c.close().await.unwrap();
 }

@@ -456,6 +456,7 @@
     if (!r.ok) throw new Error(path + ": " + r.status);
     return as === "text" ? r.text() : r.json();
   }
+  let lastOk = null;
   async function poll() {
     if (polling) return;
     polling = true;
@@ -463,24 +464,34 @@
       // The audit log is a file read whole on each /audit: read it every
       // fifth poll, and at once after a change or a level/percent move.
       const wantAudit = auditDue || G.polls % 5 === 0;
-      const [status, metrics, audit] = await Promise.all([get("/status"), get("/metrics", "text"),
-        wantAudit ? get("/audit?limit=20") : null]);
-      const mark = JSON.stringify([status.percent, status.rollback && status.rollback.level]);
+      const [status, metrics, audit] = await Promise.allSettled([get("/status"), get("/metrics", "text"),
+        wantAudit ? get("/audit?limit=20") : Promise.resolve(null)]);
+      if (status.status !== "fulfilled") throw status.reason;
+      const s = status.value;
+      const mark = JSON.stringify([s.percent, s.rollback && s.rollback.level]);
       // A move seen now is read from the audit next poll (it may have been
       // written after this poll's read).
-      auditDue = (lastMark !== null && mark !== lastMark) || (auditDue && !wantAudit);
+      auditDue = (lastMark !== null && mark !== lastMark) || (auditDue && !(wantAudit && audit.status === "fulfilled"));
       lastMark = mark;
-      G.status = status;
+      G.status = s;
       for (const render of [renderPercent, renderLevels, renderRules, renderPools, renderRamp, renderSchema, renderFleet, renderLedger, renderConfig]) {
-        try { render(status); } catch (e) { G.errors.push(render.name + ": " + e); }
+        try { render(s); } catch (e) { G.errors.push(render.name + ": " + e); }
       }
-      renderTraffic(metrics);
-      if (audit) renderAudit(audit);
+      const problems = [];
+      if (metrics.status === "fulfilled") renderTraffic(metrics.value);
+      else problems.push("traffic: " + metrics.reason.message);
+      if (audit.status === "fulfilled") { if (audit.value) renderAudit(audit.value); }
+      else problems.push("audit: " + audit.reason.message);
       G.polls += 1;
-      $("conn").textContent = "live · updated " + new Date().toLocaleTimeString();
-      $("conn").className = "conn ok";
+      lastOk = new Date();
+      document.body.classList.remove("stale");
+      $("conn").textContent = "live · updated " + lastOk.toLocaleTimeString() + (problems.length ? " · cannot read " + problems.join(", ") : "");
+      $("conn").className = problems.length ? "conn warn" : "conn ok";
     } catch (e) {
-      $("conn").textContent = "cannot read the admin API (" + e.message + "); retrying every second";
+      // Old numbers at 3 a.m. are worse than none: say they are old.
+      document.body.classList.add("stale");
+      $("conn").textContent = "STALE" + (lastOk ? " since " + lastOk.toLocaleTimeString() : "") +
+        ": cannot read the admin API (" + e.message + "); retrying every second";
       $("conn").className = "conn bad";
     } finally {
       polling = false;
