@@ -56,13 +56,17 @@ impl ApiError {
 async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if method == Method::GET {
+        if let Some(page) = console::asset(&path) {
+            return Ok(page);
+        }
+    }
     match (method, path.as_str()) {
         (Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, json!({ "ok": true }))),
         (Method::GET, "/readyz") => Ok(readyz(shared)),
         (Method::GET, "/metrics") => Ok(metrics(shared)),
         (Method::GET, "/status") => Ok(json_response(StatusCode::OK, status(shared))),
         (Method::GET, "/audit") => audit(shared, req.uri().query()),
-        (Method::GET, p) if console::is_console_path(p) => Ok(console::asset(p).expect("a console path")),
         (_, p) if console::is_console_path(p) => {
             Err(error(StatusCode::METHOD_NOT_ALLOWED, "the console is read with GET"))
         }
