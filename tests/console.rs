@@ -72,9 +72,24 @@ async fn open(c: &Client, proxy: &Proxy) {
     .await;
 }
 
-/// What went wrong in the page: script errors, failed loads, CSP violations.
+/// What went wrong in the page: script errors, failed loads and CSP
+/// violations the page itself saw, and the SEVERE entries of the browser's
+/// console as chromedriver reports them.
 async fn page_errors(c: &Client) -> Value {
-    js(c, "return window.grayshiftConsole ? window.grayshiftConsole.errors : ['the console script never ran']").await
+    let mut seen =
+        js(c, "return window.grayshiftConsole ? window.grayshiftConsole.errors : ['the console script never ran']")
+            .await;
+    // A refused change (the 401 before the token, a 409) is logged by the
+    // browser too; the page handles those answers, they are not errors.
+    let handled = |m: &String| {
+        ["/percent", "/rollback", "/resume", "/ramp"]
+            .iter()
+            .any(|p| m.contains(&format!("{p} - Failed to load resource")))
+            && m.contains("responded with a status of 4")
+    };
+    let console = browser::severe_console_entries(c).await.into_iter().filter(|m| !handled(m));
+    seen.as_array_mut().expect("an array").extend(console.map(Value::from));
+    seen
 }
 
 /// Answer the token dialog the first change opens.

@@ -102,6 +102,7 @@ pub async fn browser_with(width: u32, height: u32, extra: &[&str]) -> Client {
     args.push(format!("--window-size={width},{height}"));
     let caps = json!({
         "browserName": "chrome",
+        "goog:loggingPrefs": { "browser": "ALL" },
         "goog:chromeOptions": {
             "binary": chromium(),
             "args": args,
@@ -113,4 +114,30 @@ pub async fn browser_with(width: u32, height: u32, extra: &[&str]) -> Client {
         .connect(url)
         .await
         .unwrap_or_else(|e| panic!("cannot open a chromium session through {url}: {e}"))
+}
+
+/// chromedriver's browser-log command (`POST /session/{id}/se/log`).
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(r#"{"type": "browser"}"#.to_string()))
+    }
+}
+
+/// The browser console's entries at level SEVERE since the last call
+/// (script errors, failed loads, CSP violations, `console.error`).
+pub async fn severe_console_entries(c: &Client) -> Vec<String> {
+    let log = c.issue_cmd(BrowserLog).await.unwrap_or_else(|e| panic!("reading the browser log: {e}"));
+    log.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["level"] == "SEVERE")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
