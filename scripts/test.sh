@@ -62,6 +62,12 @@ fi
 export GRAYSHIFT_TEST_PROMETHEUS=${GRAYSHIFT_TEST_PROMETHEUS:-$(command -v prometheus)}
 export GRAYSHIFT_TEST_PROMTOOL=${GRAYSHIFT_TEST_PROMTOOL:-$(command -v promtool)}
 
+# --- Chromium and chromedriver (the operator console's browser tests) --------
+if [ -z "${GRAYSHIFT_TEST_CHROMEDRIVER:-}" ] && ! command -v chromedriver >/dev/null; then
+    log "installing chromium and chromium-driver"
+    apt_install chromium chromium-driver fonts-liberation
+fi
+
 # --- The suite ----------------------------------------------------------------
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"

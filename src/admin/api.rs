@@ -3,7 +3,8 @@
 //!
 //! Changes are accepted only as PUT/POST with an `application/json` body
 //! (or no body) and no `Origin` header, so a browser page cannot drive the
-//! API cross-site even on loopback.
+//! API cross-site even on loopback — except the operator console's own
+//! same-origin requests ([`console::same_origin_console`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use super::console;
 use crate::config::{Level, PoolName};
 use crate::control::reload;
 use crate::control::state::{self, Actor, ControlError};
@@ -54,12 +56,20 @@ impl ApiError {
 async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if method == Method::GET {
+        if let Some(page) = console::asset(&path) {
+            return Ok(page);
+        }
+    }
     match (method, path.as_str()) {
         (Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, json!({ "ok": true }))),
         (Method::GET, "/readyz") => Ok(readyz(shared)),
         (Method::GET, "/metrics") => Ok(metrics(shared)),
         (Method::GET, "/status") => Ok(json_response(StatusCode::OK, status(shared))),
         (Method::GET, "/audit") => audit(shared, req.uri().query()),
+        (_, p) if console::is_console_path(p) => {
+            Err(error(StatusCode::METHOD_NOT_ALLOWED, "the console is read with GET"))
+        }
         (Method::PUT, "/percent") => {
             let body: PercentBody = change_body(shared, req).await?;
             match shared.control.set_percent(body.percent, &Actor::Admin) {
@@ -139,7 +149,7 @@ fn parse_level(text: &str) -> Result<Level, ApiError> {
 /// Authorise a change and parse its JSON body (an empty body is `null`).
 async fn change_body<T: serde::de::DeserializeOwned>(shared: &Shared, req: Request<Incoming>) -> Result<T, ApiError> {
     authorize(shared, req.headers())?;
-    if req.headers().contains_key(header::ORIGIN) {
+    if req.headers().contains_key(header::ORIGIN) && !console::same_origin_console(req.headers()) {
         return Err(error(StatusCode::FORBIDDEN, "cross-origin requests are refused on the admin API"));
     }
     let is_json = req

@@ -1,6 +1,8 @@
-//! What an operator talks to: the admin API on its own listener ([`api`])
-//! and `grayshift ctl`, its command-line client ([`ctl`]).
+//! What an operator talks to: the admin API on its own listener ([`api`]),
+//! the web console it serves at `/ui` ([`console`]) and `grayshift ctl`, its
+//! command-line client ([`ctl`]).
 
 pub mod api;
+pub mod console;
 pub mod ctl;
 pub mod exposure;
