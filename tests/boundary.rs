@@ -216,7 +216,8 @@ async fn an_unasked_101_is_a_502_for_http1_and_http2_clients() {
     assert_eq!(metric(&proxy, resets), 2.0);
 
     // A WebSocket request the upstream switches to something else.
-    let ws = exchange(&proxy, b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").await;
+    let ws =
+        exchange(&proxy, b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").await;
     assert!(ws.starts_with("HTTP/1.1 502"), "{ws}");
     assert_eq!(metric(&proxy, resets), 3.0);
 
@@ -313,7 +314,8 @@ async fn underscore_header_names_are_dropped_allowed_or_refused() {
     assert_eq!(underscore_names(&seen), ["x_custom"], "only names that are not ours: {seen}");
     drop(proxy);
 
-    let reject = config(&[&stable], &[&new], 0, "").replace("[server]\n", "[server]\nunderscore_headers = \"reject\"\n");
+    let reject =
+        config(&[&stable], &[&new], 0, "").replace("[server]\n", "[server]\nunderscore_headers = \"reject\"\n");
     let proxy = Proxy::start(&reject).await;
     let hits = stable.hits();
     let refused = exchange(&proxy, b"GET /u HTTP/1.1\r\nHost: a\r\nX_Custom: 1\r\n\r\n").await;

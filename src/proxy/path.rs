@@ -22,12 +22,10 @@ fn needs_work(path: &[u8]) -> bool {
     let at = |i: usize| path.get(i).copied();
     path.iter().enumerate().any(|(i, &b)| match b {
         b'%' => true,
-        b'/' => match (at(i + 1), at(i + 2), at(i + 3)) {
-            (Some(b'/'), _, _) => true,
-            (Some(b'.'), None | Some(b'/'), _) => true,
-            (Some(b'.'), Some(b'.'), None | Some(b'/')) => true,
-            _ => false,
-        },
+        b'/' => matches!(
+            (at(i + 1), at(i + 2), at(i + 3)),
+            (Some(b'/'), _, _) | (Some(b'.'), None | Some(b'/'), _) | (Some(b'.'), Some(b'.'), None | Some(b'/'))
+        ),
         _ => false,
     })
 }
@@ -48,9 +46,7 @@ fn decode_unreserved(path: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(path.len());
     let mut i = 0;
     while i < path.len() {
-        let escape = (path[i] == b'%')
-            .then(|| Some((hex(*path.get(i + 1)?)?, hex(*path.get(i + 2)?)?)))
-            .flatten();
+        let escape = (path[i] == b'%').then(|| Some((hex(*path.get(i + 1)?)?, hex(*path.get(i + 2)?)?))).flatten();
         match escape {
             Some((hi, lo)) => {
                 let c = hi << 4 | lo;

@@ -8,8 +8,15 @@ use http::header::HeaderName;
 use crate::proxy::hop_by_hop::HOP_BY_HOP;
 
 /// The names grayshift sets or strips, other than the hop-by-hop ones.
-const OURS: [&str; 7] =
-    ["x-gray-pool", "x-gray-bucket", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "content-length", "host"];
+const OURS: [&str; 7] = [
+    "x-gray-pool",
+    "x-gray-bucket",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "content-length",
+    "host",
+];
 
 /// Whether the name has an `_` at all (the usual answer, no, costs a scan
 /// of its bytes).
@@ -22,8 +29,7 @@ pub fn has_underscore(name: &HeaderName) -> bool {
 pub fn is_ours(name: &HeaderName) -> bool {
     let name = name.as_str().as_bytes();
     let same = |ours: &str| {
-        ours.len() == name.len()
-            && ours.bytes().zip(name).all(|(o, &n)| o == n || (o == b'-' && n == b'_'))
+        ours.len() == name.len() && ours.bytes().zip(name).all(|(o, &n)| o == n || (o == b'-' && n == b'_'))
     };
     OURS.iter().any(|o| same(o)) || HOP_BY_HOP.iter().any(|h| same(h.as_str()))
 }
@@ -34,7 +40,8 @@ mod tests {
 
     #[test]
     fn variants_of_our_names_are_ours() {
-        for name in ["x_gray_pool", "x-gray_bucket", "x_forwarded_for", "transfer_encoding", "content_length", "keep_alive"]
+        for name in
+            ["x_gray_pool", "x-gray_bucket", "x_forwarded_for", "transfer_encoding", "content_length", "keep_alive"]
         {
             let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
             assert!(has_underscore(&name) && is_ours(&name), "{name}");

@@ -256,7 +256,9 @@ impl Connection {
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                     let switched_to = response.headers().get(http::header::UPGRADE).map(|v| v.as_bytes());
                     if !(upgrade && switched_to.is_some_and(upgrade_allowed)) {
-                        return Poll::Ready(Err(Error::Malformed("101 Switching Protocols to a request that did not ask for it")));
+                        return Poll::Ready(Err(Error::Malformed(
+                            "101 Switching Protocols to a request that did not ask for it",
+                        )));
                     }
                 } else if response.status().is_informational() {
                     continue;
