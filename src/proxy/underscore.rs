@@ -26,7 +26,13 @@ const OURS: [&str; 7] = [
 pub fn has_underscore(name: &HeaderName) -> bool {
     let name = name.as_str().as_bytes();
     if name.len() < 8 {
-        return name.iter().any(|&b| b == b'_');
+        // A plain loop: `contains` would call memchr.
+        for &b in name {
+            if b == b'_' {
+                return true;
+            }
+        }
+        return false;
     }
     let word = |at: usize| {
         let x = u64::from_le_bytes(name[at..at + 8].try_into().expect("eight bytes")) ^ 0x5f5f_5f5f_5f5f_5f5f;
