@@ -147,6 +147,8 @@ fn bench_forward(c: &mut Criterion) {
         pool: PoolName::New,
         bucket: 18,
         upgrade: false,
+        endpoint: "10.0.0.7:8080",
+        underscores: grayshift::config::UnderscoreHeaders::Drop,
     };
     c.bench_function("forward/upstream_head", |b| {
         b.iter(|| forward::upstream_head(req.method(), req.uri(), black_box(req.headers()), &fwd, false))

@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 
@@ -166,7 +167,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         server::Limits::new(&server_config),
         move |conn, req| proxy::handle::handle(proxy_shared.clone(), conn, req),
         shutdown_rx.clone(),
-        tls,
+        tls.map(|slot| (slot, shared.metrics.tls_handshake_errors.clone())),
     ));
     let admin_shared = shared.clone();
     let admin = tokio::spawn(server::serve(

@@ -80,6 +80,9 @@ pub struct Metrics {
     /// Not in SPEC §5 (an addition): signal reads that failed, per rule.
     pub signal_errors: IntCounterVec,
     pub ledger: LedgerMetrics,
+    /// Not in SPEC §5 (an addition): client TLS handshakes that failed or
+    /// timed out (logged at `debug` only: any client can cause them).
+    pub tls_handshake_errors: TlsHandshakeErrors,
 }
 
 /// The exposure ledger's counters (registered whether or not it is on, so
@@ -120,6 +123,25 @@ impl LedgerMetrics {
         ]
     }
 }
+
+/// `grayshift_tls_handshake_errors_total{reason}`, resolved at start-up.
+#[derive(Clone)]
+pub struct TlsHandshakeErrors {
+    pub failed: IntCounter,
+    pub timeout: IntCounter,
+}
+
+/// `grayshift_tls_client_warnings_total`: rustls' complaints about a
+/// client's handshake (an IP address as SNI, a fatal alert sent), which
+/// the binary's log setup counts here instead of printing at `warn`
+/// (`crate::logging`). One counter for the process, as logging is.
+pub static TLS_CLIENT_WARNINGS: std::sync::LazyLock<IntCounter> = std::sync::LazyLock::new(|| {
+    IntCounter::new(
+        "grayshift_tls_client_warnings_total",
+        "rustls warnings about client handshakes, counted instead of logged at warn.",
+    )
+    .unwrap()
+});
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -164,7 +186,16 @@ impl Metrics {
         let reloads =
             IntCounterVec::new(Opts::new("grayshift_config_reloads_total", "Config reloads by result."), &["result"])
                 .unwrap();
+        let handshake_errors = IntCounterVec::new(
+            Opts::new("grayshift_tls_handshake_errors_total", "Client TLS handshakes that failed, by reason."),
+            &["reason"],
+        )
+        .unwrap();
         let m = Metrics {
+            tls_handshake_errors: TlsHandshakeErrors {
+                failed: handshake_errors.with_label_values(&["failed"]),
+                timeout: handshake_errors.with_label_values(&["timeout"]),
+            },
             fallback: IntCounter::new(
                 "grayshift_fallback_total",
                 "Requests for new sent to stable because new had no healthy endpoint.",
@@ -217,6 +248,8 @@ impl Metrics {
             Box::new(m.endpoint_healthy.clone()),
             Box::new(m.hook_runs.clone()),
             Box::new(m.signal_errors.clone()),
+            Box::new(handshake_errors),
+            Box::new(TLS_CLIENT_WARNINGS.clone()),
         ];
         for c in collectors.into_iter().chain(m.ledger.collectors()) {
             m.registry.register(c).expect("metric names are unique");

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 const TOKEN: &str = "console-t0ken";
 /// How long the page may take to show something (it polls once a second).
-const PAGE_DEADLINE: Duration = Duration::from_secs(20);
+const PAGE_DEADLINE: Duration = Duration::from_secs(60);
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 const RULE: &str = r#"

@@ -1008,7 +1008,8 @@ proptest! {
     }
 
     /// The upstream request head: origin-form target, HTTP/1.1, hop-by-hop
-    /// fields gone, Host kept (or taken from the authority), X-Forwarded-*
+    /// fields gone, Host from the authority (else kept, else the endpoint's),
+    /// Cookie fields joined, X-Forwarded-*
     /// set or appended as §1.4 says, X-Gray-* set, everything else untouched.
     #[test]
     fn upstream_head_follows_the_spec(case in rewrite_case()) {
@@ -1023,6 +1024,8 @@ proptest! {
             pool,
             bucket: case.bucket,
             upgrade: case.upgrade,
+            endpoint: "10.9.9.9:8080",
+            underscores: config::UnderscoreHeaders::Drop,
         };
         let (head, chunked) = grayshift::proxy::forward::upstream_head(req.method(), req.uri(), req.headers(), &fwd, false);
         prop_assert!(!chunked, "no body, no chunking");
@@ -1037,10 +1040,17 @@ proptest! {
 
         let mut want = strip_model(&case.headers, case.upgrade);
         let one = |v: &[u8]| vec![v.to_vec()];
-        if !want.contains_key("host") {
-            if let Some(authority) = original.authority() {
-                want.insert("host".into(), one(authority.as_str().as_bytes()));
-            }
+        // The authority wins over a Host field; without either, the endpoint.
+        let mut fallback_host = false;
+        if let Some(authority) = original.authority() {
+            want.insert("host".into(), one(authority.as_str().as_bytes()));
+        } else if !want.contains_key("host") {
+            want.insert("host".into(), one(b"10.9.9.9:8080"));
+            fallback_host = true;
+        }
+        // Several Cookie fields go as one, joined with "; ".
+        if let Some(cookies) = want.get_mut("cookie") {
+            *cookies = vec![cookies.join(&b"; "[..])];
         }
         let readable = |v: &Vec<u8>| v.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
         let prior: Vec<String> = want
@@ -1054,7 +1064,7 @@ proptest! {
             want.insert("x-forwarded-proto".into(), one(if case.tls { b"https" } else { b"http" }));
         }
         if !(case.peer_trusted && want.contains_key("x-forwarded-host")) {
-            match want.get("host").map(|h| h[0].clone()) {
+            match want.get("host").filter(|_| !fallback_host).map(|h| h[0].clone()) {
                 Some(host) => want.insert("x-forwarded-host".into(), vec![host]),
                 None => want.remove("x-forwarded-host"),
             };

@@ -180,6 +180,17 @@ fn validate_server(raw: &raw::RawServer) -> Result<ServerConfig, Invalid> {
         max_uri_bytes: positive(&raw.max_uri_bytes, 8192, "server.max_uri_bytes")?,
         max_body_bytes: raw.max_body_bytes.as_ref().map(|v| *v.get_ref()),
         max_connections: positive(&raw.max_connections, 10_000, "server.max_connections")?,
+        underscore_headers: match raw.underscore_headers.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+            None | Some(("drop", _)) => UnderscoreHeaders::Drop,
+            Some(("allow", _)) => UnderscoreHeaders::Allow,
+            Some(("reject", _)) => UnderscoreHeaders::Reject,
+            Some((other, span)) => {
+                return invalid(
+                    span,
+                    format!("server.underscore_headers must be \"allow\", \"drop\" or \"reject\", got {other:?}"),
+                )
+            }
+        },
     })
 }
 
@@ -342,7 +353,8 @@ fn validate_features(raw: &raw::RawFeatures) -> Result<FeaturesConfig, Invalid> 
         if !p.get_ref().starts_with('/') {
             return invalid(p.span(), format!("features.paths entry {:?} must start with '/'", p.get_ref()));
         }
-        paths.push(p.get_ref().clone());
+        // Requests are matched normalised; so is what they are matched to.
+        paths.push(crate::proxy::path::normalize(p.get_ref()).into_owned());
     }
     let methods = raw
         .methods
@@ -366,7 +378,9 @@ fn validate_features(raw: &raw::RawFeatures) -> Result<FeaturesConfig, Invalid> 
             return invalid(span, format!("features.mode must be \"reject\" or \"stable\", got {other:?}"))
         }
     };
-    Ok(FeaturesConfig { paths, methods, status, retry_after: duration(&raw.retry_after, "30s")?, mode })
+    let retry_after = duration(&raw.retry_after, "30s")?;
+    let case_insensitive = raw.case_insensitive.unwrap_or(false);
+    Ok(FeaturesConfig { paths, methods, status, retry_after, mode, case_insensitive })
 }
 
 fn validate_rule(raw: &RawRule) -> Result<RuleConfig, Invalid> {

@@ -43,6 +43,7 @@ pub struct RawServer {
     pub max_uri_bytes: Option<S<usize>>,
     pub max_body_bytes: Option<S<u64>>,
     pub max_connections: Option<S<usize>>,
+    pub underscore_headers: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +137,7 @@ pub struct RawFeatures {
     pub status: Option<S<u16>>,
     pub retry_after: Option<S<String>>,
     pub mode: Option<S<String>>,
+    pub case_insensitive: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

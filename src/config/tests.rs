@@ -36,6 +36,26 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.features.status, http::StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(c.state.audit, PathBuf::from("grayshift-audit.jsonl"));
     assert_eq!(c.server.max_header_bytes, 60 * 1024);
+    assert_eq!(c.server.underscore_headers, UnderscoreHeaders::Drop);
+    assert!(!c.features.case_insensitive);
+}
+
+#[test]
+fn underscore_headers_takes_three_words() {
+    let with = |v: &str| MINIMAL.replace("[split]", &format!("[server]\nunderscore_headers = {v}\n[split]"));
+    assert_eq!(parse(&with("\"allow\""), "t.toml").unwrap().server.underscore_headers, UnderscoreHeaders::Allow);
+    assert_eq!(parse(&with("\"reject\""), "t.toml").unwrap().server.underscore_headers, UnderscoreHeaders::Reject);
+    let e = err(&with("\"ignore\""));
+    assert_eq!((e.line, e.col), (3, 22), "{e}");
+    assert!(e.message.contains("\"allow\", \"drop\" or \"reject\""), "{e}");
+}
+
+#[test]
+fn feature_paths_are_normalised() {
+    let text = format!("{MINIMAL}\n[features]\npaths = [\"/api//v2/./checkout\"]\ncase_insensitive = true\n");
+    let c = parse(&text, "t.toml").unwrap();
+    assert_eq!(c.features.paths, ["/api/v2/checkout"]);
+    assert!(c.features.matches(&http::Method::GET, "/API/v1/../V2/%43heckout"));
 }
 
 #[test]

@@ -118,6 +118,20 @@ pub struct ServerConfig {
     pub max_uri_bytes: usize,
     pub max_body_bytes: Option<u64>,
     pub max_connections: usize,
+    pub underscore_headers: UnderscoreHeaders,
+}
+
+/// What happens to a request header whose name has an `_` (CGI, WSGI and
+/// Rack read `X_A` and `X-A` as the same variable). A name that, with `_`
+/// read as `-`, is one grayshift sets or strips is never forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderscoreHeaders {
+    /// Forward the other underscore names.
+    Allow,
+    /// Leave every underscore name out (nginx's default).
+    Drop,
+    /// Refuse the request (400).
+    Reject,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -200,13 +214,28 @@ pub struct FeaturesConfig {
     pub status: http::StatusCode,
     pub retry_after: Duration,
     pub mode: ShedMode,
+    /// Compare `paths` ignoring ASCII case.
+    pub case_insensitive: bool,
 }
 
 impl FeaturesConfig {
     /// Whether a request is one of the new-feature entry points L2 sheds.
+    /// `path` is matched as an upstream would read it, normalised (see
+    /// [`crate::proxy::path::normalize`]).
     pub fn matches(&self, method: &http::Method, path: &str) -> bool {
-        (self.methods.is_empty() || self.methods.contains(method))
-            && self.paths.iter().any(|p| path.starts_with(p.as_str()))
+        if !(self.methods.is_empty() || self.methods.contains(method)) || self.paths.is_empty() {
+            return false;
+        }
+        let path = crate::proxy::path::normalize(path);
+        self.paths.iter().any(|p| {
+            let p = p.as_bytes();
+            path.len() >= p.len()
+                && if self.case_insensitive {
+                    path.as_bytes()[..p.len()].eq_ignore_ascii_case(p)
+                } else {
+                    path.as_bytes()[..p.len()] == *p
+                }
+        })
     }
 }
 

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, Uri};
 
-use crate::config::PoolName;
+use crate::config::{PoolName, UnderscoreHeaders};
 use crate::metrics::{PoolMetrics, UpstreamErrorKind};
 use crate::proxy::body::RequestBody;
 use crate::proxy::error::ProxyError;
 use crate::proxy::h1::{self, Outgoing, ResponseReader};
-use crate::proxy::hop_by_hop::{connection_listed, is_hop_by_hop};
+use crate::proxy::hop_by_hop::{connection_listed, is_hop_by_hop, upgrade_allowed};
+use crate::proxy::underscore::{has_underscore, is_ours};
 use crate::proxy::upstream::{Conn, Endpoint, Pool};
 
 pub static X_GRAY_POOL: HeaderName = HeaderName::from_static("x-gray-pool");
@@ -37,9 +38,12 @@ fn bucket_header(bucket: u8) -> HeaderValue {
     HeaderValue::from_static(text)
 }
 
-/// True for a request asking to switch protocols (WebSocket and friends).
+/// True for a request asking to switch to a protocol grayshift tunnels
+/// (WebSocket, see [`upgrade_allowed`]). Any other `Upgrade` is dropped
+/// with the hop-by-hop fields.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && has_token(headers, &header::CONNECTION, "upgrade")
+    headers.get(header::UPGRADE).is_some_and(|v| upgrade_allowed(v.as_bytes()))
+        && has_token(headers, &header::CONNECTION, "upgrade")
 }
 
 fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
@@ -60,7 +64,13 @@ pub struct Forwarded<'a> {
     pub tls: bool,
     pub pool: PoolName,
     pub bucket: u8,
+    /// An upgrade grayshift tunnels ([`is_upgrade`]).
     pub upgrade: bool,
+    /// The upstream endpoint's `host:port`: the Host of a request that
+    /// names none (HTTP/1.0 without Host, HTTP/2 without `:authority`).
+    pub endpoint: &'a str,
+    /// Underscore header names other than variants of ours, which always go.
+    pub underscores: UnderscoreHeaders,
 }
 
 /// The request head the upstream gets, written straight from the client's
@@ -68,13 +78,17 @@ pub struct Forwarded<'a> {
 /// encoding it after cost ~2,900 instructions per request more: a map
 /// growth, five hashed inserts and the lookups around them).
 ///
-/// What changes on the way (SPEC §1.4): origin-form target, HTTP/1.1,
-/// `Host` kept (taken from the URI authority for HTTP/2 and absolute-form
-/// requests without one), hop-by-hop headers and those `Connection` names
-/// dropped (an upgrade keeps `Connection: upgrade` and its first `Upgrade`),
-/// X-Forwarded-For appended to, X-Forwarded-Proto/Host set (a trusted
-/// peer's own kept), X-Gray-Pool and X-Gray-Bucket set. A body without a
-/// Content-Length goes chunked; the returned flag says so.
+/// What changes on the way (SPEC §1.4): origin-form target, HTTP/1.1;
+/// `Host` from the request's authority when it has one (HTTP/2
+/// `:authority`, an absolute-form target: RFC 9113 §8.3.1, RFC 9112
+/// §3.2.2), else the client's `Host`, else the endpoint's `host:port`;
+/// hop-by-hop headers and those `Connection` names dropped (an upgrade
+/// keeps `Connection: upgrade` and its first `Upgrade`); several `Cookie`
+/// fields joined into one with `"; "` (RFC 9113 §8.2.3); underscore
+/// variants of the names below dropped (the other underscore names as
+/// `underscores` says); X-Forwarded-For appended to, X-Forwarded-Proto/Host
+/// set (a trusted peer's own kept), X-Gray-Pool and X-Gray-Bucket set. A
+/// body without a Content-Length goes chunked; the returned flag says so.
 pub fn upstream_head(
     method: &Method,
     uri: &Uri,
@@ -97,15 +111,16 @@ pub fn upstream_head(
     head.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
 
-    // Only HTTP/2 and absolute-form requests carry an authority; Host then
-    // goes first, as a user agent would send it.
-    let mut host = None;
-    if let Some(authority) = uri.authority().filter(|_| !headers.contains_key(header::HOST)) {
-        field(&mut head, header::HOST.as_str(), authority.as_str().as_bytes());
-        host = Some(authority.as_str().as_bytes());
+    // Only HTTP/2 and absolute-form requests carry an authority; it wins
+    // over a Host field and goes first, as a user agent would send it.
+    let mut host = uri.authority().map(|a| without_userinfo(a.as_str())).filter(|a| !a.is_empty());
+    let from_authority = host.is_some();
+    if let Some(authority) = host {
+        field(&mut head, header::HOST.as_str(), authority);
     }
     let (mut prior_xff, mut kept_proto, mut kept_host, mut has_length) = (false, false, false, false);
     let mut upgrade = None;
+    let mut cookie = false;
     for (name, value) in headers {
         if is_hop_by_hop(name) {
             if fwd.upgrade && name == header::UPGRADE && upgrade.is_none() {
@@ -116,10 +131,27 @@ pub fn upstream_head(
         if !listed.is_empty() && listed.iter().any(|token| token.eq_ignore_ascii_case(name.as_str())) {
             continue;
         }
+        if has_underscore(name) && (fwd.underscores != UnderscoreHeaders::Allow || is_ours(name)) {
+            continue;
+        }
         if name == header::HOST {
+            if from_authority {
+                continue;
+            }
             host = host.or(Some(value.as_bytes()));
         } else if name == header::CONTENT_LENGTH {
             has_length = true;
+        } else if name == header::COOKIE {
+            // A map yields one name's values together: a second one
+            // continues the line the first began.
+            if cookie {
+                head.truncate(head.len() - 2);
+                head.extend_from_slice(b"; ");
+                head.extend_from_slice(value.as_bytes());
+                head.extend_from_slice(b"\r\n");
+                continue;
+            }
+            cookie = true;
         } else if name.as_str().as_bytes()[0] == b'x' {
             if name == X_FORWARDED_FOR {
                 prior_xff = true;
@@ -133,6 +165,11 @@ pub fn upstream_head(
             }
         }
         field(&mut head, name.as_str(), value.as_bytes());
+    }
+    // An HTTP/1.1 request always has a Host (RFC 9112 §3.2); the client
+    // named none, so neither is there an X-Forwarded-Host to tell.
+    if host.is_none() {
+        field(&mut head, header::HOST.as_str(), fwd.endpoint.as_bytes());
     }
 
     // "a, b, peer": the entries that came, then the peer.
@@ -163,6 +200,11 @@ pub fn upstream_head(
     }
     head.extend_from_slice(b"\r\n");
     (head, chunked)
+}
+
+/// An authority as Host (RFC 9112 §3.2.2): `host[:port]`, without userinfo.
+fn without_userinfo(authority: &str) -> &[u8] {
+    authority.rsplit_once('@').map_or(authority, |(_, host)| host).as_bytes()
 }
 
 fn field(head: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -306,7 +348,16 @@ mod tests {
     }
 
     fn fwd(peer: &HeaderValue) -> Forwarded<'_> {
-        Forwarded { peer, peer_trusted: false, tls: false, pool: PoolName::New, bucket: 7, upgrade: false }
+        Forwarded {
+            peer,
+            peer_trusted: false,
+            tls: false,
+            pool: PoolName::New,
+            bucket: 7,
+            upgrade: false,
+            endpoint: "10.9.9.9:8080",
+            underscores: UnderscoreHeaders::Drop,
+        }
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum FramingError {
     UriTooLong,
     #[error("CONNECT is not supported by a reverse proxy")]
     Connect,
+    #[error("header name with an underscore (server.underscore_headers = \"reject\")")]
+    UnderscoreHeader,
 }
 
 impl FramingError {
@@ -81,6 +83,15 @@ pub fn check<B>(req: &Request<B>, max_uri: usize) -> Result<(), FramingError> {
     let has_length = cl && check_content_length(req.headers())?;
     if chunked && has_length {
         return Err(FramingError::LengthAndChunked);
+    }
+    Ok(())
+}
+
+/// With `server.underscore_headers = "reject"`: refuse a request with any
+/// `_` in a header name (see `underscore.rs`).
+pub fn no_underscores(headers: &HeaderMap) -> Result<(), FramingError> {
+    if headers.keys().any(crate::proxy::underscore::has_underscore) {
+        return Err(FramingError::UnderscoreHeader);
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use http::{header, HeaderValue, Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 
-use crate::config::{PoolName, ShedMode};
+use crate::config::{PoolName, ShedMode, UnderscoreHeaders};
 use crate::metrics::UpstreamErrorKind;
 use crate::proxy::body::{RequestBody, ResponseBody, UpstreamBody};
 use crate::proxy::error::{text_response, ProxyError};
@@ -83,6 +83,9 @@ async fn route_and_forward(
 
     // 1. Refuse what cannot be forwarded safely (smuggling, bad Host).
     crate::proxy::framing::check(&req, config.server.max_uri_bytes).map_err(|e| (e.into(), None))?;
+    if config.server.underscore_headers == UnderscoreHeaders::Reject {
+        crate::proxy::framing::no_underscores(req.headers()).map_err(|e| (e.into(), None))?;
+    }
 
     // 2. Who is the user, and which pool do they belong to?
     let splitter = &snapshot.splitter;
@@ -150,13 +153,22 @@ async fn route_and_forward(
         req.method(),
         req.uri(),
         req.headers(),
-        &Forwarded { peer: &conn.peer_text, peer_trusted, tls: conn.tls, pool, bucket, upgrade },
+        &Forwarded {
+            peer: &conn.peer_text,
+            peer_trusted,
+            tls: conn.tls,
+            pool,
+            bucket,
+            upgrade,
+            endpoint: &endpoint.authority,
+            underscores: config.server.underscore_headers,
+        },
         has_body,
     );
     let method = req.method().clone();
     let body = has_body
         .then(|| RequestBody::new(req.into_body(), config.server.max_body_bytes, config.server.body_read_timeout));
-    let outgoing = Outgoing::new(head, method, body, chunked);
+    let outgoing = Outgoing::new(head, method, body, chunked).with_upgrade(upgrade);
     let pool_metrics = metrics.pool(pool);
     let Answer { mut response, endpoint } =
         forward::send(snapshot.pool(pool), pool_metrics, upstream_conn, endpoint, outgoing)

@@ -7,9 +7,12 @@ use http::header::{self, HeaderName, HeaderValue};
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// The settings of an h2c upgrade (RFC 9113 §3.2.1 calls it
+/// connection-specific); never forwarded, as h2c upgrades are not.
+pub static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// The connection-specific fields, plus the legacy ones.
-static HOP_BY_HOP: [&HeaderName; 9] = [
+pub static HOP_BY_HOP: [&HeaderName; 10] = [
     &header::CONNECTION,
     &KEEP_ALIVE,
     &PROXY_CONNECTION,
@@ -19,12 +22,25 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
     &header::TRAILER,
     &header::TRANSFER_ENCODING,
     &header::UPGRADE,
+    &HTTP2_SETTINGS,
 ];
 
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     // Every hop-by-hop name starts with one of these letters; most headers
-    // are ruled out by their first byte.
-    matches!(name.as_str().as_bytes()[0], b'c' | b'k' | b'p' | b't' | b'u') && HOP_BY_HOP.contains(&name)
+    // are ruled out by their first byte (and `host` by one compare).
+    match name.as_str().as_bytes()[0] {
+        b'c' | b'k' | b'p' | b't' | b'u' => HOP_BY_HOP.contains(&name),
+        b'h' => *name == HTTP2_SETTINGS,
+        _ => false,
+    }
+}
+
+/// The protocols an `Upgrade` is tunnelled for: WebSocket only. Anything
+/// else (`h2c` above all: the client would then speak HTTP/2 to the
+/// upstream past every rewrite and L2) is dropped with the other
+/// hop-by-hop fields and the request goes as a plain HTTP/1.1 one.
+pub fn upgrade_allowed(value: &[u8]) -> bool {
+    value.trim_ascii().eq_ignore_ascii_case(b"websocket")
 }
 
 /// The names a `Connection` value lists for removal: readable tokens that
@@ -47,10 +63,18 @@ mod tests {
     #[test]
     fn the_first_byte_filter_covers_every_hop_by_hop_name() {
         for name in HOP_BY_HOP {
-            assert!(b"ckptu".contains(&name.as_str().as_bytes()[0]), "{name}");
+            assert!(b"ckptuh".contains(&name.as_str().as_bytes()[0]), "{name}");
             assert!(is_hop_by_hop(name));
         }
         assert!(!is_hop_by_hop(&header::CONTENT_LENGTH) && !is_hop_by_hop(&header::HOST));
+    }
+
+    #[test]
+    fn only_websocket_upgrades_are_allowed() {
+        assert!(upgrade_allowed(b"websocket") && upgrade_allowed(b" WebSocket "));
+        for other in [&b"h2c"[..], b"h2c, websocket", b"websocket, h2c", b"HTTP/2.0", b"TLS/1.2", b""] {
+            assert!(!upgrade_allowed(other), "{}", String::from_utf8_lossy(other));
+        }
     }
 
     #[test]

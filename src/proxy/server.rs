@@ -37,6 +37,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
+use crate::metrics::TlsHandshakeErrors;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::framing_guard::FramingGuard;
 use crate::proxy::handle::ConnInfo;
@@ -90,14 +91,16 @@ pub fn guarded<S>(stream: S, max_head: usize) -> ClientIo<S> {
 /// open connections `drain` to finish (idle HTTP/1.1 connections close at
 /// once, busy ones after their response; HTTP/2 gets a GOAWAY). With `tls`,
 /// every connection is a TLS handshake first (bounded by the header read
-/// timeout), using whatever config the slot holds at accept time.
+/// timeout), using whatever config the slot holds at accept time; a failed
+/// handshake is counted, and logged at `debug` only (any client can cause
+/// one per connection).
 pub async fn serve<H, F>(
     listener: TcpListener,
     protocols: Protocols,
     limits: Limits,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
-    tls: Option<TlsSlot>,
+    tls: Option<(TlsSlot, TlsHandshakeErrors)>,
 ) where
     H: Fn(ConnInfo, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
@@ -131,7 +134,7 @@ pub async fn serve<H, F>(
         let service = service_fn(move |req| handler(info.clone(), req));
         let protocols = protocols.clone();
         let drain = drain_signal.clone();
-        let tls_config = tls.as_ref().map(|slot| slot.load_full());
+        let tls_config = tls.as_ref().map(|(slot, errors)| (slot.load_full(), errors.clone()));
         let first_byte_timeout = limits.handshake_timeout;
         let max_head = limits.max_head_bytes;
         tokio::spawn(async move {
@@ -143,7 +146,7 @@ pub async fn serve<H, F>(
                     }
                     Err(e) => Err(e.into()),
                 },
-                Some(config) => {
+                Some((config, errors)) => {
                     let handshake = TlsAcceptor::from(config).accept(stream);
                     match tokio::time::timeout(first_byte_timeout, handshake).await {
                         Ok(Ok(stream)) => {
@@ -151,8 +154,14 @@ pub async fn serve<H, F>(
                             let io = ClientIo::new(Vec::new(), stream, guard(h2, max_head));
                             serve_connection(&protocols, h2, TokioIo::new(io), service, drain).await
                         }
-                        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}").into()),
-                        Err(_) => Err("TLS handshake timed out".into()),
+                        Ok(Err(e)) => {
+                            errors.failed.inc();
+                            Err(format!("TLS handshake failed: {e}").into())
+                        }
+                        Err(_) => {
+                            errors.timeout.inc();
+                            Err("TLS handshake timed out".into())
+                        }
                     }
                 }
             };

@@ -34,6 +34,7 @@ pub use body::ResponseReader;
 pub use head::{parse_head, Framing, NameCache};
 
 use crate::proxy::body::BoxError;
+use crate::proxy::hop_by_hop::upgrade_allowed;
 
 /// Largest response head accepted from an upstream.
 const MAX_HEAD: usize = 64 * 1024;
@@ -194,7 +195,7 @@ impl Connection {
                 return Err(SendError { retryable, error });
             }
             let head = std::future::poll_fn(|cx| {
-                let polled = self.poll_head(&req.method, cx);
+                let polled = self.poll_head(&req.method, req.upgrade, cx);
                 self.or_deadline(polled, deadline, cx)
             })
             .await;
@@ -226,7 +227,7 @@ impl Connection {
                     Poll::Pending => {}
                 }
             }
-            let polled = self.poll_head(&req.method, cx);
+            let polled = self.poll_head(&req.method, req.upgrade, cx);
             self.or_deadline(polled, deadline, cx)
         })
         .await;
@@ -240,11 +241,26 @@ impl Connection {
     }
 
     /// Read until a final response head is parsed (1xx other than 101 are
-    /// skipped: the answer follows them).
-    fn poll_head(&mut self, method: &Method, cx: &mut Context<'_>) -> Poll<Result<Response<Framing>, Error>> {
+    /// skipped: the answer follows them). A 101 is an answer only to a
+    /// request that asked for that upgrade (`upgrade`: a WebSocket one);
+    /// any other is a broken answer (RFC 9110 §15.2.2), and HTTP/2 has no
+    /// 101 to pass on at all (RFC 9113 §8.6).
+    fn poll_head(
+        &mut self,
+        method: &Method,
+        upgrade: bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Response<Framing>, Error>> {
         loop {
             if let Some(response) = parse_head(&mut self.read_buf, method, &mut self.names)? {
-                if response.status().is_informational() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    let switched_to = response.headers().get(http::header::UPGRADE).map(|v| v.as_bytes());
+                    if !(upgrade && switched_to.is_some_and(upgrade_allowed)) {
+                        return Poll::Ready(Err(Error::Malformed(
+                            "101 Switching Protocols to a request that did not ask for it",
+                        )));
+                    }
+                } else if response.status().is_informational() {
                     continue;
                 }
                 return Poll::Ready(Ok(response));
@@ -375,6 +391,8 @@ pub struct Outgoing<B> {
     body: Option<B>,
     chunked: bool,
     method: Method,
+    /// It asks for a WebSocket upgrade: a 101 is a valid answer.
+    upgrade: bool,
     /// The answer's head must have come by then.
     deadline: Option<Instant>,
 }
@@ -384,7 +402,13 @@ impl<B> Outgoing<B> {
     /// ([`crate::proxy::forward::upstream_head`]); `chunked`: it announced a
     /// chunked body, so the body's frames go up as chunks.
     pub fn new(head: Vec<u8>, method: Method, body: Option<B>, chunked: bool) -> Self {
-        Outgoing { head, body, chunked, method, deadline: None }
+        Outgoing { head, body, chunked, method, upgrade: false, deadline: None }
+    }
+
+    /// The head asks for an upgrade grayshift tunnels.
+    pub fn with_upgrade(mut self, upgrade: bool) -> Self {
+        self.upgrade = upgrade;
+        self
     }
 
     /// Give up with [`Error::Timeout`] if no answer has come by `deadline`.
