@@ -12,6 +12,7 @@ pub mod control;
 pub mod demo;
 pub mod logging;
 pub mod metrics;
+pub mod outbound_tls;
 pub mod proxy;
 
 use std::net::SocketAddr;

@@ -42,7 +42,9 @@ fn system_roots() -> &'static Result<Arc<RootCertStore>, String> {
         let found = rustls_native_certs::load_native_certs();
         let (added, _) = store.add_parsable_certificates(found.certs);
         if added == 0 {
-            return Err("no trusted root certificates found on this system (install ca-certificates, or name a CA file)".into());
+            return Err(
+                "no trusted root certificates found on this system (install ca-certificates, or name a CA file)".into(),
+            );
         }
         Ok(Arc::new(store))
     })
@@ -76,9 +78,8 @@ pub fn client_config(verify: Verify, ca: Option<&Path>) -> Result<ClientConfig, 
                 Some(path) => roots_from_file(path)?,
                 None => system_roots().clone()?,
             };
-            let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider())
-                .build()
-                .map_err(|e| e.to_string())?;
+            let webpki =
+                WebPkiServerVerifier::builder_with_provider(roots, provider()).build().map_err(|e| e.to_string())?;
             if verify == Verify::Chain {
                 builder.dangerous().with_custom_certificate_verifier(Arc::new(ChainOnly(webpki))).with_no_client_auth()
             } else {

@@ -11,10 +11,10 @@ pub(super) fn validate(raw: &S<RawLedger>) -> Result<LedgerConfig, Invalid> {
     let l = raw.get_ref();
     let sink = match (&l.postgres, &l.file) {
         (Some(url), None) => {
-            if url.get_ref().parse::<tokio_postgres::Config>().is_err() {
+            if let Err(e) = crate::control::pg::Target::parse(url.get_ref()) {
                 return invalid(
                     url.span(),
-                    "invalid PostgreSQL connection string (e.g. \"postgresql://user@host:5432/db\")",
+                    format!("{e} (e.g. \"postgresql://user@host:5432/db?sslmode=verify-full\")"),
                 );
             }
             let table = match &l.table {

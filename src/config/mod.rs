@@ -482,10 +482,10 @@ fn validate_signal(raw: &S<RawSignal>) -> Result<SignalConfig, Invalid> {
         }
         "postgres" => {
             let url = required(&s.url, "url")?;
-            if url.get_ref().parse::<tokio_postgres::Config>().is_err() {
+            if let Err(e) = crate::control::pg::Target::parse(url.get_ref()) {
                 return invalid(
                     url.span(),
-                    "invalid PostgreSQL connection string (e.g. \"postgresql://user@host:5432/db\")",
+                    format!("{e} (e.g. \"postgresql://user@host:5432/db?sslmode=verify-full\")"),
                 );
             }
             let query = required(&s.query, "query")?.into_inner();
