@@ -4,6 +4,7 @@
 //! reload apply exactly the same rules. Errors carry the byte span of the
 //! offending value and render as `FILE:LINE:COL: message`.
 
+mod fleet;
 mod raw;
 mod types;
 
@@ -156,7 +157,8 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         .map(|n| Ok(NotifyConfig { webhook: http_url(&n.webhook)?, timeout: positive_duration(&n.timeout, "5s")? }))
         .collect::<Result<_, Invalid>>()?;
 
-    Ok(Config { server, admin, split, stable, new, state, rollback, features, rules, notify })
+    let fleet = raw.fleet.as_ref().map(|f| fleet::validate(f, &split.group)).transpose()?;
+    Ok(Config { server, admin, split, stable, new, state, rollback, features, rules, notify, fleet })
 }
 
 fn validate_server(raw: &raw::RawServer) -> Result<ServerConfig, Invalid> {

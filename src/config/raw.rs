@@ -26,6 +26,7 @@ pub struct RawConfig {
     pub rules: Vec<RawRule>,
     #[serde(default)]
     pub notify: Vec<RawNotify>,
+    pub fleet: Option<S<RawFleet>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,4 +173,24 @@ pub struct RawSignal {
 pub struct RawNotify {
     pub webhook: S<String>,
     pub timeout: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    pub etcd: S<Vec<S<String>>>,
+    pub name: Option<S<String>>,
+    pub replica: Option<S<String>>,
+    pub lease_ttl: Option<S<String>>,
+    pub sync_timeout: Option<S<String>>,
+    pub user: Option<S<String>>,
+    pub password_env: Option<S<String>>,
+    pub password_file: Option<S<String>>,
+    pub tls: Option<RawFleetTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleetTls {
+    pub ca: S<String>,
 }

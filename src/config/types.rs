@@ -82,6 +82,8 @@ pub struct Config {
     pub features: FeaturesConfig,
     pub rules: Vec<RuleConfig>,
     pub notify: Vec<NotifyConfig>,
+    /// `[fleet]`: share the run-time state through etcd (SPEC §8).
+    pub fleet: Option<FleetConfig>,
 }
 
 impl Config {
@@ -271,3 +273,33 @@ pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// The longest sliding window a local signal may ask for.
 pub const MAX_LOCAL_WINDOW: Duration = Duration::from_secs(3600);
+
+/// `[fleet]` (SPEC §8).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetConfig {
+    /// `http://` or `https://` URLs of the etcd members.
+    pub etcd: Vec<String>,
+    /// Key prefix `/grayshift/v1/<name>/`.
+    pub name: String,
+    /// This replica's member name.
+    pub replica: String,
+    pub lease_ttl: Duration,
+    pub sync_timeout: Duration,
+    pub user: Option<String>,
+    pub password: Option<PasswordSource>,
+    /// CA bundle (PEM) for `https://` endpoints.
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl FleetConfig {
+    /// The prefix every fleet key lives under.
+    pub fn prefix(&self) -> String {
+        format!("/grayshift/v1/{}/", self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PasswordSource {
+    Env(String),
+    File(PathBuf),
+}

@@ -110,6 +110,9 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     if old.state != new.state {
         changed.push("state".to_string());
     }
+    if old.fleet != new.fleet {
+        changed.push("fleet".to_string());
+    }
     changed
 }
 
