@@ -181,6 +181,7 @@ fn control_error(e: ControlError) -> ApiError {
         ControlError::LockedByL3 | ControlError::FrozenByL2(_) | ControlError::NotActive(_) => StatusCode::CONFLICT,
         ControlError::PercentOutOfRange(_) | ControlError::ConfirmRequired => StatusCode::BAD_REQUEST,
         ControlError::Persist { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        ControlError::StoreUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, &e.to_string())
 }

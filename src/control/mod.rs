@@ -2,6 +2,7 @@
 //! rollback levels ([`state`]), the rule engine that moves them by itself
 //! ([`rules`]), and the hot reload of the config file ([`reload`]).
 
+pub mod decide;
 pub mod reload;
 pub mod rules;
 pub mod state;
