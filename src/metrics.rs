@@ -79,6 +79,10 @@ pub struct Metrics {
     pub hook_runs: IntCounterVec,
     /// Not in SPEC §5 (an addition): signal reads that failed, per rule.
     pub signal_errors: IntCounterVec,
+    /// Fleet mode (SPEC §8), registered only with `[fleet]`.
+    pub fleet_connected: IntGauge,
+    pub fleet_revision: IntGauge,
+    pub fleet_members: IntGauge,
 }
 
 impl Default for Metrics {
@@ -159,6 +163,15 @@ impl Metrics {
                 &["rule"],
             )
             .unwrap(),
+            fleet_connected: IntGauge::new("grayshift_fleet_connected", "1 while the fleet store is reachable.")
+                .unwrap(),
+            fleet_revision: IntGauge::new(
+                "grayshift_fleet_revision",
+                "Store revision of the last shared change this replica applied.",
+            )
+            .unwrap(),
+            fleet_members: IntGauge::new("grayshift_fleet_members", "Live fleet members (entries under a lease).")
+                .unwrap(),
             pools,
             registry,
         };
@@ -181,6 +194,13 @@ impl Metrics {
             m.registry.register(c).expect("metric names are unique");
         }
         m
+    }
+
+    /// Fleet mode: add the fleet gauges (once, at start).
+    pub fn register_fleet(&self) {
+        for g in [&self.fleet_connected, &self.fleet_revision, &self.fleet_members] {
+            self.registry.register(Box::new(g.clone())).expect("fleet metrics are registered once");
+        }
     }
 
     pub fn pool(&self, name: PoolName) -> &PoolMetrics {

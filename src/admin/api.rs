@@ -62,11 +62,20 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
         (Method::GET, "/audit") => audit(shared, req.uri().query()),
         (Method::PUT, "/percent") => {
             let body: PercentBody = change_body(shared, req).await?;
-            match shared.control.set_percent(body.percent, &Actor::Admin) {
-                Ok(old) => Ok(json_response(
-                    StatusCode::OK,
-                    json!({ "old": old, "desired": body.percent, "effective": shared.control.route().percent }),
-                )),
+            let result = match &shared.fleet {
+                // Towards risk: the store first (503 without it).
+                Some(fleet) => fleet.set_percent(shared, body.percent, &Actor::Admin).await.map(|(o, r)| (o, Some(r))),
+                None => shared.control.set_percent(body.percent, &Actor::Admin).map(|o| (o, None)),
+            };
+            match result {
+                Ok((old, revision)) => {
+                    let mut answer =
+                        json!({ "old": old, "desired": body.percent, "effective": shared.control.route().percent });
+                    if let Some(revision) = revision {
+                        answer["revision"] = json!(revision);
+                    }
+                    Ok(json_response(StatusCode::OK, answer))
+                }
                 Err(e) => Err(control_error(e)),
             }
         }
@@ -86,11 +95,18 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
         (Method::POST, "/resume") => {
             let body: ResumeBody = change_body(shared, req).await?;
             let level = parse_level(&body.level)?;
-            match shared.control.resume(level, body.confirm, &Actor::Admin) {
-                Ok(()) => Ok(json_response(
-                    StatusCode::OK,
-                    json!({ "level": level, "resumed": true, "state": shared.control.state() }),
-                )),
+            let result = match &shared.fleet {
+                Some(fleet) => fleet.resume(shared, level, body.confirm, &Actor::Admin).await.map(Some),
+                None => shared.control.resume(level, body.confirm, &Actor::Admin).map(|()| None),
+            };
+            match result {
+                Ok(revision) => {
+                    let mut answer = json!({ "level": level, "resumed": true, "state": shared.control.state() });
+                    if let Some(revision) = revision {
+                        answer["revision"] = json!(revision);
+                    }
+                    Ok(json_response(StatusCode::OK, answer))
+                }
                 Err(e) => Err(control_error(e)),
             }
         }
@@ -239,6 +255,7 @@ pub fn status(shared: &Shared) -> Value {
             "group": snapshot.config.split.group,
         },
         "version": env!("CARGO_PKG_VERSION"),
+        "fleet": shared.fleet.as_ref().map(|f| f.status(shared)),
     })
 }
 

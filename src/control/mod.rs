@@ -3,6 +3,7 @@
 //! ([`rules`]), and the hot reload of the config file ([`reload`]).
 
 pub mod decide;
+pub mod fleet;
 pub mod reload;
 pub mod rules;
 pub mod state;

@@ -391,6 +391,27 @@ impl Control {
         changed
     }
 
+    /// Fleet mode, store reset: every active rollback goes back to the
+    /// outbox, to be re-published (create-if-absent) — never dropped.
+    pub fn requeue_rollbacks(&self) -> Vec<Level> {
+        let mut guard = self.lock();
+        let mut next = guard.clone();
+        next.outbox = next.rollbacks.keys().copied().collect();
+        let levels = next.outbox.clone();
+        let _ = self.commit(&mut guard, next, true);
+        levels
+    }
+
+    /// A level change this replica made through the store: audit it and
+    /// tell the notifier, as the file path's `resume` does.
+    pub fn announce(&self, level: Level, active: bool, reason: &str, actor: &Actor) {
+        let (old, new) = if active { ("inactive", "active") } else { ("active", "inactive") };
+        let action = if active { "rollback" } else { "resume" };
+        self.audit(actor, action, json!({ "level": level, "old": old, "new": new }));
+        tracing::warn!(%level, %actor, active, "rollback level changed through the fleet store");
+        let _ = self.events.send(LevelEvent { level, active, reason: reason.into(), actor: actor.to_string() });
+    }
+
     /// Fleet mode: the config file's percent waiting to go to the store.
     pub fn take_config_percent(&self) -> Option<u8> {
         self.fleet.as_ref().and_then(|f| f.config_percent.lock().unwrap_or_else(|e| e.into_inner()).take())

@@ -107,6 +107,13 @@ impl HookRunner {
         if activation.hook != Some(HookStatus::Pending) {
             return;
         }
+        // Fleet mode: the replica that decided the L3 runs its hook, not
+        // every replica that learns of it.
+        if let (Some(me), Some(decider)) = (self.shared.control.replica(), activation.replica.as_deref()) {
+            if me != decider {
+                return;
+            }
+        }
         let Some(hook) = self.shared.config().rollback.hook.clone() else {
             // Configured when L3 fired, removed by a reload since.
             self.shared.control.set_hook_status(
