@@ -10,11 +10,22 @@ use serde_json::{json, Value};
 use crate::client;
 
 pub enum Command {
-    Status { json: bool },
+    Status {
+        json: bool,
+    },
     /// `wait`: fleet mode, until every live member applied it.
-    SetPercent { percent: i64, wait: Option<Duration> },
-    Rollback { level: String, reason: String },
-    Resume { level: String, confirm: bool },
+    SetPercent {
+        percent: i64,
+        wait: Option<Duration>,
+    },
+    Rollback {
+        level: String,
+        reason: String,
+    },
+    Resume {
+        level: String,
+        confirm: bool,
+    },
     Reload,
 }
 
@@ -46,9 +57,8 @@ pub async fn run(admin: &str, token: Option<&str>, command: Command) -> Result<S
     Ok(match command {
         Command::Status { json: false } => summary(&value),
         Command::SetPercent { wait: Some(timeout), .. } => {
-            let revision = value["revision"]
-                .as_i64()
-                .ok_or("--wait needs fleet mode: the answer carries no store revision")?;
+            let revision =
+                value["revision"].as_i64().ok_or("--wait needs fleet mode: the answer carries no store revision")?;
             let waited = wait_applied(&url.replace("/percent", "/status"), &headers, revision, timeout).await?;
             format!("{value:#}\n{waited}")
         }
@@ -105,7 +115,10 @@ fn fleet_summary(f: &Value) -> String {
     );
     let members = f["members"].as_array().cloned().unwrap_or_default();
     let newest = members.iter().filter_map(|m| m["revision"].as_i64()).max().unwrap_or(0);
-    out += &format!("{:<10}{:<24} {:>10} {:>9} {:>6}  {}\n", "member", "REPLICA", "REVISION", "EFFECTIVE", "LEVEL", "SEEN");
+    out += &format!(
+        "{:<10}{:<24} {:>10} {:>9} {:>6}  {}\n",
+        "member", "REPLICA", "REVISION", "EFFECTIVE", "LEVEL", "SEEN"
+    );
     for m in &members {
         let rev = m["revision"].as_i64().unwrap_or(0);
         out += &format!(
@@ -123,7 +136,8 @@ fn fleet_summary(f: &Value) -> String {
         out += &format!("{:<10}{:<24} GONE (lease expired)\n", "member", text(gone));
     }
     if let Some(outbox) = f["outbox"].as_array().filter(|o| !o.is_empty()) {
-        out += &format!("fleet     unpublished rollbacks: {}\n", outbox.iter().map(text).collect::<Vec<_>>().join(", "));
+        out +=
+            &format!("fleet     unpublished rollbacks: {}\n", outbox.iter().map(text).collect::<Vec<_>>().join(", "));
     }
     if let Some(e) = f["error"].as_str() {
         out += &format!("fleet     ERROR {e}\n");

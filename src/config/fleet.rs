@@ -39,7 +39,9 @@ pub(super) fn validate(raw: &S<RawFleet>, group: &str) -> Result<FleetConfig, In
     };
     let password = match (&f.password_env, &f.password_file) {
         (Some(e), Some(_)) => return invalid(e.span(), "set fleet.password_env or fleet.password_file, not both"),
-        (Some(e), None) if e.get_ref().is_empty() => return invalid(e.span(), "fleet.password_env must name a variable"),
+        (Some(e), None) if e.get_ref().is_empty() => {
+            return invalid(e.span(), "fleet.password_env must name a variable")
+        }
         (Some(e), None) => Some(PasswordSource::Env(e.get_ref().clone())),
         (None, Some(p)) if p.get_ref().is_empty() => return invalid(p.span(), "fleet.password_file must not be empty"),
         (None, Some(p)) => Some(PasswordSource::File(PathBuf::from(p.get_ref()))),

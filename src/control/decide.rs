@@ -147,10 +147,8 @@ mod tests {
         assert_eq!(merged.route().percent, 0, "the unpublished L1 still protects traffic");
 
         // Published (by us or anyone): the store's activation is the one.
-        let remote = Remote {
-            desired_percent: None,
-            rollbacks: BTreeMap::from([(Level::L1, act("theirs", Some(12)))]),
-        };
+        let remote =
+            Remote { desired_percent: None, rollbacks: BTreeMap::from([(Level::L1, act("theirs", Some(12)))]) };
         let merged = merged.merge_remote(&remote, 12);
         assert!(merged.outbox.is_empty());
         assert_eq!(merged.rollbacks[&Level::L1].reason, "theirs");

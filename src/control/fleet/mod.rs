@@ -140,8 +140,9 @@ impl Fleet {
             .with_keep_alive_while_idle(true);
         if let Some(user) = &self.config.user {
             let password = match &self.config.password {
-                Some(PasswordSource::Env(var)) => std::env::var(var)
-                    .map_err(|_| FleetError::Fatal(format!("fleet.password_env: environment variable {var} is not set")))?,
+                Some(PasswordSource::Env(var)) => std::env::var(var).map_err(|_| {
+                    FleetError::Fatal(format!("fleet.password_env: environment variable {var} is not set"))
+                })?,
                 Some(PasswordSource::File(path)) => std::fs::read_to_string(path)
                     .map_err(|e| FleetError::Fatal(format!("fleet.password_file {}: {e}", path.display())))?
                     .trim()
@@ -151,8 +152,8 @@ impl Fleet {
             options = options.with_user(user.clone(), password);
         }
         if let Some(ca) = &self.config.tls_ca {
-            let pem = std::fs::read(ca)
-                .map_err(|e| FleetError::Fatal(format!("fleet.tls.ca {}: {e}", ca.display())))?;
+            let pem =
+                std::fs::read(ca).map_err(|e| FleetError::Fatal(format!("fleet.tls.ca {}: {e}", ca.display())))?;
             options = options
                 .with_tls(etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(pem)));
         }
@@ -249,7 +250,10 @@ impl Fleet {
             // Before anything from the (empty) store is applied: the
             // rollbacks must survive it.
             let levels = shared.control.requeue_rollbacks();
-            tracing::warn!(?levels, "fleet store reset detected (data lost or replaced): re-publishing local rollbacks");
+            tracing::warn!(
+                ?levels,
+                "fleet store reset detected (data lost or replaced): re-publishing local rollbacks"
+            );
             shared.control.audit(&Actor::Rule("fleet".into()), "store reset", json!({ "republish": levels }));
         }
         if view.epoch().is_none() {
@@ -270,7 +274,8 @@ impl Fleet {
     /// one create-if-absent transaction so replicas starting together
     /// agree on one epoch.
     async fn init_store(&self, client: &mut Client, shared: &Shared, reset: bool) -> Result<(), FleetError> {
-        let seed = self.seed.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(shared.control.state().desired_percent);
+        let seed =
+            self.seed.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(shared.control.state().desired_percent);
         let epoch = format!("{:x}-{}", now_ns(), self.config.replica);
         let action = if reset { "store reset" } else { "store initialised" };
         let percent = json!({ "percent": seed, "actor": "config", "replica": self.config.replica, "time": crate::control::state::now_rfc3339() });
@@ -376,7 +381,11 @@ impl Fleet {
             let read = self.full_read(shared).await;
             if resp.succeeded() {
                 let revision = resp.header().map_or(0, |h| h.revision());
-                shared.control.audit(actor, "percent", json!({ "old": state.desired_percent, "new": doc.percent, "revision": revision }));
+                shared.control.audit(
+                    actor,
+                    "percent",
+                    json!({ "old": state.desired_percent, "new": doc.percent, "revision": revision }),
+                );
                 tracing::info!(old = state.desired_percent, new = doc.percent, %actor, revision, "desired percent changed (fleet)");
                 return Ok((state.desired_percent, revision));
             }
@@ -388,7 +397,13 @@ impl Fleet {
 
     /// `POST /resume` in fleet mode: delete the level's key (compared on
     /// its revision), then clear any unpublished local activation of it.
-    pub async fn resume(&self, shared: &Shared, level: Level, confirm: bool, actor: &Actor) -> Result<i64, ControlError> {
+    pub async fn resume(
+        &self,
+        shared: &Shared,
+        level: Level,
+        confirm: bool,
+        actor: &Actor,
+    ) -> Result<i64, ControlError> {
         let _one = self.write.lock().await;
         for _ in 0..CAS_ATTEMPTS {
             let mut client = self.ready().await?;

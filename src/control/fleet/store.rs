@@ -46,7 +46,11 @@ pub fn audit_key(time_ns: u128, replica: &str) -> String {
 /// Keys whose changes are the shared state (members are not): the
 /// revision of the last change to one of them is what a replica "applied".
 pub fn is_shared(key: &str) -> bool {
-    key == EPOCH || key == PERCENT || key.starts_with("levels/") || key.starts_with("hook/") || key.starts_with("audit/")
+    key == EPOCH
+        || key == PERCENT
+        || key.starts_with("levels/")
+        || key.starts_with("hook/")
+        || key.starts_with("audit/")
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -159,7 +163,10 @@ impl View {
                     }
                     Err(e) => errors.push(bad(e.to_string())),
                 }
-            } else if !(key == EPOCH || key.starts_with("members/") || key.starts_with("hook/") || key.starts_with("locks/"))
+            } else if !(key == EPOCH
+                || key.starts_with("members/")
+                || key.starts_with("hook/")
+                || key.starts_with("locks/"))
             {
                 errors.push(bad("unknown key".into()));
             }
@@ -181,7 +188,9 @@ impl View {
             .keys
             .range("members/".to_string().."members0".to_string())
             .filter_map(|(key, entry)| {
-                serde_json::from_slice::<Member>(&entry.value).map_err(|e| errors.push(format!("ignored {key}: {e}"))).ok()
+                serde_json::from_slice::<Member>(&entry.value)
+                    .map_err(|e| errors.push(format!("ignored {key}: {e}")))
+                    .ok()
             })
             .collect();
         (members, errors)
@@ -203,7 +212,11 @@ mod tests {
         view.apply(PERCENT, entry(r#"{"percent":30,"actor":"admin"}"#, 2), 2);
         view.apply("levels/L1", entry(r#"{"reason":"errors","actor":"rule:r","since":"t"}"#, 3), 3);
         view.apply("levels/L3", entry("{garbage", 4), 4);
-        view.apply("members/b", entry(r#"{"replica":"b","revision":3,"effective_percent":0,"rollback_level":1,"seen":"t"}"#, 5), 5);
+        view.apply(
+            "members/b",
+            entry(r#"{"replica":"b","revision":3,"effective_percent":0,"rollback_level":1,"seen":"t"}"#, 5),
+            5,
+        );
         view.apply("members/c", entry("nope", 6), 6);
         view.apply("audit/00000000000000000001-a", entry("{}", 7), 7);
         assert_eq!(view.state_revision, 7, "audit entries are shared changes; members are not");

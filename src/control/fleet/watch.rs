@@ -45,8 +45,7 @@ impl Backoff {
 
 /// Jitter without a random-number crate: the clock's nanoseconds.
 fn jitter() -> f64 {
-    f64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()))
-        / 1e9
+    f64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())) / 1e9
 }
 
 pub async fn run(fleet: Arc<Fleet>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {

@@ -1,0 +1,358 @@
+//! Fleet mode (SPEC §8) against a real etcd: three real grayshift
+//! replicas share one state. Each test starts its own etcd (a single node
+//! in well under a second) and uses its own key prefix.
+
+mod common;
+#[path = "common/etcd.rs"]
+mod etcd;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use etcd::Etcd;
+use serde_json::json;
+
+/// Generous: the guarantee is 1 s; a loaded CI machine gets slack.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn fleet_section(etcd: &Etcd, name: &str, replica: &str) -> String {
+    format!(
+        r#"
+[fleet]
+etcd = [{urls}]
+name = "{name}"
+replica = "{replica}"
+lease_ttl = "2s"
+sync_timeout = "1s"
+"#,
+        urls = etcd.toml_urls()
+    )
+}
+
+const FAST: &str = "\n[rollback]\ninterval = \"100ms\"\n";
+
+struct Fleet {
+    stable: Upstream,
+    new: Upstream,
+    replicas: Vec<Proxy>,
+    name: String,
+}
+
+impl Fleet {
+    async fn start(etcd: &Etcd, percent: u8, extra: &str) -> Fleet {
+        let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
+        let name = format!("t{}", std::process::id());
+        let mut replicas = Vec::new();
+        for replica in ["a", "b", "c"] {
+            let text =
+                config(&[&stable], &[&new], percent, &format!("{extra}{FAST}{}", fleet_section(etcd, &name, replica)));
+            replicas.push(Proxy::start(&text).await);
+        }
+        let fleet = Fleet { stable, new, replicas, name };
+        fleet.wait_members(3).await;
+        fleet
+    }
+
+    fn config_for(&self, etcd: &Etcd, replica: &str, extra: &str) -> String {
+        config(&[&self.stable], &[&self.new], 0, &format!("{extra}{FAST}{}", fleet_section(etcd, &self.name, replica)))
+    }
+
+    async fn wait_members(&self, n: usize) {
+        for r in &self.replicas {
+            eventually(DEADLINE, &format!("{n} live members"), || async move {
+                (r.status().await["fleet"]["members"].as_array().map_or(0, Vec::len) == n).then_some(())
+            })
+            .await;
+        }
+    }
+}
+
+/// Where 20 users land through `proxy`: ("stable" count, "new" count).
+async fn spread(proxy: &Proxy) -> (usize, usize) {
+    let mut counts = (0, 0);
+    for u in 0..20 {
+        let r = proxy.get_as("/", Some(&format!("user-{u}"))).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        match r.upstream() {
+            "new" => counts.1 += 1,
+            _ => counts.0 += 1,
+        }
+    }
+    counts
+}
+
+async fn wait_all_on(proxy: &Proxy, pool: &str, what: &str) {
+    eventually(DEADLINE, what, || async move {
+        let (stable, new) = spread(proxy).await;
+        let all = if pool == "new" { new == 20 } else { stable == 20 };
+        all.then_some(())
+    })
+    .await;
+}
+
+async fn admin_put(proxy: &Proxy, percent: i64) -> Reply {
+    proxy.admin("PUT", "/percent", Some(json!({ "percent": percent })), None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_percent_on_one_replica_reaches_all_and_wait_reports_applied() {
+    let etcd = Etcd::start().await;
+    let fleet = Fleet::start(&etcd, 0, "").await;
+    let [a, b, c] = &fleet.replicas[..] else { unreachable!() };
+    for r in [a, b, c] {
+        assert_eq!(spread(r).await, (20, 0));
+    }
+
+    let reply = admin_put(a, 100).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.json()["revision"].as_i64().unwrap() > 0, "{}", reply.text());
+    wait_all_on(b, "new", "B routes by A's percent").await;
+    wait_all_on(c, "new", "C routes by A's percent").await;
+    let status = b.status().await;
+    assert_eq!(status["percent"]["desired"], 100, "{status:#}");
+    assert_eq!(status["fleet"]["store"], "connected");
+    assert_eq!(status["fleet"]["replica"], "b");
+
+    // The CLI: --wait returns once every live member applied the change.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_grayshift"))
+        .args(["ctl", "--admin", &c.admin_url(""), "set-percent", "40", "--wait", "--timeout", "10s"])
+        .env_remove("GRAYSHIFT_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("applied by all 3 members"), "{stdout}");
+    for r in [a, b, c] {
+        assert_eq!(r.status().await["percent"]["desired"], 40);
+    }
+    // ctl status shows the members table.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_grayshift"))
+        .args(["ctl", "--admin", &a.admin_url(""), "status"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    for name in ["a", "b", "c"] {
+        assert!(table.lines().any(|l| l.starts_with("member") && l.contains(&format!(" {name} "))), "{table}");
+    }
+    // Its audit entry went into the store with the change.
+    let audit = etcd.dump(&format!("/grayshift/v1/{}/audit/", fleet.name)).await;
+    assert!(audit.iter().any(|(_, v)| v.contains("\"percent\"") && v.contains("\"new\":40")), "{audit:?}");
+    let metrics = a.admin("GET", "/metrics", None, None).await.text();
+    assert!(metrics.contains("grayshift_fleet_connected 1"), "{metrics}");
+    assert!(metrics.contains("grayshift_fleet_members 3"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_on_one_replica_rolls_back_all_and_resume_on_another_brings_them_back() {
+    let etcd = Etcd::start().await;
+    let fleet = Fleet::start(&etcd, 100, "").await;
+    let [a, b, c] = &fleet.replicas[..] else { unreachable!() };
+    for r in [a, b, c] {
+        wait_all_on(r, "new", "everyone on new at 100%").await;
+    }
+    let reply = a.admin("POST", "/rollback", Some(json!({ "level": "L1", "reason": "by hand" })), None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(a.shared().control.route().percent, 0, "applied on A at once");
+    wait_all_on(b, "stable", "B rolled back").await;
+    wait_all_on(c, "stable", "C rolled back").await;
+    let l1 = &b.status().await["rollback"]["active"]["L1"];
+    assert_eq!(l1["replica"], "a", "{l1:#}");
+    assert!(l1["id"].as_i64().unwrap() > 0, "the activation id is the key's create revision: {l1:#}");
+
+    let reply = c.admin("POST", "/resume", Some(json!({ "level": "L1" })), None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    for r in [a, b, c] {
+        wait_all_on(r, "new", "back on new after the resume on C").await;
+    }
+}
+
+const L1_RULE: &str = r#"
+[[rules]]
+name = "new-error-rate"
+level = "L1"
+signal = { source = "local", metric = "error_rate", pool = "new", window = "10s" }
+above = 0.05
+min_requests = 10
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_fired_by_errors_seen_through_one_replica_rolls_back_the_fleet() {
+    let etcd = Etcd::start().await;
+    let fleet = Fleet::start(&etcd, 100, L1_RULE).await;
+    let [a, b, c] = &fleet.replicas[..] else { unreachable!() };
+    fleet.new.fail_every.store(2, Ordering::SeqCst);
+    // Traffic through A alone.
+    let mut user = 0;
+    eventually(DEADLINE, "L1 to fire on A", || {
+        user += 20;
+        let first = user;
+        async move {
+            for u in first..first + 20 {
+                a.get_as("/", Some(&format!("user-{u}"))).await;
+            }
+            (a.shared().control.route().percent == 0).then_some(())
+        }
+    })
+    .await;
+    fleet.new.fail_every.store(0, Ordering::SeqCst);
+    wait_all_on(b, "stable", "B rolled back by A's rule").await;
+    wait_all_on(c, "stable", "C rolled back by A's rule").await;
+    assert_eq!(c.status().await["rollback"]["active"]["L1"]["actor"], "rule:new-error-rate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_outage_keeps_serving_rollbacks_wait_in_the_outbox_and_reach_everyone_after() {
+    let mut etcd = Etcd::start().await;
+    let mut fleet = Fleet::start(&etcd, 100, "").await;
+    for r in &fleet.replicas {
+        wait_all_on(r, "new", "everyone on new").await;
+    }
+    etcd.stop_all();
+    let a = &fleet.replicas[0];
+    eventually(DEADLINE, "A notices the outage", || async move {
+        (a.status().await["fleet"]["store"] == "unreachable").then_some(())
+    })
+    .await;
+    // Everyone keeps serving the last state.
+    for r in &fleet.replicas {
+        assert_eq!(spread(r).await, (0, 20));
+    }
+    // Towards risk: refused.
+    let reply = admin_put(a, 10).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert!(reply.text().contains("fleet store unreachable"), "{}", reply.text());
+    // Towards safety: applied at once, kept in the outbox.
+    let reply = a.admin("POST", "/rollback", Some(json!({ "level": "L1", "reason": "outage drill" })), None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(spread(a).await, (20, 0));
+    assert_eq!(a.status().await["fleet"]["outbox"], json!(["L1"]));
+    assert_eq!(spread(&fleet.replicas[1]).await, (0, 20), "B cannot know yet");
+
+    // Restart C while the store is down: it comes back from its state file.
+    let c_dir = fleet.replicas[2].dir.clone();
+    fleet.replicas[2].stop().await;
+    let text = fleet.config_for(&etcd, "c", "");
+    fleet.replicas[2] = Proxy::start_in(c_dir, &text).await;
+    assert_eq!(spread(&fleet.replicas[2]).await, (0, 20), "C's cache says 100% and no rollback");
+
+    // Restart A too: its unpublished rollback survives in the state file.
+    let a_dir = fleet.replicas[0].dir.clone();
+    fleet.replicas[0].stop().await;
+    let text = fleet.config_for(&etcd, "a", "");
+    fleet.replicas[0] = Proxy::start_in(a_dir, &text).await;
+    assert_eq!(spread(&fleet.replicas[0]).await, (20, 0), "the rollback survived A's restart");
+
+    etcd.start_all().await;
+    for r in &fleet.replicas {
+        wait_all_on(r, "stable", "the outbox rollback reached every replica").await;
+    }
+    let a = &fleet.replicas[0];
+    eventually(DEADLINE, "A's outbox empty", || async move {
+        (a.status().await["fleet"]["outbox"] == json!([])).then_some(())
+    })
+    .await;
+    assert_eq!(admin_put(a, 30).await.status, 200, "the store is back: changes towards risk work again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_store_is_detected_and_active_rollbacks_are_republished() {
+    let mut etcd = Etcd::start().await;
+    let fleet = Fleet::start(&etcd, 100, "").await;
+    let [a, b, c] = &fleet.replicas[..] else { unreachable!() };
+    let reply = b.admin("POST", "/rollback", Some(json!({ "level": "L1", "reason": "before the wipe" })), None).await;
+    assert_eq!(reply.status, 200);
+    for r in [a, b, c] {
+        wait_all_on(r, "stable", "rolled back").await;
+    }
+    etcd.wipe();
+    etcd.start_all().await;
+    let prefix = format!("/grayshift/v1/{}/", fleet.name);
+    eventually(DEADLINE, "the rollback re-published into the new store", || {
+        let (etcd, prefix) = (&etcd, &prefix);
+        async move {
+            let keys = etcd.dump(prefix).await;
+            let republished = keys.iter().any(|(k, v)| k.ends_with("levels/L1") && v.contains("before the wipe"));
+            let audited = keys.iter().any(|(k, v)| k.contains("/audit/") && v.contains("store reset"));
+            (republished && audited).then_some(())
+        }
+    })
+    .await;
+    for r in [a, b, c] {
+        assert_eq!(spread(r).await, (20, 0), "still rolled back");
+    }
+    let status = a.status().await;
+    assert_eq!(status["fleet"]["store"], "connected", "{status:#}");
+    let audit = a.admin("GET", "/audit", None, None).await.json();
+    assert!(audit["entries"].as_array().unwrap().iter().any(|e| e["action"] == "store reset"), "{audit:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_value_under_the_prefix_is_ignored_and_shown() {
+    let etcd = Etcd::start().await;
+    let fleet = Fleet::start(&etcd, 100, "").await;
+    let prefix = format!("/grayshift/v1/{}/", fleet.name);
+    etcd.put(&format!("{prefix}levels/L1"), "{not json").await;
+    etcd.put(&format!("{prefix}percent"), "\u{0}\u{1}garbage").await;
+    for r in &fleet.replicas {
+        eventually(DEADLINE, "the error in /status.fleet", || async move {
+            let s = r.status().await;
+            s["fleet"]["error"].as_str().is_some_and(|e| e.contains("levels/L1") && e.contains("percent")).then_some(())
+        })
+        .await;
+        assert_eq!(spread(r).await, (0, 20), "nothing applied from garbage; still serving");
+    }
+    // A good value afterwards is applied again.
+    etcd.put(&format!("{prefix}percent"), r#"{"percent":0,"actor":"admin"}"#).await;
+    wait_all_on(&fleet.replicas[2], "stable", "a good value is applied").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_store_at_start_serves_the_local_state_after_sync_timeout() {
+    let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
+    let dead = dead_addr();
+    let text = config(
+        &[&stable],
+        &[&new],
+        100,
+        &format!(
+            "{FAST}\n[fleet]\netcd = [\"http://{dead}\"]\nname = \"nowhere\"\nreplica = \"a\"\nsync_timeout = \"1s\"\n"
+        ),
+    );
+    let started = std::time::Instant::now();
+    let proxy = Proxy::start(&text).await;
+    assert!(started.elapsed() >= Duration::from_millis(900), "waited for the store first");
+    let status = proxy.status().await;
+    assert_eq!(status["fleet"]["store"], "unreachable", "{status:#}");
+    assert!(status["fleet"]["error"].is_string(), "{status:#}");
+    assert_eq!(spread(&proxy).await, (20, 0), "no state file: percent 0");
+    assert_eq!(admin_put(&proxy, 50).await.status, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_a_clear_start_error() {
+    let etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    client.user_add("root", "rootpw", None).await.unwrap();
+    client.user_grant_role("root", "root").await.unwrap();
+    client.user_add("gs", "right", None).await.unwrap();
+    client.user_grant_role("gs", "root").await.unwrap();
+    client.auth_enable().await.unwrap();
+
+    let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
+    let dir = tempfile::tempdir().unwrap();
+    let section = |pw: &str| {
+        std::fs::write(dir.path().join("pw"), pw).unwrap();
+        format!("{}user = \"gs\"\npassword_file = \"{}/pw\"\n", fleet_section(&etcd, "auth", "a"), dir.path().display())
+    };
+    let text = config(&[&stable], &[&new], 10, &section("wrong"));
+    let path = dir.path().join("g.toml");
+    std::fs::write(&path, text.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
+    let err = grayshift::start(grayshift::Options::new(&path)).await.err().expect("a wrong password stops the start");
+    let msg = err.to_string();
+    assert!(msg.contains("fleet") && msg.contains("credentials") && msg.contains("\"gs\""), "{msg}");
+
+    let text = config(&[&stable], &[&new], 10, &section("right"));
+    let proxy = Proxy::start(&text).await;
+    assert_eq!(proxy.status().await["fleet"]["store"], "connected");
+}
