@@ -356,3 +356,54 @@ async fn a_wrong_password_is_a_clear_start_error() {
     let proxy = Proxy::start(&text).await;
     assert_eq!(proxy.status().await["fleet"]["store"], "connected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_etcd_leader_under_load_fails_no_request_and_changes_still_apply() {
+    let mut etcd = Etcd::cluster(3).await;
+    let fleet = Fleet::start(&etcd, 0, "").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for r in &fleet.replicas {
+        let (url, stop) = (r.url("/"), stop.clone());
+        load.push(tokio::spawn(async move {
+            let client = plain_client();
+            let (mut ok, mut failed) = (0usize, 0usize);
+            let mut u = 0;
+            while !stop.load(Ordering::SeqCst) {
+                u += 1;
+                let req = http::Request::get(&url).header("x-user-id", format!("u{u}")).body(empty()).unwrap();
+                match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
+                    Ok(Ok(resp)) if resp.status() == 200 => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let leader = etcd.leader().await;
+    etcd.nodes[leader].kill();
+    // A change made after the kill still reaches everyone (retried while
+    // the cluster elects a new leader and the clients move over).
+    let a = &fleet.replicas[0];
+    eventually(DEADLINE, "set-percent accepted after the leader died", || async move {
+        (admin_put(a, 100).await.status == 200).then_some(())
+    })
+    .await;
+    for r in &fleet.replicas {
+        eventually(DEADLINE, "every replica applied the change", || async move {
+            (r.shared().control.route().percent == 100).then_some(())
+        })
+        .await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for task in load {
+        let (ok, failed) = task.await.unwrap();
+        assert!(ok > 0, "the load ran");
+        assert_eq!(failed, 0, "no request failed while the leader died ({ok} ok)");
+    }
+}
+
+fn plain_client() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, TestBody> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new())
+}

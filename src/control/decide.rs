@@ -77,7 +77,13 @@ impl State {
         for (level, theirs) in next.rollbacks.iter_mut() {
             let Some(ours) = self.rollbacks.get(level) else { continue };
             let terminal = matches!(ours.hook, Some(HookStatus::Succeeded | HookStatus::Failed));
-            if ours.id.is_some() && ours.id == theirs.id && terminal && theirs.hook == Some(HookStatus::Pending) {
+            // Ours before it was published has no id yet: the same
+            // decision is recognised by who decided it and when.
+            let same = match ours.id {
+                Some(id) => theirs.id == Some(id),
+                None => ours.since == theirs.since && ours.actor == theirs.actor && ours.replica == theirs.replica,
+            };
+            if same && terminal && theirs.hook == Some(HookStatus::Pending) {
                 theirs.hook = ours.hook.clone();
                 theirs.hook_detail = ours.hook_detail.clone();
             }
@@ -164,6 +170,15 @@ mod tests {
         theirs.hook = Some(HookStatus::Pending);
         let remote = Remote { desired_percent: Some(0), rollbacks: BTreeMap::from([(Level::L3, theirs.clone())]) };
         assert_eq!(local.merge_remote(&remote, 8).rollbacks[&Level::L3].hook, Some(HookStatus::Succeeded));
+        let mut unpublished = local.clone();
+        if let Some(a) = unpublished.rollbacks.get_mut(&Level::L3) {
+            a.id = None;
+        }
+        assert_eq!(
+            unpublished.merge_remote(&remote, 8).rollbacks[&Level::L3].hook,
+            Some(HookStatus::Succeeded),
+            "our own activation, published meanwhile"
+        );
         theirs.id = Some(9);
         let remote = Remote { desired_percent: Some(0), rollbacks: BTreeMap::from([(Level::L3, theirs)]) };
         assert_eq!(local.merge_remote(&remote, 10).rollbacks[&Level::L3].hook, Some(HookStatus::Pending));

@@ -203,7 +203,7 @@ impl Control {
             Some(state) => state,
             // Fleet mode with no cache: percent 0 until the store says
             // otherwise (SPEC §8.4); the config's percent seeds a new store.
-            None if fleet.is_some() => State { config_percent: u8::MAX, ..State::default() },
+            None if fleet.is_some() => State { config_percent, ..State::default() },
             None => State { desired_percent: config_percent, config_percent, ..State::default() },
         };
         let control = Control {

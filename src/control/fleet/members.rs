@@ -27,7 +27,7 @@ pub async fn run(fleet: Arc<Fleet>, shared: Arc<Shared>, mut shutdown: watch::Re
         let Some(result) = result else {
             // Leave at once rather than after the lease expires.
             if let (Some(id), Ok(mut client)) = (lease, fleet.client().await) {
-                let _ = timed(client.lease_revoke(id)).await;
+                let _ = timed!(client.lease_revoke(id));
             }
             return;
         };
@@ -50,19 +50,19 @@ fn every(fleet: &Fleet, shared: &Shared) -> Duration {
 async fn keep(fleet: &Fleet, shared: &Shared, lease: &mut Option<i64>) -> Result<(), FleetError> {
     let mut client = fleet.client().await?;
     let ttl = fleet.config.lease_ttl.as_secs().max(1) as i64;
-    let id = timed(client.lease_grant(ttl, None)).await?.id();
+    let id = timed!(client.lease_grant(ttl, None))?.id();
     *lease = Some(id);
-    let (mut keeper, mut responses) = timed(client.lease_keep_alive(id)).await?;
+    let (mut keeper, mut responses) = timed!(client.lease_keep_alive(id))?;
     loop {
         let member = entry(fleet, shared);
         let value = serde_json::to_string(&member).expect("member serializes");
-        timed(client.put(fleet.key(&store::member_key(&fleet.config.replica)), value, Some(Fleet::put_options(id))))
-            .await?;
+        let key = fleet.key(&store::member_key(&fleet.config.replica));
+        timed!(client.put(key.clone(), value.clone(), Some(Fleet::put_options(id))))?;
         tokio::select! {
             _ = tokio::time::sleep(every(fleet, shared)) => {}
             _ = fleet.applied.notified() => {}
         }
-        timed(keeper.keep_alive()).await?;
+        timed!(keeper.keep_alive())?;
         let answer = tokio::time::timeout(Duration::from_secs(2), responses.message())
             .await
             .map_err(|_| FleetError::Timeout(Duration::from_secs(2)))??;

@@ -37,7 +37,7 @@ use store::{Entry, View};
 
 /// How long one store operation may take before the store counts as
 /// unreachable for it.
-const OP_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Attempts of a compare-and-set change before giving up on a busy store.
 const CAS_ATTEMPTS: usize = 5;
 
@@ -79,8 +79,33 @@ pub enum FleetError {
     Fatal(String),
 }
 
-async fn timed<T>(f: impl std::future::Future<Output = Result<T, etcd_client::Error>>) -> Result<T, FleetError> {
-    tokio::time::timeout(OP_TIMEOUT, f).await.map_err(|_| FleetError::Timeout(OP_TIMEOUT))?.map_err(Into::into)
+/// One store call within [`OP_TIMEOUT`]. `UNAVAILABLE` is retried within
+/// that time: the client's balanced channel keeps picking a member that
+/// died (connection refused) and a member answers "leader changed" during
+/// an election. Every change is a compare-and-set, so running one twice
+/// cannot apply it twice.
+macro_rules! timed {
+    ($call:expr) => {{
+        let deadline = tokio::time::Instant::now() + $crate::control::fleet::OP_TIMEOUT;
+        let mut attempt = 0u32;
+        loop {
+            match tokio::time::timeout_at(deadline, $call).await {
+                Err(_) => break Err($crate::control::fleet::FleetError::Timeout($crate::control::fleet::OP_TIMEOUT)),
+                Ok(Ok(v)) => break Ok(v),
+                Ok(Err(e)) if $crate::control::fleet::retryable(&e) && attempt < 8 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(25 * u64::from(attempt))).await;
+                }
+                Ok(Err(e)) => break Err($crate::control::fleet::FleetError::from(e)),
+            }
+        }
+    }};
+}
+pub(crate) use timed;
+
+pub(crate) fn retryable(e: &etcd_client::Error) -> bool {
+    // 14 = UNAVAILABLE.
+    matches!(e, etcd_client::Error::GRpcStatus(s) if i32::from(s.code()) == 14)
 }
 
 fn now_ns() -> u128 {
@@ -137,7 +162,9 @@ impl Fleet {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(1))
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            // A member without a leader answers at once instead of waiting.
+            .with_require_leader(true);
         if let Some(user) = &self.config.user {
             let password = match &self.config.password {
                 Some(PasswordSource::Env(var)) => std::env::var(var).map_err(|_| {
@@ -200,13 +227,16 @@ impl Fleet {
     /// Mark the store unreachable (logged once per outage).
     pub fn lost(&self, shared: &Shared, e: &FleetError) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        // A fresh channel next time: the balanced one can keep sending to a
+        // member that died.
+        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = None;
         if self.connected.swap(false, Ordering::AcqRel) {
             tracing::warn!(error = %e, "fleet store lost: serving the last applied state; rollbacks wait in the outbox");
         }
         shared.metrics.fleet_connected.set(0);
     }
 
-    fn found(&self, shared: &Shared) {
+    pub(crate) fn found(&self, shared: &Shared) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         if !self.connected.swap(true, Ordering::AcqRel) {
             tracing::info!(revision = self.view().state_revision, "fleet store connected");
@@ -227,7 +257,7 @@ impl Fleet {
     /// re-publishes the local rollbacks then.
     pub async fn full_read(&self, shared: &Shared) -> Result<(), FleetError> {
         let mut client = self.client().await?;
-        let resp = timed(client.get(self.prefix.as_str(), Some(GetOptions::new().with_prefix()))).await?;
+        let resp = timed!(client.get(self.prefix.as_str(), Some(GetOptions::new().with_prefix())))?;
         let mut view = View { header_revision: resp.header().map_or(0, |h| h.revision()), ..View::default() };
         for kv in resp.kvs() {
             let Some(rel) = kv.key_str().ok().and_then(|k| k.strip_prefix(&self.prefix)) else { continue };
@@ -258,6 +288,10 @@ impl Fleet {
         }
         if view.epoch().is_none() {
             self.init_store(&mut client, shared, reset).await?;
+            // The reset is handled: the next read takes the new epoch and
+            // revisions as they are.
+            *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            self.view.lock().unwrap_or_else(|e| e.into_inner()).header_revision = 0;
             return Box::pin(self.full_read(shared)).await;
         }
         *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = view.epoch().map(<[u8]>::to_vec);
@@ -282,9 +316,9 @@ impl Fleet {
         let txn = Txn::new().when([Compare::create_revision(self.key(store::EPOCH), CompareOp::Equal, 0)]).and_then([
             TxnOp::put(self.key(store::EPOCH), epoch, None),
             TxnOp::put(self.key(store::PERCENT), percent.to_string(), None),
-            self.audit_op(&Actor::Rule("fleet".into()), action, json!({ "percent": seed })),
+            self.audit_op("fleet", action, json!({ "percent": seed })),
         ]);
-        let resp = timed(client.txn(txn)).await?;
+        let resp = timed!(client.txn(txn.clone()))?;
         if resp.succeeded() {
             tracing::info!(percent = seed, action, "fleet store initialised with a new epoch");
         }
@@ -327,10 +361,10 @@ impl Fleet {
         }
     }
 
-    fn audit_op(&self, actor: &Actor, action: &str, detail: Value) -> TxnOp {
+    fn audit_op(&self, actor: &str, action: &str, detail: Value) -> TxnOp {
         let mut entry = json!({
             "time": crate::control::state::now_rfc3339(),
-            "actor": actor.to_string(),
+            "actor": actor,
             "action": action,
             "replica": self.config.replica,
         });
@@ -375,9 +409,13 @@ impl Fleet {
                 ])
                 .and_then([
                     TxnOp::put(self.key(store::PERCENT), serde_json::to_string(&doc).expect("serializes"), None),
-                    self.audit_op(actor, "percent", json!({ "old": state.desired_percent, "new": doc.percent })),
+                    self.audit_op(
+                        &actor.to_string(),
+                        "percent",
+                        json!({ "old": state.desired_percent, "new": doc.percent }),
+                    ),
                 ]);
-            let resp = timed(client.txn(txn)).await.map_err(|e| self.unreachable(shared, e))?;
+            let resp = timed!(client.txn(txn.clone())).map_err(|e| self.unreachable(shared, e))?;
             let read = self.full_read(shared).await;
             if resp.succeeded() {
                 let revision = resp.header().map_or(0, |h| h.revision());
@@ -420,9 +458,13 @@ impl Fleet {
                     .and_then([
                         TxnOp::delete(self.key(&key), None),
                         TxnOp::delete(self.key(&store::hook_key(entry.create_revision)), None),
-                        self.audit_op(actor, "resume", json!({ "level": level, "old": "active", "new": "inactive" })),
+                        self.audit_op(
+                            &actor.to_string(),
+                            "resume",
+                            json!({ "level": level, "old": "active", "new": "inactive" }),
+                        ),
                     ]);
-                let resp = timed(client.txn(txn)).await.map_err(|e| self.unreachable(shared, e))?;
+                let resp = timed!(client.txn(txn.clone())).map_err(|e| self.unreachable(shared, e))?;
                 if !resp.succeeded() {
                     self.full_read(shared).await.map_err(|e| self.unreachable(shared, e))?;
                     continue;
@@ -440,8 +482,10 @@ impl Fleet {
         Err(ControlError::StoreUnreachable("the store kept changing under the decision; try again".into()))
     }
 
-    fn unreachable(&self, shared: &Shared, e: FleetError) -> ControlError {
-        self.lost(shared, &e);
+    /// A change failed on the store: 503 for this one. Whether the store is
+    /// lost is the watch loop's call (one slow call during an election is
+    /// not an outage).
+    fn unreachable(&self, _shared: &Shared, e: FleetError) -> ControlError {
         ControlError::StoreUnreachable(e.to_string())
     }
 
@@ -468,12 +512,12 @@ impl Fleet {
                 .and_then([
                     TxnOp::put(key, serde_json::to_string(&doc).expect("serializes"), None),
                     self.audit_op(
-                        &Actor::Rule(activation.actor.clone()),
+                        &activation.actor,
                         "rollback",
                         json!({ "level": level, "reason": activation.reason, "actor": activation.actor, "old": "inactive", "new": "active" }),
                     ),
                 ]);
-            let resp = timed(client.txn(txn)).await?;
+            let resp = timed!(client.txn(txn.clone()))?;
             let revision = resp.header().map_or(0, |h| h.revision());
             if resp.succeeded() {
                 tracing::info!(%level, revision, reason = %activation.reason, "outbox published: rollback is in the fleet store");

@@ -61,6 +61,7 @@ pub async fn run(fleet: Arc<Fleet>, shared: Arc<Shared>, mut shutdown: watch::Re
                 Duration::ZERO
             }
             Err(e) => {
+                tracing::debug!(error = %e, "fleet session ended");
                 fleet.lost(&shared, &e);
                 backoff.step(jitter())
             }
@@ -82,7 +83,7 @@ async fn session(fleet: &Fleet, shared: &Shared, backoff: &mut Backoff) -> Resul
     let mut client = fleet.client().await?;
     let start = fleet.view().header_revision + 1;
     let options = WatchOptions::new().with_prefix().with_start_revision(start).with_progress_notify();
-    let mut stream = timed(client.watch(fleet.key(""), Some(options))).await?;
+    let mut stream = timed!(client.watch(fleet.key(""), Some(options.clone())))?;
     let mut check = tokio::time::interval_at(tokio::time::Instant::now() + CHECK_EVERY, CHECK_EVERY);
     // A revision the store had reached at the last check; the watch must
     // have caught up with it by the next one.
@@ -100,7 +101,7 @@ async fn session(fleet: &Fleet, shared: &Shared, backoff: &mut Backoff) -> Resul
                 if expect.is_some_and(|r| seen < r) {
                     return Err(FleetError::Resync(format!("the watch is silent (at {seen}, store at {})", expect.unwrap_or(0))));
                 }
-                let resp = timed(client.get(fleet.key(store::EPOCH), None)).await?;
+                let resp = timed!(client.get(fleet.key(store::EPOCH), None))?;
                 let epoch = resp.kvs().first().map(|kv| kv.value().to_vec());
                 if epoch.as_deref() != fleet.view().epoch() {
                     return Err(FleetError::Resync("the epoch changed".into()));
@@ -110,6 +111,7 @@ async fn session(fleet: &Fleet, shared: &Shared, backoff: &mut Backoff) -> Resul
                     return Err(FleetError::Resync(format!("the store's revision went backwards ({seen} → {revision})")));
                 }
                 expect = (revision > seen).then_some(revision);
+                fleet.found(shared);
                 // Keep the watch's progress flowing on an idle store.
                 let _ = stream.request_progress().await;
             }
@@ -135,11 +137,9 @@ fn apply(fleet: &Fleet, shared: &Shared, response: WatchResponse) -> Result<(), 
         return Err(FleetError::Resync(format!("revision went backwards ({} → {revision})", view.header_revision)));
     }
     let prefix = fleet.key("");
-    let mut touched_shared = false;
     for event in response.events() {
         let Some(kv) = event.kv() else { continue };
         let Some(rel) = kv.key_str().ok().and_then(|k| k.strip_prefix(prefix.as_str())) else { continue };
-        touched_shared |= store::is_shared(rel);
         let entry = match event.event_type() {
             EventType::Put => Some(Entry {
                 value: kv.value().to_vec(),
@@ -160,7 +160,7 @@ fn apply(fleet: &Fleet, shared: &Shared, response: WatchResponse) -> Result<(), 
         return Err(FleetError::Resync("the epoch key changed".into()));
     }
     *fleet.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
-    if touched_shared || !response.events().is_empty() {
+    if !response.events().is_empty() {
         fleet.apply_view(shared);
     }
     Ok(())
