@@ -5,6 +5,8 @@
 mod common;
 #[path = "common/etcd.rs"]
 mod etcd;
+#[path = "common/rules.rs"]
+mod rules_support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -32,6 +34,15 @@ sync_timeout = "1s"
 
 const FAST: &str = "\n[rollback]\ninterval = \"100ms\"\n";
 
+/// `[rollback]` with a short interval, unless `extra` has its own.
+fn fast(extra: &str) -> &'static str {
+    if extra.contains("[rollback]") {
+        ""
+    } else {
+        FAST
+    }
+}
+
 struct Fleet {
     stable: Upstream,
     new: Upstream,
@@ -45,8 +56,12 @@ impl Fleet {
         let name = format!("t{}", std::process::id());
         let mut replicas = Vec::new();
         for replica in ["a", "b", "c"] {
-            let text =
-                config(&[&stable], &[&new], percent, &format!("{extra}{FAST}{}", fleet_section(etcd, &name, replica)));
+            let text = config(
+                &[&stable],
+                &[&new],
+                percent,
+                &format!("{extra}{}{}", fast(extra), fleet_section(etcd, &name, replica)),
+            );
             replicas.push(Proxy::start(&text).await);
         }
         let fleet = Fleet { stable, new, replicas, name };
@@ -55,7 +70,12 @@ impl Fleet {
     }
 
     fn config_for(&self, etcd: &Etcd, replica: &str, extra: &str) -> String {
-        config(&[&self.stable], &[&self.new], 0, &format!("{extra}{FAST}{}", fleet_section(etcd, &self.name, replica)))
+        config(
+            &[&self.stable],
+            &[&self.new],
+            0,
+            &format!("{extra}{}{}", fast(extra), fleet_section(etcd, &self.name, replica)),
+        )
     }
 
     async fn wait_members(&self, n: usize) {
@@ -406,4 +426,104 @@ async fn killing_the_etcd_leader_under_load_fails_no_request_and_changes_still_a
 fn plain_client() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, TestBody> {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build(hyper_util::client::legacy::connect::HttpConnector::new())
+}
+
+/// An L3 rule on an `http` signal all three replicas read, and a hook that
+/// logs `start ACTIVATION FENCE`, sleeps `sleep` seconds, logs `end`.
+fn l3_setup(dir: &std::path::Path, signal_url: &str, sleep: u32) -> (String, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("hook.sh");
+    let log = dir.join("hook.log");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"start $GRAYSHIFT_ACTIVATION $GRAYSHIFT_FENCE\" >> \"$1\"\nsleep \"$2\"\necho end >> \"$1\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let extra = format!(
+        r#"
+[rollback]
+interval = "100ms"
+hook = {{ exec = ["{script}", "{log}", "{sleep}"], timeout = "30s" }}
+
+[[rules]]
+name = "data-diff"
+level = "L3"
+signal = {{ source = "http", url = "{signal_url}", pointer = "/diff", timeout = "1s" }}
+above = 0
+"#,
+        script = script.display(),
+        log = log.display(),
+    );
+    (extra, log)
+}
+
+fn lines(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log).map(|t| t.lines().map(str::to_string).collect()).unwrap_or_default()
+}
+
+async fn hook_status(proxy: &Proxy) -> serde_json::Value {
+    proxy.status().await["rollback"]["active"]["L3"]["hook"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l3_seen_by_every_replica_runs_the_hook_exactly_once_with_a_fence() {
+    let etcd = Etcd::start().await;
+    let signal = rules_support::JsonServer::start(r#"{"diff": 0}"#).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (extra, log) = l3_setup(dir.path(), &signal.url("/"), 0);
+    let fleet = Fleet::start(&etcd, 50, &extra).await;
+    signal.set_body(r#"{"diff": 3}"#);
+    for r in &fleet.replicas {
+        eventually(DEADLINE, "the hook recorded as succeeded everywhere", || async move {
+            (hook_status(r).await == "succeeded").then_some(())
+        })
+        .await;
+        assert_eq!(r.shared().control.route().percent, 0);
+    }
+    let run = lines(&log);
+    assert_eq!(run.len(), 2, "one run, start and end: {run:?}");
+    let start: Vec<&str> = run[0].split(' ').collect();
+    let activation = fleet.replicas[0].status().await["rollback"]["active"]["L3"]["id"].clone();
+    assert_eq!(start[1], activation.to_string(), "GRAYSHIFT_ACTIVATION is the activation id: {run:?}");
+    assert!(start[2].parse::<i64>().unwrap() > 0, "GRAYSHIFT_FENCE is the lock's revision: {run:?}");
+    let recorded = etcd.dump(&format!("/grayshift/v1/{}/hook/", fleet.name)).await;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(lines(&log).len(), 2, "still one run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_dies_mid_hook_leaves_the_hook_to_another() {
+    let etcd = Etcd::start().await;
+    let signal = rules_support::JsonServer::start(r#"{"diff": 0}"#).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (extra, log) = l3_setup(dir.path(), &signal.url("/"), 3);
+    let mut fleet = Fleet::start(&etcd, 50, &extra).await;
+    signal.set_body(r#"{"diff": 1}"#);
+    let lock = format!("/grayshift/v1/{}/locks/hook", fleet.name);
+    let holder: String = eventually(DEADLINE, "a replica holds the hook lock, mid-hook", || {
+        let (etcd, lock, log) = (&etcd, &lock, &log);
+        async move {
+            let value = etcd.dump(lock).await.into_iter().next()?.1;
+            let holder: serde_json::Value = serde_json::from_str(&value).ok()?;
+            (lines(log).len() == 1).then(|| holder["replica"].as_str().unwrap().to_string())
+        }
+    })
+    .await;
+    let index = ["a", "b", "c"].iter().position(|r| *r == holder).unwrap();
+    // It goes away mid-hook: its lease (and so the lock) ends with it.
+    fleet.replicas[index].stop().await;
+    let other = &fleet.replicas[(index + 1) % 3];
+    eventually(Duration::from_secs(20), "another replica ran the hook and recorded it", || async move {
+        (hook_status(other).await == "succeeded").then_some(())
+    })
+    .await;
+    let starts: Vec<String> = lines(&log).into_iter().filter(|l| l.starts_with("start")).collect();
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    let fence = |l: &str| l.split(' ').nth(2).unwrap().parse::<i64>().unwrap();
+    assert_eq!(starts[0].split(' ').nth(1), starts[1].split(' ').nth(1), "the same activation");
+    assert!(fence(&starts[1]) > fence(&starts[0]), "a newer fence: {starts:?}");
+    let recorded = etcd.dump(&format!("/grayshift/v1/{}/hook/", fleet.name)).await;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert!(!recorded[0].1.contains(&format!("\"replica\":\"{holder}\"")), "recorded by the survivor: {recorded:?}");
 }

@@ -34,6 +34,7 @@ pub async fn run(fleet: Arc<Fleet>, shared: Arc<Shared>, mut shutdown: watch::Re
         if let Err(e) = result {
             tracing::debug!(error = %e, "fleet member entry not kept; retrying");
             lease = None;
+            fleet.set_lease(None);
         }
         tokio::select! {
             _ = tokio::time::sleep(every(&fleet, &shared)) => {}
@@ -52,6 +53,7 @@ async fn keep(fleet: &Fleet, shared: &Shared, lease: &mut Option<i64>) -> Result
     let ttl = fleet.config.lease_ttl.as_secs().max(1) as i64;
     let id = timed!(client.lease_grant(ttl, None))?.id();
     *lease = Some(id);
+    fleet.set_lease(Some(id));
     let (mut keeper, mut responses) = timed!(client.lease_keep_alive(id))?;
     loop {
         let member = entry(fleet, shared);

@@ -17,6 +17,7 @@
 //! - [`watch`]: the resume loop (watch, periodic linearizable read, resync).
 //! - [`members`]: the lease-held member entry.
 
+pub mod hook;
 pub mod members;
 pub mod store;
 pub mod watch;
@@ -60,6 +61,10 @@ pub struct Fleet {
     pub wake: Arc<Notify>,
     /// Woken after each apply: the member entry is refreshed.
     applied: Notify,
+    /// Woken after each apply: the hook task looks for a pending L3.
+    applied_hook: Notify,
+    /// The member lease, which also holds the hook lock.
+    lease: Mutex<Option<i64>>,
     /// The percent a new store is seeded with when this replica had no
     /// state file (the config's); afterwards the local desired percent.
     seed: Mutex<Option<u8>>,
@@ -142,6 +147,8 @@ impl Fleet {
             write: tokio::sync::Mutex::new(()),
             wake,
             applied: Notify::new(),
+            applied_hook: Notify::new(),
+            lease: Mutex::new(None),
             seed: Mutex::new(seed),
         }
     }
@@ -347,6 +354,7 @@ impl Fleet {
         if changed {
             *self.seed.lock().unwrap_or_else(|e| e.into_inner()) = None;
             self.applied.notify_one();
+            self.applied_hook.notify_one();
         }
     }
 
@@ -361,7 +369,16 @@ impl Fleet {
         }
     }
 
-    fn audit_op(&self, actor: &str, action: &str, detail: Value) -> TxnOp {
+    /// The member lease while it is kept alive.
+    pub fn lease(&self) -> Option<i64> {
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_lease(&self, lease: Option<i64>) {
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = lease;
+    }
+
+    pub(crate) fn audit_op(&self, actor: &str, action: &str, detail: Value) -> TxnOp {
         let mut entry = json!({
             "time": crate::control::state::now_rfc3339(),
             "actor": actor,
@@ -579,7 +596,8 @@ impl Fleet {
     /// Members and watch loop, until shutdown.
     pub fn spawn(self: &Arc<Self>, shared: Arc<Shared>, shutdown: tokio::sync::watch::Receiver<bool>) {
         tokio::spawn(watch::run(self.clone(), shared.clone(), shutdown.clone()));
-        tokio::spawn(members::run(self.clone(), shared, shutdown));
+        tokio::spawn(members::run(self.clone(), shared.clone(), shutdown.clone()));
+        tokio::spawn(hook::run(self.clone(), shared, shutdown));
     }
 
     fn put_options(lease: i64) -> PutOptions {

@@ -107,12 +107,10 @@ impl HookRunner {
         if activation.hook != Some(HookStatus::Pending) {
             return;
         }
-        // Fleet mode: the replica that decided the L3 runs its hook, not
-        // every replica that learns of it.
-        if let (Some(me), Some(decider)) = (self.shared.control.replica(), activation.replica.as_deref()) {
-            if me != decider {
-                return;
-            }
+        // Fleet mode: the hook runs exactly once across the fleet, under
+        // the store's lock (control::fleet::hook), not here.
+        if self.shared.fleet.is_some() {
+            return;
         }
         let Some(hook) = self.shared.config().rollback.hook.clone() else {
             // Configured when L3 fired, removed by a reload since.
@@ -135,18 +133,7 @@ impl HookRunner {
     }
 
     async fn run(&self, hook: &HookConfig, activation: &Activation) {
-        let rule = activation.actor.strip_prefix("rule:").unwrap_or(&activation.actor);
-        tracing::warn!(rule, reason = %activation.reason, "running the L3 data-rollback hook");
-        let outcome = match &hook.action {
-            HookAction::Exec(argv) => exec(argv, hook.timeout, rule, &activation.reason).await,
-            HookAction::Webhook(url) => webhook(url, hook.timeout, rule, activation).await,
-        };
-        let (status, detail) = match outcome {
-            Ok(detail) => (HookStatus::Succeeded, detail),
-            Err(detail) => (HookStatus::Failed, detail),
-        };
-        let result = if status == HookStatus::Succeeded { "succeeded" } else { "failed" };
-        self.shared.metrics.hook_runs.with_label_values(&[result]).inc();
+        let (status, detail) = run_hook(&self.shared, hook, activation, None).await;
         let still_active = self
             .shared
             .control
@@ -168,9 +155,48 @@ impl HookRunner {
     }
 }
 
+/// Fleet mode: which activation a hook run is for, and the fencing token
+/// (the lock key's revision) that proves the lock was held.
+#[derive(Debug, Clone, Copy)]
+pub struct Fence {
+    pub activation: i64,
+    pub token: i64,
+}
+
+/// Run the configured hook once for `activation` and count the outcome.
+pub async fn run_hook(
+    shared: &Shared,
+    hook: &HookConfig,
+    activation: &Activation,
+    fence: Option<Fence>,
+) -> (HookStatus, String) {
+    let rule = activation.actor.strip_prefix("rule:").unwrap_or(&activation.actor);
+    tracing::warn!(rule, reason = %activation.reason, ?fence, "running the L3 data-rollback hook");
+    let outcome = match &hook.action {
+        HookAction::Exec(argv) => exec(argv, hook.timeout, rule, &activation.reason, fence).await,
+        HookAction::Webhook(url) => webhook(url, hook.timeout, rule, activation, fence).await,
+    };
+    let (status, detail) = match outcome {
+        Ok(detail) => (HookStatus::Succeeded, detail),
+        Err(detail) => (HookStatus::Failed, detail),
+    };
+    let result = if status == HookStatus::Succeeded { "succeeded" } else { "failed" };
+    shared.metrics.hook_runs.with_label_values(&[result]).inc();
+    (status, detail)
+}
+
 /// Run the hook program (argv, no shell) with a timeout; exit 0 succeeds.
-async fn exec(argv: &[String], timeout: Duration, rule: &str, reason: &str) -> Result<String, String> {
+async fn exec(
+    argv: &[String],
+    timeout: Duration,
+    rule: &str,
+    reason: &str,
+    fence: Option<Fence>,
+) -> Result<String, String> {
     let mut command = tokio::process::Command::new(&argv[0]);
+    if let Some(f) = fence {
+        command.env("GRAYSHIFT_ACTIVATION", f.activation.to_string()).env("GRAYSHIFT_FENCE", f.token.to_string());
+    }
     command
         .args(&argv[1..])
         .env("GRAYSHIFT_LEVEL", "L3")
@@ -220,14 +246,24 @@ async fn tail(stream: Option<impl AsyncRead + Unpin>, name: &'static str) -> Str
 }
 
 /// POST the activation to the hook webhook; a 2xx answer succeeds.
-async fn webhook(url: &str, timeout: Duration, rule: &str, activation: &Activation) -> Result<String, String> {
-    let body = json!({
+async fn webhook(
+    url: &str,
+    timeout: Duration,
+    rule: &str,
+    activation: &Activation,
+    fence: Option<Fence>,
+) -> Result<String, String> {
+    let mut body = json!({
         "event": "rollback_hook",
         "level": "L3",
         "rule": rule,
         "reason": activation.reason,
         "since": activation.since,
     });
+    if let Some(f) = fence {
+        body["activation"] = json!(f.activation);
+        body["fence"] = json!(f.token);
+    }
     match client::request(Method::POST, url, &[], Some(Bytes::from(body.to_string())), timeout).await {
         Ok((status, _)) if status.is_success() => Ok(format!("webhook answered {status}")),
         Ok((status, body)) => {
@@ -249,17 +285,18 @@ mod tests {
         let argv = |script: &str| vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string(), "hook".to_string()];
         let script =
             format!("echo \"$GRAYSHIFT_LEVEL $GRAYSHIFT_RULE $GRAYSHIFT_REASON\" > {}; echo done", out.display());
-        let ok = exec(&argv(&script), Duration::from_secs(10), "diff", "rows differ").await.unwrap();
+        let ok = exec(&argv(&script), Duration::from_secs(10), "diff", "rows differ", None).await.unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "L3 diff rows differ\n");
         assert!(ok.contains("exited 0") && ok.contains("output: done"), "{ok}");
 
-        let failed = exec(&argv("echo oops >&2; exit 3"), Duration::from_secs(10), "r", "x").await.unwrap_err();
+        let failed = exec(&argv("echo oops >&2; exit 3"), Duration::from_secs(10), "r", "x", None).await.unwrap_err();
         assert!(failed.contains("exit status: 3") && failed.contains("oops"), "{failed}");
 
-        let slow = exec(&argv("sleep 30"), Duration::from_millis(200), "r", "x").await.unwrap_err();
+        let slow = exec(&argv("sleep 30"), Duration::from_millis(200), "r", "x", None).await.unwrap_err();
         assert!(slow.contains("timed out after 200ms"), "{slow}");
 
-        let missing = exec(&["/nonexistent/hook".to_string()], Duration::from_secs(1), "r", "x").await.unwrap_err();
+        let missing =
+            exec(&["/nonexistent/hook".to_string()], Duration::from_secs(1), "r", "x", None).await.unwrap_err();
         assert!(missing.contains("cannot start"), "{missing}");
     }
 }
