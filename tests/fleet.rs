@@ -527,3 +527,33 @@ async fn a_replica_that_dies_mid_hook_leaves_the_hook_to_another() {
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     assert!(!recorded[0].1.contains(&format!("\"replica\":\"{holder}\"")), "recorded by the survivor: {recorded:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_rules_read_the_fleet_wide_sum_of_every_members_traffic() {
+    let etcd = Etcd::start().await;
+    // 30 requests needed: no replica sees that many, the fleet does.
+    let rule = L1_RULE.replace("min_requests = 10", "min_requests = 30");
+    let fleet = Fleet::start(&etcd, 100, &rule).await;
+    // Every replica has evaluated with all three members known (a member
+    // counts from its first snapshot in the evaluating replica's history).
+    for r in &fleet.replicas {
+        rules_support::wait_rule(r, "new-error-rate", "an evaluation", |r| {
+            r["why"].as_str().is_some_and(|w| w.contains("only 0 of min 30"))
+        })
+        .await;
+    }
+    fleet.new.fail_every.store(2, Ordering::SeqCst);
+    for (i, r) in fleet.replicas.iter().enumerate() {
+        for u in 0..12 {
+            r.get_as("/", Some(&format!("user-{i}-{u}"))).await;
+        }
+    }
+    for r in &fleet.replicas {
+        eventually(DEADLINE, "L1 from the fleet-wide error rate", || async move {
+            (r.shared().control.route().percent == 0).then_some(())
+        })
+        .await;
+    }
+    let rule = &fleet.replicas[0].status().await["rules"][0];
+    assert_eq!(rule["name"], "new-error-rate");
+}

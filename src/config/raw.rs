@@ -162,6 +162,7 @@ pub struct RawSignal {
     pub metric: Option<S<String>>,
     pub pool: Option<S<String>>,
     pub window: Option<S<String>>,
+    pub scope: Option<S<String>>,
     pub url: Option<S<String>>,
     pub query: Option<S<String>>,
     pub pointer: Option<S<String>>,

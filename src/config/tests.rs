@@ -214,3 +214,18 @@ fn fleet_accepts_https_with_a_ca_and_credentials() {
     assert_eq!(f.tls_ca, Some(PathBuf::from("ca.pem")));
     assert_eq!(f.lease_ttl, Duration::from_secs(2));
 }
+
+#[test]
+fn local_scope_defaults_to_the_fleet_in_fleet_mode() {
+    let rule = "\n[[rules]]\nname = \"r\"\nlevel = \"L1\"\nabove = 0.1\nsignal = { source = \"local\", metric = \"error_rate\"SCOPE }\n";
+    let local = |scope: &str| rule.replace("SCOPE", scope);
+    let fleet_wide = |c: &Config| matches!(c.rules[0].signal, SignalConfig::Local { fleet_wide, .. } if fleet_wide);
+    assert!(!fleet_wide(&parse(&format!("{MINIMAL}{}", local("")), "t.toml").unwrap()));
+    assert!(fleet_wide(&parse(&format!("{MINIMAL}{FLEET}{}", local("")), "t.toml").unwrap()));
+    let replica = parse(&format!("{MINIMAL}{FLEET}{}", local(", scope = \"replica\"")), "t.toml").unwrap();
+    assert!(!fleet_wide(&replica));
+    let e = err(&format!("{MINIMAL}{}", local(", scope = \"fleet\"")));
+    assert!(e.message.contains("needs a [fleet] section"), "{e}");
+    let e = err(&format!("{MINIMAL}{FLEET}{}", local(", scope = \"pod\"")));
+    assert!(e.message.contains("\"fleet\" or \"replica\""), "{e}");
+}

@@ -241,10 +241,29 @@ pub enum LocalMetric {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SignalConfig {
-    Local { metric: LocalMetric, pool: PoolName, window: Duration },
-    Postgres { url: String, query: String, timeout: Duration },
-    Prometheus { url: String, query: String, timeout: Duration },
-    Http { url: String, pointer: String, timeout: Duration },
+    /// `fleet_wide`: the sum over the fleet's live members (SPEC §8.7),
+    /// the default with `[fleet]`; otherwise this replica's own traffic.
+    Local {
+        metric: LocalMetric,
+        pool: PoolName,
+        window: Duration,
+        fleet_wide: bool,
+    },
+    Postgres {
+        url: String,
+        query: String,
+        timeout: Duration,
+    },
+    Prometheus {
+        url: String,
+        query: String,
+        timeout: Duration,
+    },
+    Http {
+        url: String,
+        pointer: String,
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

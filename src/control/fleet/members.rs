@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::store::{self, Counters, Member};
+use super::store::{self, Member};
 use super::{timed, Fleet, FleetError};
 use crate::config::PoolName;
+use crate::control::rules::local::PoolCounts;
 use crate::Shared;
 
 pub async fn run(fleet: Arc<Fleet>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
@@ -76,13 +77,8 @@ async fn keep(fleet: &Fleet, shared: &Shared, lease: &mut Option<i64>) -> Result
 
 fn entry(fleet: &Fleet, shared: &Shared) -> Member {
     let state = shared.control.state();
-    let counters: BTreeMap<String, Counters> = PoolName::ALL
-        .iter()
-        .map(|&p| {
-            let pool = shared.metrics.pool(p);
-            (p.as_str().to_string(), Counters { requests: pool.total_requests(), errors: pool.total_errors() })
-        })
-        .collect();
+    let counters: BTreeMap<String, PoolCounts> =
+        PoolName::ALL.iter().map(|&p| (p.as_str().to_string(), PoolCounts::read(&shared.metrics, p))).collect();
     Member {
         replica: fleet.config.replica.clone(),
         revision: state.revision,

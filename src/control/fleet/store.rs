@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Level;
 use crate::control::decide::Remote;
+use crate::control::rules::local::PoolCounts;
 use crate::control::state::{Activation, HookStatus};
 
 pub const EPOCH: &str = "epoch";
@@ -72,14 +73,6 @@ pub struct HookDoc {
     pub replica: String,
 }
 
-/// Window counters of one pool: cumulative since the replica started, so
-/// other replicas can sum differences.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Counters {
-    pub requests: u64,
-    pub errors: u64,
-}
-
 /// A replica's member entry.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Member {
@@ -90,8 +83,10 @@ pub struct Member {
     pub rollback_level: u8,
     /// RFC 3339, when it wrote this entry.
     pub seen: String,
+    /// Per pool, cumulative since the replica started (requests, errors,
+    /// latency buckets), so others can sum window differences.
     #[serde(default)]
-    pub counters: BTreeMap<String, Counters>,
+    pub counters: BTreeMap<String, PoolCounts>,
 }
 
 /// One stored key: value and revisions.

@@ -145,6 +145,11 @@ async fn evaluate_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
     let mut active = active_levels(&shared);
     // The baseline: traffic from now on counts in the first window.
     signals.local.record(Instant::now(), &shared.metrics, history_needed(&shared.config()));
+    if let Some(fleet) = &shared.fleet {
+        // The members seen now get their baseline too; one that appears
+        // later counts from its first snapshot here (its past is unknown).
+        signals.fleet.record(Instant::now(), fleet.member_counters(&shared), history_needed(&shared.config()));
+    }
     let mut next = tokio::time::Instant::now();
     loop {
         // Read the interval every time round, so a reload applies.
@@ -169,6 +174,9 @@ async fn tick(shared: &Shared, signals: &mut Signals, exported: &mut HashSet<Str
     let config = shared.config();
     let now = Instant::now();
     signals.local.record(now, &shared.metrics, history_needed(&config));
+    if let Some(fleet) = &shared.fleet {
+        signals.fleet.record(now, fleet.member_counters(shared), history_needed(&config));
+    }
 
     // Levels resumed since the last evaluation re-arm their rules.
     let active_now = active_levels(shared);
