@@ -214,3 +214,27 @@ fn text(v: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn laggards_are_the_members_behind_the_revision_and_the_table_marks_them() {
+        let members = vec![
+            json!({ "replica": "a", "revision": 12, "effective_percent": 40, "rollback_level": 0, "seen": "t" }),
+            json!({ "replica": "b", "revision": 9, "effective_percent": 10, "rollback_level": 0, "seen": "t" }),
+        ];
+        assert_eq!(laggards(&members, 12), ["b (at 9)"]);
+        assert!(laggards(&members, 9).is_empty());
+        let fleet = json!({
+            "name": "n", "replica": "a", "store": "connected", "revision": 12,
+            "members": members, "gone": ["c"], "outbox": ["L1"], "error": null,
+        });
+        let table = fleet_summary(&fleet);
+        assert!(table.lines().any(|l| l.contains(" b ") && l.ends_with("BEHIND")), "{table}");
+        assert!(!table.lines().any(|l| l.contains(" a ") && l.ends_with("BEHIND")), "{table}");
+        assert!(table.contains("c") && table.contains("GONE"), "{table}");
+        assert!(table.contains("unpublished rollbacks: L1"), "{table}");
+    }
+}
