@@ -493,7 +493,7 @@ async fn l3_seen_by_every_replica_runs_the_hook_exactly_once_with_a_fence() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_that_dies_mid_hook_leaves_the_hook_to_another() {
+async fn a_replica_that_stops_mid_hook_leaves_the_hook_to_another_at_once() {
     let etcd = Etcd::start().await;
     let signal = rules_support::JsonServer::start(r#"{"diff": 0}"#).await;
     let dir = tempfile::tempdir().unwrap();
@@ -556,4 +556,93 @@ async fn local_rules_read_the_fleet_wide_sum_of_every_members_traffic() {
     }
     let rule = &fleet.replicas[0].status().await["rules"][0];
     assert_eq!(rule["name"], "new-error-rate");
+}
+
+/// A grayshift binary (so it can be killed with SIGKILL), killed on drop.
+struct Binary(std::process::Child);
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn get_json(url: &str) -> Option<serde_json::Value> {
+    let client = plain_client();
+    let req = http::Request::get(url).body(empty()).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(2), client.request(req)).await.ok()?.ok()?;
+    let reply = Reply::read(resp).await;
+    serde_json::from_slice(&reply.body).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_hook_leaves_it_to_another_after_its_lease_expires() {
+    let etcd = Etcd::start().await;
+    let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
+    let signal = rules_support::JsonServer::start(r#"{"diff": 0}"#).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (extra, log) = l3_setup(dir.path(), &signal.url("/"), 3);
+    let name = format!("k{}", std::process::id());
+    let mut binaries = Vec::new();
+    let mut admins = Vec::new();
+    for replica in ["a", "b", "c"] {
+        let rdir = dir.path().join(replica);
+        std::fs::create_dir_all(&rdir).unwrap();
+        let admin = free_port();
+        let text = config(&[&stable], &[&new], 50, &format!("{extra}{}", fleet_section(&etcd, &name, replica)))
+            .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{}\"", free_port()), 1)
+            .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{admin}\""), 1)
+            .replace("{dir}", rdir.to_str().unwrap());
+        let path = rdir.join("grayshift.toml");
+        std::fs::write(&path, text).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_grayshift"))
+            .args(["run", "--config", path.to_str().unwrap()])
+            .env("GRAYSHIFT_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        binaries.push(Binary(child));
+        admins.push(format!("http://127.0.0.1:{admin}/status"));
+    }
+    for url in &admins {
+        eventually(DEADLINE, "three live members", || async move {
+            let s = get_json(url).await?;
+            (s["fleet"]["members"].as_array()?.len() == 3).then_some(())
+        })
+        .await;
+    }
+    signal.set_body(r#"{"diff": 1}"#);
+    let lock = format!("/grayshift/v1/{name}/locks/hook");
+    let holder: String = eventually(DEADLINE, "a replica holds the hook lock, mid-hook", || {
+        let (etcd, lock, log) = (&etcd, &lock, &log);
+        async move {
+            let value = etcd.dump(lock).await.into_iter().next()?.1;
+            let holder: serde_json::Value = serde_json::from_str(&value).ok()?;
+            (!lines(log).is_empty()).then(|| holder["replica"].as_str().unwrap().to_string())
+        }
+    })
+    .await;
+    let index = ["a", "b", "c"].iter().position(|r| *r == holder).unwrap();
+    // SIGKILL: no lease revoke; the lock goes when the lease expires.
+    let mut killed = binaries.remove(index);
+    killed.0.kill().unwrap();
+    killed.0.wait().unwrap();
+    let hook_prefix = format!("/grayshift/v1/{name}/hook/");
+    let recorded = eventually(Duration::from_secs(20), "another replica ran the hook and recorded it", || {
+        let (etcd, hook_prefix) = (&etcd, &hook_prefix);
+        async move { etcd.dump(hook_prefix).await.into_iter().next() }
+    })
+    .await;
+    assert!(recorded.1.contains("succeeded"), "{recorded:?}");
+    assert!(!recorded.1.contains(&format!("\"replica\":\"{holder}\"")), "recorded by a survivor: {recorded:?}");
+    let starts: Vec<String> = lines(&log).into_iter().filter(|l| l.starts_with("start")).collect();
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    let fence = |l: &str| l.split(' ').nth(2).unwrap().parse::<i64>().unwrap();
+    assert_eq!(starts[0].split(' ').nth(1), starts[1].split(' ').nth(1), "the same activation");
+    assert!(fence(&starts[1]) > fence(&starts[0]), "a newer fence: {starts:?}");
 }
