@@ -29,7 +29,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse,
+};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
@@ -267,9 +270,25 @@ impl Fleet {
     /// re-publishes the local rollbacks then.
     pub async fn full_read(&self, shared: &Shared) -> Result<(), FleetError> {
         let mut client = self.client().await?;
-        let resp = timed!(client.get(self.prefix.as_str(), Some(GetOptions::new().with_prefix())))?;
+        // One transaction, one revision: everything but the audit entries
+        // (which only grow), and the newest audit entry's revision.
+        let (p, audit) = (self.prefix.clone(), self.key("audit/"));
+        let end = format!("{}0", p.trim_end_matches('/')); // '0' follows '/'
+        let newest = GetOptions::new().with_prefix().with_keys_only().with_limit(1);
+        let txn = Txn::new().and_then([
+            TxnOp::get(p.clone(), Some(GetOptions::new().with_range(audit.clone()))),
+            TxnOp::get(self.key("audit0"), Some(GetOptions::new().with_range(end))),
+            TxnOp::get(audit, Some(newest.with_sort(SortTarget::Mod, SortOrder::Descend))),
+        ]);
+        let resp = timed!(client.txn(txn.clone()))?;
         let mut view = View { header_revision: resp.header().map_or(0, |h| h.revision()), ..View::default() };
-        for kv in resp.kvs() {
+        let mut kvs = Vec::new();
+        for op in resp.op_responses() {
+            if let TxnOpResponse::Get(get) = op {
+                kvs.extend(get.kvs().to_vec());
+            }
+        }
+        for kv in &kvs {
             let Some(rel) = kv.key_str().ok().and_then(|k| k.strip_prefix(&self.prefix)) else { continue };
             let entry = Entry {
                 value: kv.value().to_vec(),
