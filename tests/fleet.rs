@@ -347,3 +347,17 @@ async fn local_rules_read_the_fleet_wide_sum_of_every_members_traffic() {
     let rule = &fleet.replicas[0].status().await["rules"][0];
     assert_eq!(rule["name"], "new-error-rate");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_split_percent_in_one_replicas_config_goes_to_the_whole_fleet() {
+    let etcd = Etcd::start().await;
+    let fleet = Fleet::start(&etcd, 0, "").await;
+    let text =
+        config(&[&fleet.stable], &[&fleet.new], 100, &format!("{FAST}{}", fleet_section(&etcd, &fleet.name, "a")));
+    fleet.replicas[0].rewrite_config(&text);
+    for r in &fleet.replicas {
+        wait_all_on(r, "new", "the config's new percent applied fleet-wide").await;
+    }
+    let audit = etcd.dump(&format!("/grayshift/v1/{}/audit/", fleet.name)).await;
+    assert!(audit.iter().any(|(_, v)| v.contains("\"actor\":\"config\"") && v.contains("\"new\":100")), "{audit:?}");
+}

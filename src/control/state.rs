@@ -417,6 +417,14 @@ impl Control {
         self.fleet.as_ref().and_then(|f| f.config_percent.lock().unwrap_or_else(|e| e.into_inner()).take())
     }
 
+    /// Fleet mode: the config's percent did not reach the store; keep it
+    /// pending (unless a newer one is) for the next time it is reachable.
+    pub fn retry_config_percent(&self, percent: u8) {
+        if let Some(fleet) = &self.fleet {
+            fleet.config_percent.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(percent);
+        }
+    }
+
     /// Fleet mode: this replica's name.
     pub fn replica(&self) -> Option<&str> {
         self.fleet.as_ref().map(|f| f.replica.as_str())

@@ -176,8 +176,7 @@ impl Fleet {
             tracing::error!(percent, error = %e, "config split.percent not applied to the fleet");
             if matches!(e, ControlError::StoreUnreachable(_)) {
                 // Try again when the store is back.
-                shared.control.config_percent_seen(u8::MAX);
-                shared.control.config_percent_seen(percent);
+                shared.control.retry_config_percent(percent);
             }
         }
     }
