@@ -59,6 +59,17 @@ async fn set_percent_on_one_replica_reaches_all_and_wait_reports_applied() {
     for name in ["a", "b", "c"] {
         assert!(table.lines().any(|l| l.starts_with("member") && l.contains(&format!(" {name} "))), "{table}");
     }
+    // The fleet's audit, from any replica: B sees C's change.
+    let audit = b.admin("GET", "/audit?limit=5", None, None).await.json();
+    assert_eq!(audit["source"], "store");
+    let entries = audit["entries"].as_array().unwrap();
+    assert!(entries.len() <= 5);
+    let last = entries.last().unwrap();
+    assert_eq!(
+        (last["action"].as_str(), last["new"].as_i64(), last["replica"].as_str()),
+        (Some("percent"), Some(40), Some("c")),
+        "{audit:#}"
+    );
     // Its audit entry went into the store with the change.
     let audit = etcd.dump(&format!("/grayshift/v1/{}/audit/", fleet.name)).await;
     assert!(audit.iter().any(|(_, v)| v.contains("\"percent\"") && v.contains("\"new\":40")), "{audit:?}");
@@ -199,7 +210,9 @@ async fn a_wiped_store_is_detected_and_active_rollbacks_are_republished() {
     let status = a.status().await;
     assert_eq!(status["fleet"]["store"], "connected", "{status:#}");
     let audit = a.admin("GET", "/audit", None, None).await.json();
+    assert_eq!(audit["source"], "store", "{audit:#}");
     assert!(audit["entries"].as_array().unwrap().iter().any(|e| e["action"] == "store reset"), "{audit:#}");
+    assert!(audit["entries"].as_array().unwrap().iter().any(|e| e["action"] == "rollback"), "re-published: {audit:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,7 +59,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
         (Method::GET, "/readyz") => Ok(readyz(shared)),
         (Method::GET, "/metrics") => Ok(metrics(shared)),
         (Method::GET, "/status") => Ok(json_response(StatusCode::OK, status(shared))),
-        (Method::GET, "/audit") => audit(shared, req.uri().query()),
+        (Method::GET, "/audit") => audit(shared, req.uri().query()).await,
         (Method::PUT, "/percent") => {
             let body: PercentBody = change_body(shared, req).await?;
             let result = match &shared.fleet {
@@ -259,7 +259,9 @@ pub fn status(shared: &Shared) -> Value {
     })
 }
 
-fn audit(shared: &Shared, query: Option<&str>) -> Reply {
+/// In fleet mode the fleet's audit (the store's entries) while the store
+/// is reachable, else this replica's own log; `source` says which.
+async fn audit(shared: &Shared, query: Option<&str>) -> Reply {
     let limit = match query.into_iter().flat_map(|q| q.split('&')).find_map(|kv| kv.strip_prefix("limit=")) {
         None => 100,
         Some(n) => n
@@ -268,8 +270,13 @@ fn audit(shared: &Shared, query: Option<&str>) -> Reply {
             .filter(|n| (1..=10_000).contains(n))
             .ok_or_else(|| error(StatusCode::BAD_REQUEST, "limit must be a number from 1 to 10000"))?,
     };
+    if let Some(fleet) = shared.fleet.as_ref().filter(|f| f.is_connected()) {
+        if let Ok(entries) = fleet.audit(limit).await {
+            return Ok(json_response(StatusCode::OK, json!({ "entries": entries, "source": "store" })));
+        }
+    }
     match state::read_audit(shared.control.audit_path(), limit) {
-        Ok(entries) => Ok(json_response(StatusCode::OK, json!({ "entries": entries }))),
+        Ok(entries) => Ok(json_response(StatusCode::OK, json!({ "entries": entries, "source": "local" }))),
         Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot read audit log: {e}"))),
     }
 }

@@ -427,6 +427,15 @@ impl Fleet {
         all
     }
 
+    /// The fleet's last `limit` audit entries, oldest first.
+    pub async fn audit(&self, limit: usize) -> Result<Vec<Value>, FleetError> {
+        let mut client = self.client().await?;
+        let options =
+            GetOptions::new().with_prefix().with_limit(limit as i64).with_sort(SortTarget::Key, SortOrder::Descend);
+        let resp = timed!(client.get(self.key("audit/"), Some(options.clone())))?;
+        Ok(resp.kvs().iter().rev().filter_map(|kv| serde_json::from_slice(kv.value()).ok()).collect())
+    }
+
     /// `/status.fleet`.
     pub fn status(&self, shared: &Shared) -> Value {
         let view = self.view();
