@@ -45,6 +45,8 @@ pub struct Shared {
     pub access_log: bool,
     /// The exposure ledger, when `[ledger]` is configured (read at start).
     pub ledger: Option<Arc<control::ledger::Ledger>>,
+    /// `[fleet]`: the shared state through etcd; `None` in single mode.
+    pub fleet: Option<Arc<control::fleet::Fleet>>,
 }
 
 impl Shared {
@@ -80,6 +82,8 @@ pub enum StartError {
     Admin(String),
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Fleet(String),
 }
 
 /// A running grayshift.
@@ -132,8 +136,24 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         None => None,
     };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let control = Control::open(&config.state, config.split.percent, events_tx)?;
+    // Fleet mode: the state file is the replica's cache; without one, a
+    // new store is seeded with the config's percent.
+    let fleet = config.fleet.as_ref().map(|f| {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let seed = (!config.state.file.exists()).then_some(config.split.percent);
+        let local = control::state::FleetLocal {
+            replica: f.replica.clone(),
+            wake: wake.clone(),
+            config_percent: Mutex::new(None),
+        };
+        (Arc::new(control::fleet::Fleet::new(f.clone(), wake, seed)), local)
+    });
+    let (fleet, fleet_local) = fleet.map_or((None, None), |(f, l)| (Some(f), Some(l)));
+    let control = Control::open_with(&config.state, config.split.percent, events_tx, fleet_local)?;
     let metrics = Metrics::new();
+    if fleet.is_some() {
+        metrics.register_fleet();
+    }
 
     let bind = |what, addr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
@@ -157,8 +177,13 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         tls: tls.clone(),
         access_log: options.access_log,
         ledger: ledger.clone(),
+        fleet,
     });
     shared.control.export(&shared.metrics);
+    if let Some(fleet) = &shared.fleet {
+        // Up to sync_timeout for the store, then serve what we have.
+        fleet.first_sync(&shared).await.map_err(StartError::Fleet)?;
+    }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let proxy_shared = shared.clone();
@@ -186,6 +211,9 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     if let Some(ledger) = ledger {
         // Joined on shutdown, so the last interval's keys are written.
         servers.push(tokio::spawn(ledger.run(shutdown_rx.clone())));
+    }
+    if let Some(fleet) = &shared.fleet {
+        fleet.spawn(shared.clone(), shutdown_rx.clone());
     }
     rules::spawn(shared.clone(), events_rx, shutdown_rx);
     tracing::info!(proxy = %proxy_addr, admin = %admin_addr, config = %options.config_path.display(), "grayshift started");

@@ -102,7 +102,15 @@ enum CtlCommand {
         json: bool,
     },
     /// Set the desired percent of users on `new` (0..100).
-    SetPercent { percent: i64 },
+    SetPercent {
+        percent: i64,
+        /// Fleet mode: return once every live member applied the change.
+        #[arg(long)]
+        wait: bool,
+        /// How long `--wait` waits before failing (naming the laggards).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Trigger a rollback level by hand.
     Rollback {
         level: String,
@@ -163,7 +171,9 @@ fn main() -> ExitCode {
         Command::Ctl { admin, token, command } => {
             let command = match command {
                 CtlCommand::Status { json } => ctl::Command::Status { json },
-                CtlCommand::SetPercent { percent } => ctl::Command::SetPercent(percent),
+                CtlCommand::SetPercent { percent, wait, timeout } => {
+                    ctl::Command::SetPercent { percent, wait: wait.then_some(timeout) }
+                }
                 CtlCommand::Rollback { level, reason } => ctl::Command::Rollback { level, reason },
                 CtlCommand::Resume { level, confirm } => ctl::Command::Resume { level, confirm },
                 CtlCommand::Reload => ctl::Command::Reload,

@@ -83,6 +83,10 @@ pub struct Metrics {
     /// Not in SPEC §5 (an addition): client TLS handshakes that failed or
     /// timed out (logged at `debug` only: any client can cause them).
     pub tls_handshake_errors: TlsHandshakeErrors,
+    /// Fleet mode (SPEC §8), registered only with `[fleet]`.
+    pub fleet_connected: IntGauge,
+    pub fleet_revision: IntGauge,
+    pub fleet_members: IntGauge,
 }
 
 /// The exposure ledger's counters (registered whether or not it is on, so
@@ -231,6 +235,15 @@ impl Metrics {
             )
             .unwrap(),
             ledger: LedgerMetrics::new(),
+            fleet_connected: IntGauge::new("grayshift_fleet_connected", "1 while the fleet store is reachable.")
+                .unwrap(),
+            fleet_revision: IntGauge::new(
+                "grayshift_fleet_revision",
+                "Store revision of the last shared change this replica applied.",
+            )
+            .unwrap(),
+            fleet_members: IntGauge::new("grayshift_fleet_members", "Live fleet members (entries under a lease).")
+                .unwrap(),
             pools,
             registry,
         };
@@ -255,6 +268,13 @@ impl Metrics {
             m.registry.register(c).expect("metric names are unique");
         }
         m
+    }
+
+    /// Fleet mode: add the fleet gauges (once, at start).
+    pub fn register_fleet(&self) {
+        for g in [&self.fleet_connected, &self.fleet_revision, &self.fleet_members] {
+            self.registry.register(Box::new(g.clone())).expect("fleet metrics are registered once");
+        }
     }
 
     pub fn pool(&self, name: PoolName) -> &PoolMetrics {

@@ -66,17 +66,26 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
         (Method::GET, "/readyz") => Ok(readyz(shared)),
         (Method::GET, "/metrics") => Ok(metrics(shared)),
         (Method::GET, "/status") => Ok(json_response(StatusCode::OK, status(shared))),
-        (Method::GET, "/audit") => audit(shared, req.uri().query()),
+        (Method::GET, "/audit") => audit(shared, req.uri().query()).await,
         (_, p) if console::is_console_path(p) => {
             Err(error(StatusCode::METHOD_NOT_ALLOWED, "the console is read with GET"))
         }
         (Method::PUT, "/percent") => {
             let body: PercentBody = change_body(shared, req).await?;
-            match shared.control.set_percent(body.percent, &Actor::Admin) {
-                Ok(old) => Ok(json_response(
-                    StatusCode::OK,
-                    json!({ "old": old, "desired": body.percent, "effective": shared.control.route().percent }),
-                )),
+            let result = match &shared.fleet {
+                // Towards risk: the store first (503 without it).
+                Some(fleet) => fleet.set_percent(shared, body.percent, &Actor::Admin).await.map(|(o, r)| (o, Some(r))),
+                None => shared.control.set_percent(body.percent, &Actor::Admin).map(|o| (o, None)),
+            };
+            match result {
+                Ok((old, revision)) => {
+                    let mut answer =
+                        json!({ "old": old, "desired": body.percent, "effective": shared.control.route().percent });
+                    if let Some(revision) = revision {
+                        answer["revision"] = json!(revision);
+                    }
+                    Ok(json_response(StatusCode::OK, answer))
+                }
                 Err(e) => Err(control_error(e)),
             }
         }
@@ -96,11 +105,18 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
         (Method::POST, "/resume") => {
             let body: ResumeBody = change_body(shared, req).await?;
             let level = parse_level(&body.level)?;
-            match shared.control.resume(level, body.confirm, &Actor::Admin) {
-                Ok(()) => Ok(json_response(
-                    StatusCode::OK,
-                    json!({ "level": level, "resumed": true, "state": shared.control.state() }),
-                )),
+            let result = match &shared.fleet {
+                Some(fleet) => fleet.resume(shared, level, body.confirm, &Actor::Admin).await.map(Some),
+                None => shared.control.resume(level, body.confirm, &Actor::Admin).map(|()| None),
+            };
+            match result {
+                Ok(revision) => {
+                    let mut answer = json!({ "level": level, "resumed": true, "state": shared.control.state() });
+                    if let Some(revision) = revision {
+                        answer["revision"] = json!(revision);
+                    }
+                    Ok(json_response(StatusCode::OK, answer))
+                }
                 Err(e) => Err(control_error(e)),
             }
         }
@@ -191,6 +207,7 @@ fn control_error(e: ControlError) -> ApiError {
         ControlError::LockedByL3 | ControlError::FrozenByL2(_) | ControlError::NotActive(_) => StatusCode::CONFLICT,
         ControlError::PercentOutOfRange(_) | ControlError::ConfirmRequired => StatusCode::BAD_REQUEST,
         ControlError::Persist { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        ControlError::StoreUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, &e.to_string())
 }
@@ -249,10 +266,13 @@ pub fn status(shared: &Shared) -> Value {
         },
         "version": env!("CARGO_PKG_VERSION"),
         "ledger": shared.ledger.as_ref().map(|l| l.status()),
+        "fleet": shared.fleet.as_ref().map(|f| f.status(shared)),
     })
 }
 
-fn audit(shared: &Shared, query: Option<&str>) -> Reply {
+/// In fleet mode the fleet's audit (the store's entries) while the store
+/// is reachable, else this replica's own log; `source` says which.
+async fn audit(shared: &Shared, query: Option<&str>) -> Reply {
     let limit = match query.into_iter().flat_map(|q| q.split('&')).find_map(|kv| kv.strip_prefix("limit=")) {
         None => 100,
         Some(n) => n
@@ -261,8 +281,13 @@ fn audit(shared: &Shared, query: Option<&str>) -> Reply {
             .filter(|n| (1..=10_000).contains(n))
             .ok_or_else(|| error(StatusCode::BAD_REQUEST, "limit must be a number from 1 to 10000"))?,
     };
+    if let Some(fleet) = shared.fleet.as_ref().filter(|f| f.is_connected()) {
+        if let Ok(entries) = fleet.audit(limit).await {
+            return Ok(json_response(StatusCode::OK, json!({ "entries": entries, "source": "store" })));
+        }
+    }
     match state::read_audit(shared.control.audit_path(), limit) {
-        Ok(entries) => Ok(json_response(StatusCode::OK, json!({ "entries": entries }))),
+        Ok(entries) => Ok(json_response(StatusCode::OK, json!({ "entries": entries, "source": "local" }))),
         Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot read audit log: {e}"))),
     }
 }

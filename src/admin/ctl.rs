@@ -10,10 +10,22 @@ use serde_json::{json, Value};
 use crate::client;
 
 pub enum Command {
-    Status { json: bool },
-    SetPercent(i64),
-    Rollback { level: String, reason: String },
-    Resume { level: String, confirm: bool },
+    Status {
+        json: bool,
+    },
+    /// `wait`: fleet mode, until every live member applied it.
+    SetPercent {
+        percent: i64,
+        wait: Option<Duration>,
+    },
+    Rollback {
+        level: String,
+        reason: String,
+    },
+    Resume {
+        level: String,
+        confirm: bool,
+    },
     Reload,
 }
 
@@ -21,7 +33,7 @@ pub enum Command {
 pub async fn run(admin: &str, token: Option<&str>, command: Command) -> Result<String, String> {
     let (method, path, body) = match &command {
         Command::Status { .. } => (Method::GET, "/status", None),
-        Command::SetPercent(n) => (Method::PUT, "/percent", Some(json!({ "percent": n }))),
+        Command::SetPercent { percent, .. } => (Method::PUT, "/percent", Some(json!({ "percent": percent }))),
         Command::Rollback { level, reason } => {
             (Method::POST, "/rollback", Some(json!({ "level": level, "reason": reason })))
         }
@@ -44,8 +56,93 @@ pub async fn run(admin: &str, token: Option<&str>, command: Command) -> Result<S
     }
     Ok(match command {
         Command::Status { json: false } => summary(&value),
+        Command::SetPercent { wait: Some(timeout), .. } => {
+            let revision =
+                value["revision"].as_i64().ok_or("--wait needs fleet mode: the answer carries no store revision")?;
+            let waited = wait_applied(&url.replace("/percent", "/status"), &headers, revision, timeout).await?;
+            format!("{value:#}\n{waited}")
+        }
         _ => format!("{value:#}"),
     })
+}
+
+/// Poll `/status` until every live member reports `revision` or later.
+async fn wait_applied(
+    status_url: &str,
+    headers: &[(header::HeaderName, String)],
+    revision: i64,
+    timeout: Duration,
+) -> Result<String, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (_, bytes) = client::request(Method::GET, status_url, headers, None, Duration::from_secs(5))
+            .await
+            .map_err(|e| format!("cannot read {status_url}: {e}"))?;
+        let status: Value = serde_json::from_slice(&bytes).map_err(|e| format!("bad /status answer: {e}"))?;
+        let members = status["fleet"]["members"].as_array().cloned().unwrap_or_default();
+        let behind = laggards(&members, revision);
+        if behind.is_empty() && !members.is_empty() {
+            return Ok(format!("applied by all {} members at revision {revision}", members.len()));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "written at revision {revision}, but not applied after {timeout:?} by: {}",
+                behind.join(", ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Members (by name) that have not applied `revision` yet.
+pub fn laggards(members: &[Value], revision: i64) -> Vec<String> {
+    members
+        .iter()
+        .filter(|m| m["revision"].as_i64().unwrap_or(0) < revision)
+        .map(|m| format!("{} (at {})", text(&m["replica"]), m["revision"]))
+        .collect()
+}
+
+/// The fleet part of `ctl status`: one line per member, who is behind the
+/// newest revision, who is gone.
+fn fleet_summary(f: &Value) -> String {
+    let mut out = format!(
+        "fleet     {} replica {} store {} revision {}\n",
+        text(&f["name"]),
+        text(&f["replica"]),
+        text(&f["store"]),
+        f["revision"]
+    );
+    let members = f["members"].as_array().cloned().unwrap_or_default();
+    let newest = members.iter().filter_map(|m| m["revision"].as_i64()).max().unwrap_or(0);
+    out += &format!(
+        "{:<10}{:<24} {:>10} {:>9} {:>6}  {}\n",
+        "member", "REPLICA", "REVISION", "EFFECTIVE", "LEVEL", "SEEN"
+    );
+    for m in &members {
+        let rev = m["revision"].as_i64().unwrap_or(0);
+        out += &format!(
+            "{:<10}{:<24} {:>10} {:>8}% {:>6}  {}{}\n",
+            "member",
+            text(&m["replica"]),
+            rev,
+            m["effective_percent"],
+            m["rollback_level"],
+            text(&m["seen"]),
+            if rev < newest { "  BEHIND" } else { "" }
+        );
+    }
+    for gone in f["gone"].as_array().into_iter().flatten() {
+        out += &format!("{:<10}{:<24} GONE (lease expired)\n", "member", text(gone));
+    }
+    if let Some(outbox) = f["outbox"].as_array().filter(|o| !o.is_empty()) {
+        out +=
+            &format!("fleet     unpublished rollbacks: {}\n", outbox.iter().map(text).collect::<Vec<_>>().join(", "));
+    }
+    if let Some(e) = f["error"].as_str() {
+        out += &format!("fleet     ERROR {e}\n");
+    }
+    out
 }
 
 /// The `/status` document as a few aligned lines.
@@ -104,6 +201,9 @@ pub fn summary(s: &Value) -> String {
     if let Some(list) = c["restart_needed"].as_array().filter(|l| !l.is_empty()) {
         out += &format!("config    restart needed for: {}\n", list.iter().map(text).collect::<Vec<_>>().join(", "));
     }
+    if s["fleet"].is_object() {
+        out += &fleet_summary(&s["fleet"]);
+    }
     out.trim_end().to_string()
 }
 
@@ -112,5 +212,29 @@ fn text(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn laggards_are_the_members_behind_the_revision_and_the_table_marks_them() {
+        let members = vec![
+            json!({ "replica": "a", "revision": 12, "effective_percent": 40, "rollback_level": 0, "seen": "t" }),
+            json!({ "replica": "b", "revision": 9, "effective_percent": 10, "rollback_level": 0, "seen": "t" }),
+        ];
+        assert_eq!(laggards(&members, 12), ["b (at 9)"]);
+        assert!(laggards(&members, 9).is_empty());
+        let fleet = json!({
+            "name": "n", "replica": "a", "store": "connected", "revision": 12,
+            "members": members, "gone": ["c"], "outbox": ["L1"], "error": null,
+        });
+        let table = fleet_summary(&fleet);
+        assert!(table.lines().any(|l| l.contains(" b ") && l.ends_with("BEHIND")), "{table}");
+        assert!(!table.lines().any(|l| l.contains(" a ") && l.ends_with("BEHIND")), "{table}");
+        assert!(table.contains("c") && table.contains("GONE"), "{table}");
+        assert!(table.contains("unpublished rollbacks: L1"), "{table}");
     }
 }

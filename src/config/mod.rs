@@ -4,6 +4,7 @@
 //! reload apply exactly the same rules. Errors carry the byte span of the
 //! offending value and render as `FILE:LINE:COL: message`.
 
+mod fleet;
 mod ledger;
 mod raw;
 mod types;
@@ -143,13 +144,14 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
     };
     let features = validate_features(&raw.features)?;
 
+    let fleet = raw.fleet.as_ref().map(|f| fleet::validate(f, &split.group)).transpose()?;
     let mut names = HashSet::new();
     let mut rules = Vec::with_capacity(raw.rules.len());
     for rule in &raw.rules {
         if !names.insert(rule.name.get_ref().clone()) {
             return invalid(rule.name.span(), format!("duplicate rule name {:?}", rule.name.get_ref()));
         }
-        rules.push(validate_rule(rule)?);
+        rules.push(validate_rule(rule, fleet.is_some())?);
     }
     let notify = raw
         .notify
@@ -159,7 +161,7 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
 
     let ledger = raw.ledger.as_ref().map(ledger::validate).transpose()?;
 
-    Ok(Config { server, admin, split, stable, new, state, rollback, features, rules, notify, ledger })
+    Ok(Config { server, admin, split, stable, new, state, rollback, features, rules, notify, fleet, ledger })
 }
 
 fn validate_server(raw: &raw::RawServer) -> Result<ServerConfig, Invalid> {
@@ -383,7 +385,7 @@ fn validate_features(raw: &raw::RawFeatures) -> Result<FeaturesConfig, Invalid> 
     Ok(FeaturesConfig { paths, methods, status, retry_after, mode, case_insensitive })
 }
 
-fn validate_rule(raw: &RawRule) -> Result<RuleConfig, Invalid> {
+fn validate_rule(raw: &RawRule, fleet: bool) -> Result<RuleConfig, Invalid> {
     let name = raw.name.get_ref();
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
         return invalid(raw.name.span(), format!("rule name {name:?} must be non-empty [A-Za-z0-9._-]"));
@@ -399,7 +401,7 @@ fn validate_rule(raw: &RawRule) -> Result<RuleConfig, Invalid> {
         (None, None) => return invalid(raw.name.span(), format!("rule {name:?} needs `above` or `below`")),
         (Some(v), None) | (None, Some(v)) => return invalid(v.span(), "threshold must be a finite number"),
     };
-    let signal = validate_signal(&raw.signal)?;
+    let signal = validate_signal(&raw.signal, fleet)?;
     let is_local = matches!(signal, SignalConfig::Local { .. });
     if let (Some(m), false) = (&raw.min_requests, is_local) {
         return invalid(m.span(), "min_requests applies only to `local` signals");
@@ -420,12 +422,12 @@ fn validate_rule(raw: &RawRule) -> Result<RuleConfig, Invalid> {
     })
 }
 
-fn validate_signal(raw: &S<RawSignal>) -> Result<SignalConfig, Invalid> {
+fn validate_signal(raw: &S<RawSignal>, fleet: bool) -> Result<SignalConfig, Invalid> {
     let s = raw.get_ref();
     let source = s.source.get_ref().as_str();
     // Fields that each source accepts; anything else set is an error.
     let allowed: &[&str] = match source {
-        "local" => &["metric", "pool", "window"],
+        "local" => &["metric", "pool", "window", "scope"],
         "postgres" | "prometheus" => &["url", "query", "timeout"],
         "http" => &["url", "pointer", "timeout"],
         _ => {
@@ -439,6 +441,7 @@ fn validate_signal(raw: &S<RawSignal>) -> Result<SignalConfig, Invalid> {
         ("metric", &s.metric),
         ("pool", &s.pool),
         ("window", &s.window),
+        ("scope", &s.scope),
         ("url", &s.url),
         ("query", &s.query),
         ("pointer", &s.pointer),
@@ -478,7 +481,17 @@ fn validate_signal(raw: &S<RawSignal>) -> Result<SignalConfig, Invalid> {
             if window > MAX_LOCAL_WINDOW {
                 return invalid(s.window.as_ref().map_or(0..0, |w| w.span()), "window must be at most 1h");
             }
-            SignalConfig::Local { metric, pool, window }
+            // Fleet-wide by default in fleet mode (SPEC §8.7).
+            let fleet_wide = match s.scope.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+                None => fleet,
+                Some(("replica", _)) => false,
+                Some(("fleet", _)) if fleet => true,
+                Some(("fleet", span)) => return invalid(span, "scope = \"fleet\" needs a [fleet] section"),
+                Some((other, span)) => {
+                    return invalid(span, format!("scope must be \"fleet\" or \"replica\", got {other:?}"))
+                }
+            };
+            SignalConfig::Local { metric, pool, window, fleet_wide }
         }
         "postgres" => {
             let url = required(&s.url, "url")?;

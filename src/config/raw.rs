@@ -27,6 +27,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub notify: Vec<RawNotify>,
     pub ledger: Option<S<RawLedger>>,
+    pub fleet: Option<S<RawFleet>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -164,6 +165,7 @@ pub struct RawSignal {
     pub metric: Option<S<String>>,
     pub pool: Option<S<String>>,
     pub window: Option<S<String>>,
+    pub scope: Option<S<String>>,
     pub url: Option<S<String>>,
     pub query: Option<S<String>>,
     pub pointer: Option<S<String>>,
@@ -185,4 +187,24 @@ pub struct RawLedger {
     pub table: Option<S<String>>,
     pub flush: Option<S<String>>,
     pub capacity: Option<S<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    pub etcd: S<Vec<S<String>>>,
+    pub name: Option<S<String>>,
+    pub replica: Option<S<String>>,
+    pub lease_ttl: Option<S<String>>,
+    pub sync_timeout: Option<S<String>>,
+    pub user: Option<S<String>>,
+    pub password_env: Option<S<String>>,
+    pub password_file: Option<S<String>>,
+    pub tls: Option<RawFleetTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleetTls {
+    pub ca: S<String>,
 }

@@ -168,3 +168,84 @@ fn garbage_never_panics() {
         assert!(parse(src, "t.toml").is_err());
     }
 }
+
+const FLEET: &str = "\n[fleet]\netcd = [\"http://127.0.0.1:2379\"]\nreplica = \"a\"\n";
+
+#[test]
+fn without_fleet_there_is_no_fleet() {
+    assert!(parse(MINIMAL, "t.toml").unwrap().fleet.is_none());
+}
+
+#[test]
+fn fleet_gets_documented_defaults() {
+    let c = parse(&format!("{MINIMAL}{FLEET}"), "t.toml").unwrap();
+    let f = c.fleet.unwrap();
+    assert_eq!(f.name, "orders-v2", "name defaults to split.group");
+    assert_eq!(f.prefix(), "/grayshift/v1/orders-v2/");
+    assert_eq!(f.replica, "a");
+    assert_eq!(f.lease_ttl, Duration::from_secs(10));
+    assert_eq!(f.sync_timeout, Duration::from_secs(5));
+    assert_eq!((f.user, f.password, f.tls_ca), (None, None, None));
+}
+
+#[test]
+fn fleet_errors_point_at_the_value() {
+    let with = |old: &str, new: &str| err(&format!("{MINIMAL}{}", FLEET.replace(old, new)));
+    let e = with("[\"http://127.0.0.1:2379\"]", "[]");
+    assert!(e.message.contains("at least one URL"), "{e}");
+    assert_eq!(e.line, 13);
+    let e = with("http://127.0.0.1:2379", "127.0.0.1:2379");
+    assert!(e.message.contains("invalid etcd URL"), "{e}");
+    assert_eq!((e.line, e.col), (13, 9));
+    let e = with("http://127.0.0.1:2379", "ftp://x:1");
+    assert!(e.message.contains("invalid etcd URL"), "{e}");
+    let e = with("replica = \"a\"", "replica = \"a\"\nname = \"\"");
+    assert!(e.message.contains("fleet.name"), "{e}");
+    assert_eq!(e.line, 15);
+    let e = with("replica = \"a\"", "replica = \"a/b\"");
+    assert!(e.message.contains("fleet.replica"), "{e}");
+    let e = with("replica = \"a\"", "replica = \"a\"\nlease_ttl = \"10 parsecs\"");
+    assert!(e.message.contains("invalid duration"), "{e}");
+    let e = with("replica = \"a\"", "replica = \"a\"\nlease_ttl = \"500ms\"");
+    assert!(e.message.contains("at least 1s"), "{e}");
+    let e = with("replica = \"a\"", "replica = \"a\"\nsync_timeout = \"0s\"");
+    assert!(e.message.contains("greater than 0"), "{e}");
+    let e = with("replica = \"a\"", "replica = \"a\"\nuser = \"gs\"");
+    assert!(e.message.contains("password_env"), "{e}");
+    let e = with("replica = \"a\"", "replica = \"a\"\npassword_env = \"P\"");
+    assert!(e.message.contains("needs fleet.user"), "{e}");
+    let e = with("replica = \"a\"", "replica = \"a\"\nuser = \"u\"\npassword_env = \"P\"\npassword_file = \"p\"");
+    assert!(e.message.contains("not both"), "{e}");
+    let e = with("replica = \"a\"", "replica = \"a\"\ntls = { ca = \"ca.pem\" }");
+    assert!(e.message.contains("https://"), "{e}");
+    let e = with("replica = \"a\"", "replica = \"a\"\nleader = true");
+    assert!(e.message.contains("unknown field"), "{e}");
+}
+
+#[test]
+fn fleet_accepts_https_with_a_ca_and_credentials() {
+    let src = format!(
+        "{MINIMAL}\n[fleet]\netcd = [\"https://e1:2379\", \"https://e2:2379/\"]\nname = \"n\"\nreplica = \"r\"\n\
+         user = \"gs\"\npassword_file = \"/run/pw\"\ntls = {{ ca = \"ca.pem\" }}\nlease_ttl = \"2s\"\n"
+    );
+    let f = parse(&src, "t.toml").unwrap().fleet.unwrap();
+    assert_eq!(f.etcd, ["https://e1:2379", "https://e2:2379"]);
+    assert_eq!(f.password, Some(PasswordSource::File("/run/pw".into())));
+    assert_eq!(f.tls_ca, Some(PathBuf::from("ca.pem")));
+    assert_eq!(f.lease_ttl, Duration::from_secs(2));
+}
+
+#[test]
+fn local_scope_defaults_to_the_fleet_in_fleet_mode() {
+    let rule = "\n[[rules]]\nname = \"r\"\nlevel = \"L1\"\nabove = 0.1\nsignal = { source = \"local\", metric = \"error_rate\"SCOPE }\n";
+    let local = |scope: &str| rule.replace("SCOPE", scope);
+    let fleet_wide = |c: &Config| matches!(c.rules[0].signal, SignalConfig::Local { fleet_wide, .. } if fleet_wide);
+    assert!(!fleet_wide(&parse(&format!("{MINIMAL}{}", local("")), "t.toml").unwrap()));
+    assert!(fleet_wide(&parse(&format!("{MINIMAL}{FLEET}{}", local("")), "t.toml").unwrap()));
+    let replica = parse(&format!("{MINIMAL}{FLEET}{}", local(", scope = \"replica\"")), "t.toml").unwrap();
+    assert!(!fleet_wide(&replica));
+    let e = err(&format!("{MINIMAL}{}", local(", scope = \"fleet\"")));
+    assert!(e.message.contains("needs a [fleet] section"), "{e}");
+    let e = err(&format!("{MINIMAL}{FLEET}{}", local(", scope = \"pod\"")));
+    assert!(e.message.contains("\"fleet\" or \"replica\""), "{e}");
+}

@@ -83,6 +83,8 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     pub notify: Vec<NotifyConfig>,
     pub ledger: Option<LedgerConfig>,
+    /// `[fleet]`: share the run-time state through etcd (SPEC §8).
+    pub fleet: Option<FleetConfig>,
 }
 
 impl Config {
@@ -269,10 +271,29 @@ pub enum LocalMetric {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SignalConfig {
-    Local { metric: LocalMetric, pool: PoolName, window: Duration },
-    Postgres { url: String, query: String, timeout: Duration },
-    Prometheus { url: String, query: String, timeout: Duration },
-    Http { url: String, pointer: String, timeout: Duration },
+    /// `fleet_wide`: the sum over the fleet's live members (SPEC §8.7),
+    /// the default with `[fleet]`; otherwise this replica's own traffic.
+    Local {
+        metric: LocalMetric,
+        pool: PoolName,
+        window: Duration,
+        fleet_wide: bool,
+    },
+    Postgres {
+        url: String,
+        query: String,
+        timeout: Duration,
+    },
+    Prometheus {
+        url: String,
+        query: String,
+        timeout: Duration,
+    },
+    Http {
+        url: String,
+        pointer: String,
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -316,5 +337,35 @@ pub enum LedgerSink {
     /// A PostgreSQL URL and the table's (validated) name.
     Postgres { url: String, table: String },
     /// JSON lines, one per key and flush.
+    File(PathBuf),
+}
+
+/// `[fleet]` (SPEC §8).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetConfig {
+    /// `http://` or `https://` URLs of the etcd members.
+    pub etcd: Vec<String>,
+    /// Key prefix `/grayshift/v1/<name>/`.
+    pub name: String,
+    /// This replica's member name.
+    pub replica: String,
+    pub lease_ttl: Duration,
+    pub sync_timeout: Duration,
+    pub user: Option<String>,
+    pub password: Option<PasswordSource>,
+    /// CA bundle (PEM) for `https://` endpoints.
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl FleetConfig {
+    /// The prefix every fleet key lives under.
+    pub fn prefix(&self) -> String {
+        format!("/grayshift/v1/{}/", self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PasswordSource {
+    Env(String),
     File(PathBuf),
 }

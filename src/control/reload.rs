@@ -113,6 +113,9 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     if old.ledger != new.ledger {
         changed.push("ledger".to_string());
     }
+    if old.fleet != new.fleet {
+        changed.push("fleet".to_string());
+    }
     changed
 }
 

@@ -79,6 +79,13 @@ pub struct Activation {
     pub hook: Option<HookStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_detail: Option<String>,
+    /// Fleet mode: the activation id (the store key's create revision);
+    /// `None` while the activation waits in the outbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    /// Fleet mode: the replica that decided it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 /// The state file's content.
@@ -91,6 +98,18 @@ pub struct State {
     pub config_percent: u8,
     #[serde(default)]
     pub rollbacks: BTreeMap<Level, Activation>,
+    /// Fleet mode: the store revision this state was last applied from
+    /// (absent in state files written without `[fleet]`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revision: i64,
+    /// Fleet mode: levels activated here and not yet published to the
+    /// store. Persisted, so a restart during an outage still publishes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<Level>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl State {
@@ -98,7 +117,7 @@ impl State {
         self.rollbacks.keys().max().copied()
     }
 
-    fn route(&self) -> Route {
+    pub(crate) fn route(&self) -> Route {
         let rolled_back = self.rollbacks.contains_key(&Level::L1) || self.rollbacks.contains_key(&Level::L3);
         Route {
             percent: if rolled_back { 0 } else { self.desired_percent },
@@ -122,6 +141,9 @@ pub enum ControlError {
     NotActive(Level),
     #[error("cannot write state file {path}: {source}")]
     Persist { path: String, source: std::io::Error },
+    /// Fleet mode: a change towards risk needs the store (SPEC §8.4).
+    #[error("fleet store unreachable: {0}; rollbacks still apply, changes towards risk wait for the store")]
+    StoreUnreachable(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +167,18 @@ pub struct Control {
     state: Mutex<State>,
     paths: StateConfig,
     events: tokio::sync::mpsc::UnboundedSender<LevelEvent>,
+    /// Set in fleet mode: the state file becomes the replica's cache and
+    /// rollbacks also go to the outbox.
+    fleet: Option<FleetLocal>,
+}
+
+/// What `Control` needs to know of the fleet: who we are, and whom to wake
+/// when the outbox or the config's percent has something to publish.
+pub struct FleetLocal {
+    pub replica: String,
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
+    /// A `split.percent` change in the config file, for the store.
+    pub config_percent: Mutex<Option<u8>>,
 }
 
 impl Control {
@@ -155,15 +189,29 @@ impl Control {
         config_percent: u8,
         events: tokio::sync::mpsc::UnboundedSender<LevelEvent>,
     ) -> Result<Control, StateFileError> {
+        Control::open_with(paths, config_percent, events, None)
+    }
+
+    /// [`Control::open`], in fleet mode when `fleet` is set.
+    pub fn open_with(
+        paths: &StateConfig,
+        config_percent: u8,
+        events: tokio::sync::mpsc::UnboundedSender<LevelEvent>,
+        fleet: Option<FleetLocal>,
+    ) -> Result<Control, StateFileError> {
         let state = match read_state(&paths.file)? {
             Some(state) => state,
-            None => State { desired_percent: config_percent, config_percent, rollbacks: BTreeMap::new() },
+            // Fleet mode with no cache: percent 0 until the store says
+            // otherwise (SPEC §8.4); the config's percent seeds a new store.
+            None if fleet.is_some() => State { config_percent, ..State::default() },
+            None => State { desired_percent: config_percent, config_percent, ..State::default() },
         };
         let control = Control {
             gate: AtomicU32::new(state.route().pack()),
             state: Mutex::new(state),
             paths: paths.clone(),
             events,
+            fleet,
         };
         control.config_percent_seen(config_percent);
         Ok(control)
@@ -177,7 +225,8 @@ impl Control {
         _events: tokio::sync::mpsc::UnboundedSender<LevelEvent>,
     ) -> Result<Route, StateFileError> {
         let mut state = read_state(&paths.file)?.unwrap_or_default();
-        if read_state(&paths.file)?.is_none() || state.config_percent != config_percent {
+        // A fleet replica's cache carries the store's percent: keep it.
+        if read_state(&paths.file)?.is_none() || (state.revision == 0 && state.config_percent != config_percent) {
             state.desired_percent = config_percent;
         }
         Ok(state.route())
@@ -237,6 +286,15 @@ impl Control {
         if guard.config_percent == percent {
             return;
         }
+        if let Some(fleet) = &self.fleet {
+            // A raise is a change towards risk: it goes to the store first
+            // (the fleet task publishes it), never straight to the gate.
+            let next = State { config_percent: percent, ..guard.clone() };
+            let _ = self.commit(&mut guard, next, true);
+            *fleet.config_percent.lock().unwrap_or_else(|e| e.into_inner()) = Some(percent);
+            fleet.wake.notify_one();
+            return;
+        }
         let old = guard.desired_percent;
         let next = State { desired_percent: percent, config_percent: percent, ..guard.clone() };
         let _ = self.commit(&mut guard, next, true);
@@ -248,17 +306,10 @@ impl Control {
     /// `PUT /percent`: 409-style refusals while L3 is active, or on a raise
     /// while L2 is active.
     pub fn set_percent(&self, percent: i64, actor: &Actor) -> Result<u8, ControlError> {
-        let percent =
-            u8::try_from(percent).ok().filter(|p| *p <= 100).ok_or(ControlError::PercentOutOfRange(percent))?;
         let mut guard = self.lock();
-        if guard.rollbacks.contains_key(&Level::L3) {
-            return Err(ControlError::LockedByL3);
-        }
         let old = guard.desired_percent;
-        if guard.rollbacks.contains_key(&Level::L2) && percent > old {
-            return Err(ControlError::FrozenByL2(old));
-        }
-        let next = State { desired_percent: percent, ..guard.clone() };
+        let next = guard.set_percent(percent)?;
+        let percent = next.desired_percent;
         self.commit(&mut guard, next, false)?;
         drop(guard);
         self.audit(actor, "percent", json!({ "old": old, "new": percent }));
@@ -276,9 +327,6 @@ impl Control {
         hook_configured: bool,
     ) -> Result<bool, ControlError> {
         let mut guard = self.lock();
-        if guard.rollbacks.contains_key(&level) {
-            return Ok(false);
-        }
         let hook_status = if hook_configured { HookStatus::Pending } else { HookStatus::None };
         let hook = (level == Level::L3).then_some(hook_status);
         let activation = Activation {
@@ -287,11 +335,18 @@ impl Control {
             since: now_rfc3339(),
             hook,
             hook_detail: None,
+            id: None,
+            replica: self.fleet.as_ref().map(|f| f.replica.clone()),
         };
-        let mut next = guard.clone();
-        next.rollbacks.insert(level, activation);
+        let Some(mut next) = guard.activate(level, activation) else { return Ok(false) };
+        if self.fleet.is_some() {
+            next.outbox.push(level);
+        }
         let result = self.commit(&mut guard, next, true);
         drop(guard);
+        if let Some(fleet) = &self.fleet {
+            fleet.wake.notify_one();
+        }
         self.audit(actor, "rollback", json!({ "level": level, "reason": reason, "old": "inactive", "new": "active" }));
         tracing::warn!(%level, reason, %actor, "rollback level activated");
         let _ = self.events.send(LevelEvent { level, active: true, reason: reason.into(), actor: actor.to_string() });
@@ -300,15 +355,8 @@ impl Control {
 
     /// Clear `level`; L3 needs `confirm`.
     pub fn resume(&self, level: Level, confirm: bool, actor: &Actor) -> Result<(), ControlError> {
-        if level == Level::L3 && !confirm {
-            return Err(ControlError::ConfirmRequired);
-        }
         let mut guard = self.lock();
-        if !guard.rollbacks.contains_key(&level) {
-            return Err(ControlError::NotActive(level));
-        }
-        let mut next = guard.clone();
-        next.rollbacks.remove(&level);
+        let next = guard.resume(level, confirm)?;
         self.commit(&mut guard, next, false)?;
         drop(guard);
         self.audit(actor, "resume", json!({ "level": level, "old": "active", "new": "inactive" }));
@@ -316,6 +364,70 @@ impl Control {
         let _ =
             self.events.send(LevelEvent { level, active: false, reason: "resumed".into(), actor: actor.to_string() });
         Ok(())
+    }
+
+    /// Fleet mode: the store's state (read at `revision`) replaces the local
+    /// shared state, merged with the unpublished outbox. Returns whether the
+    /// shared part changed. Remote changes send no level event: the replica
+    /// that made a change notifies (and runs the hook), not all of them.
+    pub fn apply_remote(&self, remote: &crate::control::decide::Remote, revision: i64) -> bool {
+        let mut guard = self.lock();
+        let next = guard.merge_remote(remote, revision);
+        if next == *guard {
+            return false;
+        }
+        let changed = next.desired_percent != guard.desired_percent || next.rollbacks != guard.rollbacks;
+        if changed {
+            tracing::info!(
+                revision,
+                desired = next.desired_percent,
+                effective = next.route().percent,
+                levels = ?next.rollbacks.keys().collect::<Vec<_>>(),
+                "fleet state applied"
+            );
+        }
+        // The store is the truth: applied even if the cache cannot be written.
+        let _ = self.commit(&mut guard, next, true);
+        changed
+    }
+
+    /// Fleet mode, store reset: every active rollback goes back to the
+    /// outbox, to be re-published (create-if-absent) — never dropped.
+    pub fn requeue_rollbacks(&self) -> Vec<Level> {
+        let mut guard = self.lock();
+        let mut next = guard.clone();
+        next.outbox = next.rollbacks.keys().copied().collect();
+        let levels = next.outbox.clone();
+        let _ = self.commit(&mut guard, next, true);
+        levels
+    }
+
+    /// A level change this replica made through the store: audit it and
+    /// tell the notifier, as the file path's `resume` does.
+    pub fn announce(&self, level: Level, active: bool, reason: &str, actor: &Actor) {
+        let (old, new) = if active { ("inactive", "active") } else { ("active", "inactive") };
+        let action = if active { "rollback" } else { "resume" };
+        self.audit(actor, action, json!({ "level": level, "old": old, "new": new }));
+        tracing::warn!(%level, %actor, active, "rollback level changed through the fleet store");
+        let _ = self.events.send(LevelEvent { level, active, reason: reason.into(), actor: actor.to_string() });
+    }
+
+    /// Fleet mode: the config file's percent waiting to go to the store.
+    pub fn take_config_percent(&self) -> Option<u8> {
+        self.fleet.as_ref().and_then(|f| f.config_percent.lock().unwrap_or_else(|e| e.into_inner()).take())
+    }
+
+    /// Fleet mode: the config's percent did not reach the store; keep it
+    /// pending (unless a newer one is) for the next time it is reachable.
+    pub fn retry_config_percent(&self, percent: u8) {
+        if let Some(fleet) = &self.fleet {
+            fleet.config_percent.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(percent);
+        }
+    }
+
+    /// Fleet mode: this replica's name.
+    pub fn replica(&self) -> Option<&str> {
+        self.fleet.as_ref().map(|f| f.replica.as_str())
     }
 
     /// Record the L3 hook's outcome.

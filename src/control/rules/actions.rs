@@ -107,6 +107,11 @@ impl HookRunner {
         if activation.hook != Some(HookStatus::Pending) {
             return;
         }
+        // Fleet mode: the hook runs exactly once across the fleet, under
+        // the store's lock (control::fleet::hook), not here.
+        if self.shared.fleet.is_some() {
+            return;
+        }
         let Some(hook) = self.shared.config().rollback.hook.clone() else {
             // Configured when L3 fired, removed by a reload since.
             self.shared.control.set_hook_status(
@@ -128,19 +133,7 @@ impl HookRunner {
     }
 
     async fn run(&self, hook: &HookConfig, activation: &Activation) {
-        let rule = activation.actor.strip_prefix("rule:").unwrap_or(&activation.actor);
-        tracing::warn!(rule, reason = %activation.reason, "running the L3 data-rollback hook");
-        let exposed = self.exposed_csv().await;
-        let outcome = match &hook.action {
-            HookAction::Exec(argv) => exec(argv, hook.timeout, rule, &activation.reason, exposed.as_deref()).await,
-            HookAction::Webhook(url) => webhook(url, hook.timeout, rule, activation, exposed.as_deref()).await,
-        };
-        let (status, detail) = match outcome {
-            Ok(detail) => (HookStatus::Succeeded, detail),
-            Err(detail) => (HookStatus::Failed, detail),
-        };
-        let result = if status == HookStatus::Succeeded { "succeeded" } else { "failed" };
-        self.shared.metrics.hook_runs.with_label_values(&[result]).inc();
+        let (status, detail) = run_hook(&self.shared, hook, activation, None).await;
         let still_active = self
             .shared
             .control
@@ -162,20 +155,50 @@ impl HookRunner {
     }
 }
 
-impl HookRunner {
-    /// With the exposure ledger on: the CSV of every key `new` served in
-    /// this release, written for the hook (`GRAYSHIFT_EXPOSED`). A ledger
-    /// that cannot be read does not stop the hook: it runs without the file
-    /// and the reason is logged.
-    async fn exposed_csv(&self) -> Option<String> {
-        let ledger = self.shared.ledger.as_ref()?;
-        let config = self.shared.config();
-        match ledger.write_csv_for_hook(&config.split.group, &config.state.file).await {
-            Ok(path) => Some(path.display().to_string()),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot write the exposure CSV for the L3 hook; it runs without GRAYSHIFT_EXPOSED");
-                None
-            }
+/// Fleet mode: which activation a hook run is for, and the fencing token
+/// (the lock key's revision) that proves the lock was held.
+#[derive(Debug, Clone, Copy)]
+pub struct Fence {
+    pub activation: i64,
+    pub token: i64,
+}
+
+/// Run the configured hook once for `activation` and count the outcome.
+pub async fn run_hook(
+    shared: &Shared,
+    hook: &HookConfig,
+    activation: &Activation,
+    fence: Option<Fence>,
+) -> (HookStatus, String) {
+    let rule = activation.actor.strip_prefix("rule:").unwrap_or(&activation.actor);
+    tracing::warn!(rule, reason = %activation.reason, ?fence, "running the L3 data-rollback hook");
+    let exposed = exposed_csv(shared).await;
+    let exposed = exposed.as_deref();
+    let outcome = match &hook.action {
+        HookAction::Exec(argv) => exec(argv, hook.timeout, rule, &activation.reason, fence, exposed).await,
+        HookAction::Webhook(url) => webhook(url, hook.timeout, rule, activation, fence, exposed).await,
+    };
+    let (status, detail) = match outcome {
+        Ok(detail) => (HookStatus::Succeeded, detail),
+        Err(detail) => (HookStatus::Failed, detail),
+    };
+    let result = if status == HookStatus::Succeeded { "succeeded" } else { "failed" };
+    shared.metrics.hook_runs.with_label_values(&[result]).inc();
+    (status, detail)
+}
+
+/// With the exposure ledger on: the CSV of every key `new` served in this
+/// release (in fleet mode, with a shared PostgreSQL sink: by any replica),
+/// written for the hook (`GRAYSHIFT_EXPOSED`). A ledger that cannot be read
+/// does not stop the hook: it runs without the file and the reason is logged.
+async fn exposed_csv(shared: &Shared) -> Option<String> {
+    let ledger = shared.ledger.as_ref()?;
+    let config = shared.config();
+    match ledger.write_csv_for_hook(&config.split.group, &config.state.file).await {
+        Ok(path) => Some(path.display().to_string()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write the exposure CSV for the L3 hook; it runs without GRAYSHIFT_EXPOSED");
+            None
         }
     }
 }
@@ -186,11 +209,15 @@ async fn exec(
     timeout: Duration,
     rule: &str,
     reason: &str,
+    fence: Option<Fence>,
     exposed: Option<&str>,
 ) -> Result<String, String> {
     let mut command = tokio::process::Command::new(&argv[0]);
     if let Some(path) = exposed {
         command.env("GRAYSHIFT_EXPOSED", path);
+    }
+    if let Some(f) = fence {
+        command.env("GRAYSHIFT_ACTIVATION", f.activation.to_string()).env("GRAYSHIFT_FENCE", f.token.to_string());
     }
     command
         .args(&argv[1..])
@@ -246,9 +273,10 @@ async fn webhook(
     timeout: Duration,
     rule: &str,
     activation: &Activation,
+    fence: Option<Fence>,
     exposed: Option<&str>,
 ) -> Result<String, String> {
-    let body = json!({
+    let mut body = json!({
         "event": "rollback_hook",
         "level": "L3",
         "rule": rule,
@@ -256,6 +284,10 @@ async fn webhook(
         "since": activation.since,
         "exposed": exposed,
     });
+    if let Some(f) = fence {
+        body["activation"] = json!(f.activation);
+        body["fence"] = json!(f.token);
+    }
     match client::request(Method::POST, url, &[], Some(Bytes::from(body.to_string())), timeout).await {
         Ok((status, _)) if status.is_success() => Ok(format!("webhook answered {status}")),
         Ok((status, body)) => {
@@ -277,18 +309,19 @@ mod tests {
         let argv = |script: &str| vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string(), "hook".to_string()];
         let script =
             format!("echo \"$GRAYSHIFT_LEVEL $GRAYSHIFT_RULE $GRAYSHIFT_REASON\" > {}; echo done", out.display());
-        let ok = exec(&argv(&script), Duration::from_secs(10), "diff", "rows differ", None).await.unwrap();
+        let ok = exec(&argv(&script), Duration::from_secs(10), "diff", "rows differ", None, None).await.unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "L3 diff rows differ\n");
         assert!(ok.contains("exited 0") && ok.contains("output: done"), "{ok}");
 
-        let failed = exec(&argv("echo oops >&2; exit 3"), Duration::from_secs(10), "r", "x", None).await.unwrap_err();
+        let failed =
+            exec(&argv("echo oops >&2; exit 3"), Duration::from_secs(10), "r", "x", None, None).await.unwrap_err();
         assert!(failed.contains("exit status: 3") && failed.contains("oops"), "{failed}");
 
-        let slow = exec(&argv("sleep 30"), Duration::from_millis(200), "r", "x", None).await.unwrap_err();
+        let slow = exec(&argv("sleep 30"), Duration::from_millis(200), "r", "x", None, None).await.unwrap_err();
         assert!(slow.contains("timed out after 200ms"), "{slow}");
 
         let missing =
-            exec(&["/nonexistent/hook".to_string()], Duration::from_secs(1), "r", "x", None).await.unwrap_err();
+            exec(&["/nonexistent/hook".to_string()], Duration::from_secs(1), "r", "x", None, None).await.unwrap_err();
         assert!(missing.contains("cannot start"), "{missing}");
     }
 }

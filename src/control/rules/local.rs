@@ -9,7 +9,7 @@
 //! The ring keeps just enough history for the longest configured window,
 //! so its size is about `window / rollback.interval` snapshots.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use prometheus::core::Metric as _;
@@ -18,9 +18,10 @@ use crate::config::{LocalMetric, PoolName};
 use crate::control::rules::engine::Sample;
 use crate::metrics::Metrics;
 
-/// One pool's counters at one instant.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct PoolCounts {
+/// One pool's counters at one instant (also what a fleet member publishes
+/// in its entry, so others can sum the fleet's windows).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PoolCounts {
     requests: u64,
     errors: u64,
     /// The duration histogram: (upper bound, cumulative count), +Inf excluded.
@@ -30,7 +31,7 @@ struct PoolCounts {
 }
 
 impl PoolCounts {
-    fn read(metrics: &Metrics, pool: PoolName) -> Self {
+    pub fn read(metrics: &Metrics, pool: PoolName) -> Self {
         let pool = metrics.pool(pool);
         let proto = pool.duration.metric();
         let histogram = proto.get_histogram();
@@ -55,6 +56,21 @@ impl PoolCounts {
                 .map(|(i, &(bound, n))| (bound, n.saturating_sub(base.buckets.get(i).map_or(0, |b| b.1))))
                 .collect(),
             observed: self.observed.saturating_sub(base.observed),
+        }
+    }
+
+    /// Add another member's window (same bucket bounds: every grayshift
+    /// uses the same latency buckets).
+    fn add(&mut self, other: &PoolCounts) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.observed += other.observed;
+        if self.buckets.is_empty() {
+            self.buckets = other.buckets.clone();
+        } else {
+            for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+                mine.1 += theirs.1;
+            }
         }
     }
 
@@ -83,7 +99,11 @@ impl LocalHistory {
     /// Take a snapshot at `at`, and forget what no window of length `keep`
     /// can reach any more (keeping one snapshot at or before `at - keep`).
     pub fn record(&mut self, at: Instant, metrics: &Metrics, keep: Duration) {
-        let pools = PoolName::ALL.map(|p| PoolCounts::read(metrics, p));
+        self.record_counts(at, PoolName::ALL.map(|p| PoolCounts::read(metrics, p)), keep);
+    }
+
+    /// [`LocalHistory::record`] with counters read elsewhere.
+    pub fn record_counts(&mut self, at: Instant, pools: [PoolCounts; 2], keep: Duration) {
         self.snapshots.push_back(Snapshot { at, pools });
         if let Some(horizon) = at.checked_sub(keep) {
             while self.snapshots.len() >= 2 && self.snapshots[1].at <= horizon {
@@ -114,9 +134,52 @@ impl LocalHistory {
     /// The sample of a local rule. `requests` is the rule pool's request
     /// count in the window, for `min_requests`.
     pub fn sample(&self, metric: LocalMetric, pool: PoolName, window: Duration) -> Sample {
-        let Some(pools) = self.window(window) else {
+        match self.window(window) {
+            Some(pools) => sample_of(&pools, metric, pool),
+            None => Sample::Window { value: None, requests: 0 },
+        }
+    }
+}
+
+/// Every live member's history, summed per window (SPEC §8.7). Each member
+/// is differenced against its own earlier snapshots, so a member that
+/// joins contributes from its second snapshot on (not its whole past), and
+/// one that restarted (counters back to 0) contributes nothing negative.
+#[derive(Debug, Default)]
+pub struct FleetHistory {
+    members: BTreeMap<String, LocalHistory>,
+}
+
+impl FleetHistory {
+    /// One snapshot per live member (this replica included); members not
+    /// listed are gone and forgotten.
+    pub fn record(&mut self, at: Instant, members: Vec<(String, [PoolCounts; 2])>, keep: Duration) {
+        self.members.retain(|name, _| members.iter().any(|(n, _)| n == name));
+        for (name, pools) in members {
+            self.members.entry(name).or_default().record_counts(at, pools, keep);
+        }
+    }
+
+    pub fn sample(&self, metric: LocalMetric, pool: PoolName, window: Duration) -> Sample {
+        let mut sum: [PoolCounts; 2] = Default::default();
+        let mut any = false;
+        for history in self.members.values() {
+            if let Some(pools) = history.window(window) {
+                any = true;
+                sum[0].add(&pools[0]);
+                sum[1].add(&pools[1]);
+            }
+        }
+        if !any {
             return Sample::Window { value: None, requests: 0 };
-        };
+        }
+        sample_of(&sum, metric, pool)
+    }
+}
+
+/// A local rule's sample from both pools' window counters.
+fn sample_of(pools: &[PoolCounts; 2], metric: LocalMetric, pool: PoolName) -> Sample {
+    {
         let own = &pools[pool.index()];
         let value = match metric {
             LocalMetric::ErrorRate => own.error_rate(),
@@ -266,6 +329,40 @@ mod tests {
         assert_eq!(
             history.sample(LocalMetric::ErrorRate, PoolName::New, secs(60)),
             Sample::Window { value: None, requests: 0 }
+        );
+    }
+
+    fn counts(requests: u64, errors: u64) -> [PoolCounts; 2] {
+        [PoolCounts::default(), PoolCounts { requests, errors, ..PoolCounts::default() }]
+    }
+
+    #[test]
+    fn fleet_windows_sum_each_members_own_differences() {
+        let t0 = Instant::now();
+        let mut fleet = FleetHistory::default();
+        let at = |s| t0 + secs(s);
+        fleet.record(at(0), vec![("a".into(), counts(100, 0)), ("b".into(), counts(500, 400))], secs(60));
+        fleet.record(at(1), vec![("a".into(), counts(110, 5)), ("b".into(), counts(520, 405))], secs(60));
+        // 30 requests, 10 errors in the window across both.
+        let s = fleet.sample(LocalMetric::ErrorRate, PoolName::New, secs(60));
+        let Sample::Window { value: Some(rate), requests: 30 } = s else { panic!("{s:?}") };
+        assert!((rate - 10.0 / 30.0).abs() < 1e-9);
+        // A joining member's past is not in the window; a restarted one
+        // (counters back to 0) adds nothing negative.
+        fleet.record(
+            at(2),
+            vec![("a".into(), counts(3, 0)), ("b".into(), counts(520, 405)), ("c".into(), counts(9000, 9000))],
+            secs(60),
+        );
+        assert_eq!(
+            fleet.sample(LocalMetric::ErrorRate, PoolName::New, secs(60)),
+            Sample::Window { value: Some(5.0 / 20.0), requests: 20 }
+        );
+        // Members gone are forgotten.
+        fleet.record(at(3), vec![("c".into(), counts(9010, 9000))], secs(60));
+        assert_eq!(
+            fleet.sample(LocalMetric::ErrorRate, PoolName::New, secs(60)),
+            Sample::Window { value: Some(0.0), requests: 10 }
         );
     }
 }

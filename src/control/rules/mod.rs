@@ -145,6 +145,11 @@ async fn evaluate_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
     let mut active = active_levels(&shared);
     // The baseline: traffic from now on counts in the first window.
     signals.local.record(Instant::now(), &shared.metrics, history_needed(&shared.config()));
+    if let Some(fleet) = &shared.fleet {
+        // The members seen now get their baseline too; one that appears
+        // later counts from its first snapshot here (its past is unknown).
+        signals.fleet.record(Instant::now(), fleet.member_counters(&shared), history_needed(&shared.config()));
+    }
     let mut next = tokio::time::Instant::now();
     loop {
         // Read the interval every time round, so a reload applies.
@@ -169,6 +174,9 @@ async fn tick(shared: &Shared, signals: &mut Signals, exported: &mut HashSet<Str
     let config = shared.config();
     let now = Instant::now();
     signals.local.record(now, &shared.metrics, history_needed(&config));
+    if let Some(fleet) = &shared.fleet {
+        signals.fleet.record(now, fleet.member_counters(shared), history_needed(&config));
+    }
 
     // Levels resumed since the last evaluation re-arm their rules.
     let active_now = active_levels(shared);
@@ -179,12 +187,12 @@ async fn tick(shared: &Shared, signals: &mut Signals, exported: &mut HashSet<Str
     let samples = signals.read_all(&config.rules, config.rollback.interval).await;
     // `for` and `recover_for` are measured to when the readings came in.
     let (decision, states) = shared.rules.evaluate(Instant::now(), config.rollback.recover_for, &samples);
-    act(shared, &config, &decision);
+    act(shared, &config, &decision).await;
     export(shared, &samples, &states, exported);
     *active = active_levels(shared);
 }
 
-fn act(shared: &Shared, config: &Config, decision: &Decision) {
+async fn act(shared: &Shared, config: &Config, decision: &Decision) {
     let hook = config.rollback.hook.is_some();
     for action in &decision.activate {
         let actor = Actor::Rule(action.rule.clone());
@@ -198,7 +206,13 @@ fn act(shared: &Shared, config: &Config, decision: &Decision) {
     let Some(reason) = &decision.clear_l2 else { return };
     let state = shared.control.state();
     let Some(rule) = state.rollbacks.get(&Level::L2).and_then(|a| a.actor.strip_prefix("rule:")) else { return };
-    match shared.control.resume(Level::L2, false, &Actor::Rule(rule.to_string())) {
+    let actor = Actor::Rule(rule.to_string());
+    let result = match &shared.fleet {
+        // Clearing L2 raises risk: it goes through the store.
+        Some(fleet) => fleet.resume(shared, Level::L2, false, &actor).await.map(|_| ()),
+        None => shared.control.resume(Level::L2, false, &actor),
+    };
+    match result {
         Ok(()) => tracing::warn!(reason, "L2 cleared by itself"),
         Err(ControlError::NotActive(_)) => {}
         Err(e) => tracing::error!(error = %e, "cannot clear L2"),

@@ -30,12 +30,14 @@ use crate::client;
 use crate::config::{RuleConfig, SignalConfig};
 use crate::control::pg::{self, PgSlot};
 use crate::control::rules::engine::Sample;
-use crate::control::rules::local::LocalHistory;
+use crate::control::rules::local::{FleetHistory, LocalHistory};
 
 /// The readers' state that lives across evaluations.
 #[derive(Default)]
 pub struct Signals {
     pub local: LocalHistory,
+    /// Fleet mode: every live member's counters (SPEC §8.7).
+    pub fleet: FleetHistory,
     postgres: HashMap<String, PgSlot>,
     /// Remote reads, which may outlive one evaluation (up to their timeout).
     reads: JoinSet<(RuleConfig, Sample)>,
@@ -61,8 +63,13 @@ impl Signals {
         let mut samples = Vec::with_capacity(rules.len());
         let mut started = HashSet::new();
         for rule in rules {
-            if let SignalConfig::Local { metric, pool, window } = &rule.signal {
-                samples.push((rule.clone(), self.local.sample(*metric, *pool, *window)));
+            if let SignalConfig::Local { metric, pool, window, fleet_wide } = &rule.signal {
+                let sample = if *fleet_wide {
+                    self.fleet.sample(*metric, *pool, *window)
+                } else {
+                    self.local.sample(*metric, *pool, *window)
+                };
+                samples.push((rule.clone(), sample));
             } else if !self.in_flight.values().any(|r| r.name == rule.name) {
                 let read = self.read(rule);
                 let def = rule.clone();

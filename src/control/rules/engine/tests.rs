@@ -34,7 +34,12 @@ fn local(name: &str, for_: Duration, min_requests: u64) -> RuleConfig {
     RuleConfig {
         name: name.into(),
         level: Level::L1,
-        signal: SignalConfig::Local { metric: LocalMetric::ErrorRate, pool: PoolName::New, window: secs(60) },
+        signal: SignalConfig::Local {
+            metric: LocalMetric::ErrorRate,
+            pool: PoolName::New,
+            window: secs(60),
+            fleet_wide: false,
+        },
         condition: Condition::Above(0.05),
         for_,
         min_requests,

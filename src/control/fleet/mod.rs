@@ -1,0 +1,482 @@
+//! Fleet mode (SPEC §8): every replica shares the desired percent and the
+//! rollback levels through etcd v3.
+//!
+//! Decisions stay where they are: the pure transitions of
+//! [`crate::control::decide`] decide, [`Control`](crate::control::state::Control)
+//! holds the gate the request path reads. This module is the other
+//! persistence behind the same seam: a change is a compare-and-set
+//! transaction on the revisions the decision was made on (with its audit
+//! entry in the same transaction); on a conflict it re-reads and re-decides.
+//!
+//! Safety first (§8.4): rollbacks apply locally at once and wait in the
+//! outbox (persisted in the state file) until [`Fleet::publish_outbox`]
+//! gets them into the store, create-if-absent; changes towards risk
+//! (set-percent, resume) go to the store first and answer 503 without it.
+//!
+//! - [`store`]: key layout, decoding, the replica's view of the prefix.
+//! - `changes`: the compare-and-set changes and the outbox publisher.
+//! - [`watch`]: the resume loop (watch, periodic linearizable read, resync).
+//! - [`members`]: the lease-held member entry.
+
+mod changes;
+pub mod hook;
+pub mod members;
+pub mod store;
+pub mod watch;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse,
+};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use crate::config::{FleetConfig, PasswordSource, PoolName};
+use crate::control::rules::local::PoolCounts;
+use crate::control::state::Actor;
+use crate::Shared;
+use store::{Entry, View};
+
+/// How long one store operation may take before the store counts as
+/// unreachable for it.
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Attempts of a compare-and-set change before giving up on a busy store.
+const CAS_ATTEMPTS: usize = 5;
+
+pub struct Fleet {
+    pub config: FleetConfig,
+    prefix: String,
+    client: Mutex<Option<Client>>,
+    view: Mutex<View>,
+    /// The epoch this replica synced to; `None` before the first sync.
+    epoch: Mutex<Option<Vec<u8>>>,
+    connected: AtomicBool,
+    /// Values under the prefix that did not decode, and the last store error.
+    errors: Mutex<Vec<String>>,
+    last_error: Mutex<Option<String>>,
+    /// Members whose entry expired since this replica started.
+    gone: Mutex<BTreeSet<String>>,
+    /// One shared change at a time from this replica.
+    write: tokio::sync::Mutex<()>,
+    /// Woken when the outbox or the config's percent has something.
+    pub wake: Arc<Notify>,
+    /// Woken after each apply: the member entry is refreshed.
+    applied: Notify,
+    /// Woken after each apply: the hook task looks for a pending L3.
+    applied_hook: Notify,
+    /// The member lease, which also holds the hook lock.
+    lease: Mutex<Option<i64>>,
+    /// The percent a new store is seeded with when this replica had no
+    /// state file (the config's); afterwards the local desired percent.
+    seed: Mutex<Option<u8>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("{0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// Not an outage: the store's history moved under us (compaction,
+    /// reset, a silent watch) and needs a full re-read.
+    #[error("resync: {0}")]
+    Resync(String),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// One store call within [`OP_TIMEOUT`]. `UNAVAILABLE` is retried within
+/// that time: the client's balanced channel keeps picking a member that
+/// died (connection refused) and a member answers "leader changed" during
+/// an election. Every change is a compare-and-set, so running one twice
+/// cannot apply it twice.
+macro_rules! timed {
+    ($call:expr) => {{
+        let deadline = tokio::time::Instant::now() + $crate::control::fleet::OP_TIMEOUT;
+        let mut attempt = 0u32;
+        loop {
+            match tokio::time::timeout_at(deadline, $call).await {
+                Err(_) => break Err($crate::control::fleet::FleetError::Timeout($crate::control::fleet::OP_TIMEOUT)),
+                Ok(Ok(v)) => break Ok(v),
+                Ok(Err(e)) if $crate::control::fleet::retryable(&e) && attempt < 8 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(25 * u64::from(attempt))).await;
+                }
+                Ok(Err(e)) => break Err($crate::control::fleet::FleetError::from(e)),
+            }
+        }
+    }};
+}
+pub(crate) use timed;
+
+pub(crate) fn retryable(e: &etcd_client::Error) -> bool {
+    // 14 = UNAVAILABLE.
+    matches!(e, etcd_client::Error::GRpcStatus(s) if i32::from(s.code()) == 14)
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+/// A wrong user or password: start-up stops with a clear message instead of
+/// retrying forever.
+fn is_auth_error(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            // 16 = UNAUTHENTICATED; etcd answers a wrong password with
+            // INVALID_ARGUMENT and this message.
+            i32::from(s.code()) == 16
+                || s.message().contains("authentication failed")
+                || s.message().contains("permission denied")
+        }
+        _ => false,
+    }
+}
+
+impl Fleet {
+    pub fn new(config: FleetConfig, wake: Arc<Notify>, seed: Option<u8>) -> Fleet {
+        Fleet {
+            prefix: config.prefix(),
+            config,
+            client: Mutex::new(None),
+            view: Mutex::new(View::default()),
+            epoch: Mutex::new(None),
+            connected: AtomicBool::new(false),
+            errors: Mutex::new(Vec::new()),
+            last_error: Mutex::new(None),
+            gone: Mutex::new(BTreeSet::new()),
+            write: tokio::sync::Mutex::new(()),
+            wake,
+            applied: Notify::new(),
+            applied_hook: Notify::new(),
+            lease: Mutex::new(None),
+            seed: Mutex::new(seed),
+        }
+    }
+
+    pub fn key(&self, rel: &str) -> String {
+        format!("{}{rel}", self.prefix)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// The client, connecting (and authenticating) on first use.
+    async fn client(&self) -> Result<Client, FleetError> {
+        if let Some(c) = self.client.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(c);
+        }
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true)
+            // A member without a leader answers at once instead of waiting.
+            .with_require_leader(true);
+        if let Some(user) = &self.config.user {
+            let password = match &self.config.password {
+                Some(PasswordSource::Env(var)) => std::env::var(var).map_err(|_| {
+                    FleetError::Fatal(format!("fleet.password_env: environment variable {var} is not set"))
+                })?,
+                Some(PasswordSource::File(path)) => std::fs::read_to_string(path)
+                    .map_err(|e| FleetError::Fatal(format!("fleet.password_file {}: {e}", path.display())))?
+                    .trim()
+                    .to_string(),
+                None => String::new(),
+            };
+            options = options.with_user(user.clone(), password);
+        }
+        if let Some(ca) = &self.config.tls_ca {
+            let pem =
+                std::fs::read(ca).map_err(|e| FleetError::Fatal(format!("fleet.tls.ca {}: {e}", ca.display())))?;
+            options = options
+                .with_tls(etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(pem)));
+        }
+        let client = tokio::time::timeout(OP_TIMEOUT, Client::connect(&self.config.etcd, Some(options)))
+            .await
+            .map_err(|_| FleetError::Timeout(OP_TIMEOUT))?
+            .map_err(|e| {
+                if is_auth_error(&e) {
+                    let user = self.config.user.as_deref().unwrap_or("");
+                    FleetError::Fatal(format!("etcd rejected the credentials of fleet.user {user:?}: {e}"))
+                } else {
+                    FleetError::Etcd(e)
+                }
+            })?;
+        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = Some(client.clone());
+        Ok(client)
+    }
+
+    /// At start: wait up to `sync_timeout` for the store, then serve the
+    /// local state whatever happened. Only a configuration problem (wrong
+    /// credentials, unreadable password or CA) stops the start.
+    pub async fn first_sync(&self, shared: &Shared) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + self.config.sync_timeout;
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, self.full_read(shared)).await;
+            match attempt {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(FleetError::Fatal(m))) => return Err(format!("fleet: {m}")),
+                Ok(Err(e)) => self.lost(shared, &e),
+                Err(_) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    etcd = ?self.config.etcd,
+                    after = ?self.config.sync_timeout,
+                    "fleet store unreachable at start: serving the local state file until it is back"
+                );
+                return Ok(());
+            }
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + Duration::from_millis(100))).await;
+        }
+    }
+
+    /// Mark the store unreachable (logged once per outage).
+    pub fn lost(&self, shared: &Shared, e: &FleetError) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        // A fresh channel next time: the balanced one can keep sending to a
+        // member that died.
+        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if self.connected.swap(false, Ordering::AcqRel) {
+            tracing::warn!(error = %e, "fleet store lost: serving the last applied state; rollbacks wait in the outbox");
+        }
+        shared.metrics.fleet_connected.set(0);
+    }
+
+    pub(crate) fn found(&self, shared: &Shared) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if !self.connected.swap(true, Ordering::AcqRel) {
+            tracing::info!(revision = self.view().state_revision, "fleet store connected");
+        }
+        shared.metrics.fleet_connected.set(1);
+    }
+
+    pub fn view(&self) -> View {
+        self.view.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn epoch(&self) -> Option<Vec<u8>> {
+        self.epoch.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Read the whole prefix at one revision and apply it. Detects a store
+    /// that lost its data (epoch gone or changed, revision backwards) and
+    /// re-publishes the local rollbacks then.
+    pub async fn full_read(&self, shared: &Shared) -> Result<(), FleetError> {
+        let mut client = self.client().await?;
+        // One transaction, one revision: everything but the audit entries
+        // (which only grow), and the newest audit entry's revision.
+        let (p, audit) = (self.prefix.clone(), self.key("audit/"));
+        let end = format!("{}0", p.trim_end_matches('/')); // '0' follows '/'
+        let newest = GetOptions::new().with_prefix().with_keys_only().with_limit(1);
+        let txn = Txn::new().and_then([
+            TxnOp::get(p.clone(), Some(GetOptions::new().with_range(audit.clone()))),
+            TxnOp::get(self.key("audit0"), Some(GetOptions::new().with_range(end))),
+            TxnOp::get(audit, Some(newest.with_sort(SortTarget::Mod, SortOrder::Descend))),
+        ]);
+        let resp = timed!(client.txn(txn.clone()))?;
+        let mut view = View { header_revision: resp.header().map_or(0, |h| h.revision()), ..View::default() };
+        let mut kvs = Vec::new();
+        for op in resp.op_responses() {
+            if let TxnOpResponse::Get(get) = op {
+                kvs.extend(get.kvs().to_vec());
+            }
+        }
+        for kv in &kvs {
+            let Some(rel) = kv.key_str().ok().and_then(|k| k.strip_prefix(&self.prefix)) else { continue };
+            let entry = Entry {
+                value: kv.value().to_vec(),
+                create_revision: kv.create_revision(),
+                mod_revision: kv.mod_revision(),
+            };
+            view.apply(rel, Some(entry), kv.mod_revision());
+        }
+        let known = self.epoch();
+        let old_revision = self.view.lock().unwrap_or_else(|e| e.into_inner()).header_revision;
+        let synced_before = known.is_some() || shared.control.state().revision > 0;
+        let reset = match (&known, view.epoch()) {
+            (Some(k), Some(e)) => k.as_slice() != e,
+            (_, None) => synced_before,
+            (None, Some(_)) => false,
+        } || view.header_revision < old_revision;
+        if reset {
+            // Before anything from the (empty) store is applied: the
+            // rollbacks must survive it.
+            let levels = shared.control.requeue_rollbacks();
+            tracing::warn!(
+                ?levels,
+                "fleet store reset detected (data lost or replaced): re-publishing local rollbacks"
+            );
+            shared.control.audit(&Actor::Rule("fleet".into()), "store reset", json!({ "republish": levels }));
+        }
+        if view.epoch().is_none() {
+            self.init_store(&mut client, shared, reset).await?;
+            // The reset is handled: the next read takes the new epoch and
+            // revisions as they are.
+            *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            self.view.lock().unwrap_or_else(|e| e.into_inner()).header_revision = 0;
+            return Box::pin(self.full_read(shared)).await;
+        }
+        *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = view.epoch().map(<[u8]>::to_vec);
+        *self.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
+        self.found(shared);
+        self.apply_view(shared);
+        if reset {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// A new (or wiped) store: create the epoch and seed the percent, in
+    /// one create-if-absent transaction so replicas starting together
+    /// agree on one epoch.
+    async fn init_store(&self, client: &mut Client, shared: &Shared, reset: bool) -> Result<(), FleetError> {
+        let seed =
+            self.seed.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(shared.control.state().desired_percent);
+        let epoch = format!("{:x}-{}", now_ns(), self.config.replica);
+        let action = if reset { "store reset" } else { "store initialised" };
+        let percent = json!({ "percent": seed, "actor": "config", "replica": self.config.replica, "time": crate::control::state::now_rfc3339() });
+        let txn = Txn::new().when([Compare::create_revision(self.key(store::EPOCH), CompareOp::Equal, 0)]).and_then([
+            TxnOp::put(self.key(store::EPOCH), epoch, None),
+            TxnOp::put(self.key(store::PERCENT), percent.to_string(), None),
+            self.audit_op("fleet", action, json!({ "percent": seed })),
+        ]);
+        let resp = timed!(client.txn(txn.clone()))?;
+        if resp.succeeded() {
+            tracing::info!(percent = seed, action, "fleet store initialised with a new epoch");
+        }
+        Ok(())
+    }
+
+    /// Decode the view and apply it to `Control`.
+    pub fn apply_view(&self, shared: &Shared) {
+        let view = self.view();
+        let (remote, mut errors) = view.remote();
+        let (members, member_errors) = view.members();
+        errors.extend(member_errors);
+        {
+            let mut old = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+            if *old != errors {
+                for e in errors.iter().filter(|e| !old.contains(e)) {
+                    tracing::error!(error = %e, "fleet: a value under the prefix does not decode; ignored");
+                }
+                *old = errors;
+            }
+        }
+        let changed = shared.control.apply_remote(&remote, view.state_revision);
+        shared.metrics.fleet_revision.set(view.state_revision);
+        shared.metrics.fleet_members.set(members.len() as i64);
+        shared.control.export(&shared.metrics);
+        if changed {
+            *self.seed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            self.applied.notify_one();
+            self.applied_hook.notify_one();
+        }
+    }
+
+    /// A member entry went away (lease expired) or came back.
+    pub fn member_seen(&self, replica: &str, present: bool) {
+        let mut gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
+        if present {
+            gone.remove(replica);
+        } else if replica != self.config.replica {
+            tracing::info!(replica, "fleet member gone (its lease expired or it stopped)");
+            gone.insert(replica.to_string());
+        }
+    }
+
+    /// The member lease while it is kept alive.
+    pub fn lease(&self) -> Option<i64> {
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_lease(&self, lease: Option<i64>) {
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = lease;
+    }
+
+    pub(crate) fn audit_op(&self, actor: &str, action: &str, detail: Value) -> TxnOp {
+        let mut entry = json!({
+            "time": crate::control::state::now_rfc3339(),
+            "actor": actor,
+            "action": action,
+            "replica": self.config.replica,
+        });
+        if let (Some(obj), Value::Object(extra)) = (entry.as_object_mut(), detail) {
+            obj.extend(extra);
+        }
+        TxnOp::put(self.key(&store::audit_key(now_ns(), &self.config.replica)), entry.to_string(), None)
+    }
+
+    /// Every live member's counters for fleet-wide `local` rules: the
+    /// others' from their entries, ours fresh from the metrics.
+    pub fn member_counters(&self, shared: &Shared) -> Vec<(String, [PoolCounts; 2])> {
+        let (members, _) = self.view().members();
+        let pools = |m: &store::Member| PoolName::ALL.map(|p| m.counters.get(p.as_str()).cloned().unwrap_or_default());
+        let mut all: Vec<_> = members
+            .iter()
+            .filter(|m| m.replica != self.config.replica)
+            .map(|m| (m.replica.clone(), pools(m)))
+            .collect();
+        all.push((self.config.replica.clone(), PoolName::ALL.map(|p| PoolCounts::read(&shared.metrics, p))));
+        all
+    }
+
+    /// The fleet's last `limit` audit entries, oldest first.
+    pub async fn audit(&self, limit: usize) -> Result<Vec<Value>, FleetError> {
+        let mut client = self.client().await?;
+        let options =
+            GetOptions::new().with_prefix().with_limit(limit as i64).with_sort(SortTarget::Key, SortOrder::Descend);
+        let resp = timed!(client.get(self.key("audit/"), Some(options.clone())))?;
+        Ok(resp.kvs().iter().rev().filter_map(|kv| serde_json::from_slice(kv.value()).ok()).collect())
+    }
+
+    /// `/status.fleet`.
+    pub fn status(&self, shared: &Shared) -> Value {
+        let view = self.view();
+        let (members, _) = view.members();
+        let members: Vec<Value> = members
+            .iter()
+            .map(|m| {
+                json!({
+                    "replica": m.replica,
+                    "revision": m.revision,
+                    "effective_percent": m.effective_percent,
+                    "rollback_level": m.rollback_level,
+                    "seen": m.seen,
+                })
+            })
+            .collect();
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(e) = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            errors.insert(0, format!("store: {e}"));
+        }
+        let state = shared.control.state();
+        json!({
+            "store": if self.is_connected() { "connected" } else { "unreachable" },
+            "name": self.config.name,
+            "replica": self.config.replica,
+            "revision": state.revision,
+            "members": members,
+            "gone": self.gone.lock().unwrap_or_else(|e| e.into_inner()).iter().collect::<Vec<_>>(),
+            "outbox": state.outbox,
+            "error": if errors.is_empty() { Value::Null } else { Value::String(errors.join("; ")) },
+        })
+    }
+
+    /// Members and watch loop, until shutdown.
+    pub fn spawn(self: &Arc<Self>, shared: Arc<Shared>, shutdown: tokio::sync::watch::Receiver<bool>) {
+        tokio::spawn(watch::run(self.clone(), shared.clone(), shutdown.clone()));
+        tokio::spawn(members::run(self.clone(), shared.clone(), shutdown.clone()));
+        tokio::spawn(hook::run(self.clone(), shared, shutdown));
+    }
+
+    fn put_options(lease: i64) -> PutOptions {
+        PutOptions::new().with_lease(lease)
+    }
+}
