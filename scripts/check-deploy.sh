@@ -636,13 +636,14 @@ check_prom_config() {
 check_compose() {
   "$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec "$COMPOSE"
   pyrun "$COMPOSE" <<'PY'
-import os, sys, yaml
+import os, sys, tomllib, yaml
+from urllib.parse import urlparse
 path = sys.argv[1]
 base = os.path.dirname(path)
 c = yaml.safe_load(open(path))
 errs = []
 svcs = c.get("services", {})
-for need in ("stable", "new", "grayshift", "prometheus", "grafana"):
+for need in ("stable", "new", "grayshift", "etcd", "prometheus", "grafana"):
     if need not in svcs:
         errs.append(f"service {need} missing")
 for n, s in svcs.items():
@@ -653,25 +654,73 @@ for n, s in svcs.items():
                 errs.append(f"{n}: bind source {src} does not exist")
         elif src and src not in (c.get("volumes") or {}):
             errs.append(f"{n}: named volume {src} not declared")
-g = svcs.get("grayshift", {})
-cfg = [v for v in g.get("volumes", []) if isinstance(v, str) and v.split(":")[1] == "/etc/grayshift"]
-if not cfg or not os.path.isdir(os.path.join(base, cfg[0].split(":")[0])):
-    errs.append("grayshift: /etc/grayshift must be a bind-mounted directory")
-elif not os.path.isfile(os.path.join(base, cfg[0].split(":")[0], "grayshift.toml")):
-    errs.append("grayshift: mounted config directory has no grayshift.toml")
-if "GRAYSHIFT_ADMIN_TOKEN" not in (g.get("environment") or {}):
-    errs.append("grayshift: GRAYSHIFT_ADMIN_TOKEN not set (non-loopback admin needs a token)")
+# etcd services: the host:port their clients use (from --advertise-client-urls).
+etcd_urls = {}
+for n, s in svcs.items():
+    if s.get("image", "").rsplit("/", 1)[-1].split(":")[0] == "etcd":
+        cmd = s.get("command") or []
+        adv = [a.split("=", 1)[1] for a in cmd if a.startswith("--advertise-client-urls=")]
+        for u in (adv[0].split(",") if adv else []):
+            pu = urlparse(u)
+            if pu.hostname == n:
+                etcd_urls[n] = pu.port
+        if n not in etcd_urls:
+            errs.append(f"{n}: --advertise-client-urls must name the service itself (http://{n}:2379)")
+# grayshift replicas: every `grayshift run` service.
+replicas, names, state_vols = [], {}, {}
+for n, s in svcs.items():
+    if (s.get("command") or [""])[0] != "run":
+        continue
+    replicas.append(n)
+    env = s.get("environment") or {}
+    cfg = [v for v in s.get("volumes", []) if isinstance(v, str) and v.split(":")[1] == "/etc/grayshift"]
+    toml_path = os.path.join(base, cfg[0].split(":")[0], "grayshift.toml") if cfg else ""
+    if not cfg or not os.path.isdir(os.path.join(base, cfg[0].split(":")[0])):
+        errs.append(f"{n}: /etc/grayshift must be a bind-mounted directory"); continue
+    if not os.path.isfile(toml_path):
+        errs.append(f"{n}: mounted config directory has no grayshift.toml"); continue
+    if "GRAYSHIFT_ADMIN_TOKEN" not in env:
+        errs.append(f"{n}: GRAYSHIFT_ADMIN_TOKEN not set (non-loopback admin needs a token)")
+    state = [v.split(":")[0] for v in s.get("volumes", []) if isinstance(v, str)
+             and v.split(":")[1] == "/var/lib/grayshift"]
+    if not state:
+        errs.append(f"{n}: no volume at /var/lib/grayshift (state file)")
+    elif state[0] in state_vols:
+        errs.append(f"{n}: state volume {state[0]} shared with {state_vols[state[0]]}")
+    else:
+        state_vols[state[0]] = n
+    fleet = tomllib.load(open(toml_path, "rb")).get("fleet")
+    if fleet is None:
+        continue
+    replica = fleet.get("replica") or env.get("GRAYSHIFT_REPLICA")
+    if not replica:
+        errs.append(f"{n}: fleet mode without a replica name: set GRAYSHIFT_REPLICA")
+    elif replica in names:
+        errs.append(f"{n}: replica name {replica!r} also used by {names[replica][0]}")
+    names[replica] = (n,)
+    for u in fleet.get("etcd") or []:
+        pu = urlparse(u)
+        if etcd_urls.get(pu.hostname) != pu.port:
+            errs.append(f"{n}: [fleet] etcd {u} is not an etcd service of this file ({etcd_urls})")
+        elif pu.hostname not in str(s.get("depends_on", "")):
+            errs.append(f"{n}: does not depend_on {pu.hostname}")
+if "grayshift" not in replicas:
+    errs.append("grayshift: expected `command: [run, ...]`")
+if len(names) < 2:
+    errs.append(f"expected at least two grayshift replicas in fleet mode, found {len(names)}: {sorted(names)}")
 for n, port in (("stable", "8001"), ("new", "8002")):
     cmd = svcs.get(n, {}).get("command", [])
     if cmd[:1] != ["upstream"] or f"0.0.0.0:{port}" not in cmd:
         errs.append(f"{n}: expected `upstream --name {n} --listen 0.0.0.0:{port}`")
 prom = yaml.safe_load(open(os.path.join(base, "prometheus", "prometheus.yml")))
 targets = [t for sc in prom["scrape_configs"] for st in sc.get("static_configs", []) for t in st["targets"]]
-if "grayshift:9090" not in targets:
-    errs.append("prometheus.yml does not scrape grayshift:9090")
+for n in replicas:
+    if f"{n}:9090" not in targets:
+        errs.append(f"prometheus.yml does not scrape {n}:9090")
 if errs:
     sys.exit("\n".join(errs))
-print(f"detail: YAML + compose-spec schema ok; services {', '.join(svcs)}; mounts exist")
+print(f"detail: YAML + compose-spec schema ok; services {', '.join(svcs)}; mounts exist; "
+      f"fleet of {len(names)} ({', '.join(sorted(names))}) on {', '.join(etcd_urls)}")
 PY
 }
 
