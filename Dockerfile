@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# grayshift container image (SPEC §7): multi-stage, non-root, small.
+# grayshift container image: multi-stage, non-root, small.
 #
 #   docker build -t grayshift:dev .
 #   docker run --rm -p 8080:8080 -p 9090:9090 \
