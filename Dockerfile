@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# grayshift container image (SPEC §7): multi-stage, non-root, small.
+# grayshift container image: multi-stage, non-root, small.
 #
 #   docker build -t grayshift:dev .
 #   docker run --rm -p 8080:8080 -p 9090:9090 \
@@ -29,6 +29,19 @@ ARG RUST_VERSION=1
 ############################################################################
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
+
+# 0) protoc: fleet mode talks to etcd through the etcd-client crate, whose
+#    build script generates its gRPC (tonic) code from etcd's .proto files
+#    with protoc at build time. protobuf-compiler is protoc itself;
+#    libprotobuf-dev brings the well-known types
+#    (google/protobuf/descriptor.proto, struct.proto) that those files import.
+#    Build stage only: nothing of it reaches the runtime image. Not pinned to
+#    a Debian revision (DL3008): a pinned revision disappears from the mirror
+#    with the next security update, and the build would break.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
+ && rm -rf /var/lib/apt/lists/*
 
 # 1) Dependencies only, in their own layer: this layer is rebuilt only when
 #    Cargo.toml / Cargo.lock (or the bench sources, which Cargo.toml names

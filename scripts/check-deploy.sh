@@ -16,7 +16,16 @@
 #                         deploy/prometheus/grayshift-rules.yml; promtool test rules
 #   prometheus.yml        promtool check config
 #   docker-compose.yml    YAML + compose-spec JSON schema + mounted paths exist
-#   grayshift.toml files  TOML parses, required tables present; plus
+#   deploy/kubernetes/etcd.yaml  (fleet mode) the cross-reference check also
+#                         covers etcd StatefulSets (odd member count, Parallel,
+#                         headless Service, --initial-cluster = the pods' DNS
+#                         names, data on a PVC, PDB keeps the quorum) and the
+#                         grayshift pods with [fleet] (GRAYSHIFT_REPLICA from
+#                         the pod name, etcd password from a Secret, every
+#                         member listed, let through by the NetworkPolicy)
+#   docker-compose.yml    also: an etcd service, every grayshift replica in
+#                         fleet mode pointing at it with its own replica name
+#   grayshift.toml files  TOML parses, required tables present, [fleet] typed; plus
 #                         `grayshift check` when a built binary is found
 #                         (GRAYSHIFT_BIN, or target/{release,debug}/grayshift)
 #   Grafana               dashboard JSON (python3 -m json.tool), every query is
@@ -49,6 +58,13 @@ SPEC_METRICS=(
   grayshift_rule_firing
   grayshift_config_reloads_total
   grayshift_endpoint_healthy
+)
+# Fleet mode's metrics (SPEC §8, README "Fleet mode"): allowed in the rules
+# and the dashboard, not required on the dashboard.
+FLEET_METRICS=(
+  grayshift_fleet_connected
+  grayshift_fleet_revision
+  grayshift_fleet_members
 )
 # Histograms: the series names Prometheus derives from them.
 HISTOGRAMS=(grayshift_request_duration_seconds)
@@ -190,7 +206,8 @@ write_rules() {
 # Checks
 
 check_dockerfile_lint() {
-  # DL3007 (pinning :latest) does not apply; nothing else is ignored.
+  # DL3007 (pinning :latest) does not apply. The one inline ignore (DL3008,
+  # protoc not pinned to a Debian revision) is reasoned in the Dockerfile.
   "$VENV/bin/hadolint" --failure-threshold warning Dockerfile
   echo "detail: hadolint clean (warnings fail)"
 }
@@ -304,6 +321,7 @@ PY
 check_k8s_crossrefs() {
   pyrun "$K8S_DIR" <<'PY'
 import glob, ipaddress, os, re, sys, tomllib, yaml
+from urllib.parse import urlparse
 d = sys.argv[1]
 objs = []
 for f in sorted(glob.glob(os.path.join(d, "*.yaml"))):
@@ -322,7 +340,7 @@ def dur(s):
 configmaps = {name(o): o for _, o in by_kind("ConfigMap")}
 secrets = {name(o): o for _, o in by_kind("Secret")}
 services = by_kind("Service")
-workloads = by_kind("Deployment")
+workloads = by_kind("Deployment") + by_kind("StatefulSet")
 
 # ConfigMap: every grayshift.toml parses.
 configs = {}
@@ -338,10 +356,11 @@ pods = []  # (file, workload name, pod template)
 for f, w in workloads:
     tpl = w["spec"]["template"]
     if not sel_matches(w["spec"]["selector"].get("matchLabels"), tpl["metadata"].get("labels", {})):
-        errs.append(f"{f}: Deployment {name(w)}: selector does not match its pod labels")
+        errs.append(f"{f}: {w['kind']} {name(w)}: selector does not match its pod labels")
     pods.append((f, name(w), tpl))
 
 n_gs = 0
+fleet_users = []  # grayshift containers whose config has [fleet]
 for f, wname, tpl in pods:
     spec = tpl["spec"]
     vols = {v["name"]: v for v in spec.get("volumes", [])}
@@ -388,6 +407,8 @@ for f, wname, tpl in pods:
         if "items" in vols[m["name"]]["configMap"]:
             errs.append(f"{where}: ConfigMap volume uses items; expect the whole ConfigMap")
         cfg = configs[cmname]
+        if "fleet" in cfg:
+            fleet_users.append((where, cmname, cfg["fleet"], c, tpl))
         if set(cfg.get("pools", {})) != {"stable", "new"}:
             errs.append(f"{cmname}: pools must be exactly stable and new")
         for key, want in (("server", 8080), ("admin", 9090)):
@@ -436,6 +457,150 @@ for f, sm in by_kind("ServiceMonitor"):
         for n in chosen:
             if ep.get("port") not in svc_ports[n][1]:
                 errs.append(f"{f}: Service {n} has no port named {ep.get('port')}")
+# Fleet mode. etcd StatefulSets: an odd number >= 3 of members started in
+# parallel, a headless Service publishing not-ready addresses, an
+# initial cluster naming exactly the StatefulSet's pods by their DNS names,
+# the data directory on a volumeClaimTemplate, a PDB that keeps the quorum.
+def env_of(c): return {e["name"]: e for e in c.get("env", [])}
+def field_vars(c, path):
+    return {n for n, e in env_of(c).items()
+            if ((e.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath") == path}
+def etcd_flags(c):  # ETCD_FOO_BAR env vars and --foo-bar=V arguments, as {"foo-bar": V}
+    fl = {n[5:].lower().replace("_", "-"): e["value"]
+          for n, e in env_of(c).items() if n.startswith("ETCD_") and "value" in e}
+    for a in (c.get("command") or [])[1:] + (c.get("args") or []):
+        if a.startswith("--") and "=" in a:
+            k, v = a[2:].split("=", 1)
+            fl[k] = v
+    return fl
+def pdb_keeps_quorum(pdb, n):
+    sp = pdb["spec"]
+    quorum = n // 2 + 1
+    if "maxUnavailable" in sp:
+        return isinstance(sp["maxUnavailable"], int) and sp["maxUnavailable"] <= n - quorum
+    return isinstance(sp.get("minAvailable"), int) and sp["minAvailable"] >= quorum
+etcd_sets = {}  # StatefulSet name -> (headless Service, members, client port, pod labels)
+for f, w in by_kind("StatefulSet"):
+    tpl = w["spec"]["template"]
+    cs = [c for c in tpl["spec"]["containers"]
+          if c.get("image", "").rsplit("/", 1)[-1].split(":")[0] == "etcd"]
+    if not cs:
+        continue
+    c, where, sts = cs[0], f"{f}: StatefulSet {name(w)}", name(w)
+    labels = tpl["metadata"].get("labels", {})
+    n = w["spec"].get("replicas", 1)
+    if n < 3 or n % 2 == 0:
+        errs.append(f"{where}: replicas {n}: an etcd cluster needs an odd number, at least 3")
+    if w["spec"].get("podManagementPolicy") != "Parallel":
+        errs.append(f"{where}: podManagementPolicy must be Parallel (with OrderedReady the "
+                    "first member waits for a quorum the others never start to give it)")
+    svc_name = w["spec"].get("serviceName")
+    svc = next((s for _, s in services if name(s) == svc_name), None)
+    if not svc:
+        errs.append(f"{where}: serviceName {svc_name!r} is not a Service in {d}")
+        continue
+    if svc["spec"].get("clusterIP") != "None":
+        errs.append(f"{where}: Service {svc_name} must be headless (clusterIP: None) for member DNS names")
+    if not svc["spec"].get("publishNotReadyAddresses"):
+        errs.append(f"{where}: Service {svc_name} needs publishNotReadyAddresses: true "
+                    "(members resolve each other before any is ready)")
+    if not sel_matches(svc["spec"].get("selector"), labels):
+        errs.append(f"{where}: Service {svc_name} does not select its pods")
+    fl = etcd_flags(c)
+    pod_vars = field_vars(c, "metadata.name")
+    host_re = lambda m: re.compile(rf"{re.escape(m)}\.{re.escape(svc_name)}(\.[^.]+\.svc(\.cluster\.local)?)?\Z")
+    def port_from(flag):
+        ports = {urlparse(u).port for u in fl.get(flag, "").split(",") if u}
+        if len(ports) != 1:
+            errs.append(f"{where}: {flag} {fl.get(flag)!r}: expected one URL with a port")
+        return next(iter(ports), None)
+    client_port, peer_port = port_from("listen-client-urls"), port_from("listen-peer-urls")
+    if fl.get("name") not in {f"$({v})" for v in pod_vars}:
+        errs.append(f"{where}: the member name (ETCD_NAME / --name) must be the pod name, $(VAR) of a "
+                    f"fieldRef metadata.name, is {fl.get('name')!r}")
+    for flag, port in (("initial-advertise-peer-urls", peer_port), ("advertise-client-urls", client_port)):
+        u = urlparse(fl.get(flag, ""))
+        if not u.hostname or not any(host_re(f"$({v})".lower()).match(u.hostname) for v in pod_vars) \
+                or u.port != port:
+            errs.append(f"{where}: {flag} {fl.get(flag)!r} must be http(s)://$(POD_NAME).{svc_name}[.NS.svc]:{port}")
+    members = dict(m.split("=", 1) for m in fl.get("initial-cluster", "").split(",") if "=" in m)
+    want = [f"{sts}-{i}" for i in range(n)]
+    if sorted(members) != want:
+        errs.append(f"{where}: initial-cluster names {sorted(members)}, the StatefulSet's pods are {want}")
+    for m, u in members.items():
+        pu = urlparse(u)
+        if not pu.hostname or not host_re(m.lower()).match(pu.hostname) or pu.port != peer_port:
+            errs.append(f"{where}: initial-cluster {m}={u}: expected http(s)://{m}.{svc_name}[.NS.svc]:{peer_port}")
+    if fl.get("initial-cluster-state", "new") not in ("new", "existing"):
+        errs.append(f"{where}: initial-cluster-state {fl.get('initial-cluster-state')!r}")
+    vcts = {t["metadata"]["name"] for t in w["spec"].get("volumeClaimTemplates", [])}
+    data_dir = fl.get("data-dir", "")
+    if not any(m["name"] in vcts and data_dir.startswith(m["mountPath"].rstrip("/") + "/")
+               for m in c.get("volumeMounts", [])):
+        errs.append(f"{where}: data-dir {data_dir!r} is not below a volumeClaimTemplate's mount")
+    pdbs = [p for _, p in by_kind("PodDisruptionBudget")
+            if sel_matches(p["spec"]["selector"].get("matchLabels"), labels)]
+    if not pdbs:
+        errs.append(f"{where}: no PodDisruptionBudget selects the members")
+    elif not all(pdb_keeps_quorum(p, n) for p in pdbs):
+        errs.append(f"{where}: PodDisruptionBudget {name(pdbs[0])} lets the cluster lose its quorum")
+    etcd_sets[sts] = (svc_name, n, client_port, labels)
+
+# grayshift containers in fleet mode: named after their pod, the etcd
+# password from a Secret, every member of one etcd StatefulSet listed, and
+# let through by any NetworkPolicy guarding those members.
+def np_admits(np, labels, port, port_name):
+    for rule in np["spec"].get("ingress", []):
+        froms = rule.get("from")
+        ok_from = not froms or any(
+            "podSelector" in fr and "namespaceSelector" not in fr and "ipBlock" not in fr
+            and all(labels.get(k) == v for k, v in (fr["podSelector"].get("matchLabels") or {}).items())
+            for fr in froms)
+        ok_port = not rule.get("ports") or any(p.get("port") in (port, port_name) for p in rule["ports"])
+        if ok_from and ok_port:
+            return True
+    return False
+n_fleet = 0
+for where, cmname, fleet, c, tpl in fleet_users:
+    n_fleet += 1
+    env = env_of(c)
+    labels = tpl["metadata"].get("labels", {})
+    if "replica" not in fleet and "GRAYSHIFT_REPLICA" not in field_vars(c, "metadata.name"):
+        errs.append(f"{where}: {cmname} has [fleet] without replica: GRAYSHIFT_REPLICA must be "
+                    "the pod name (valueFrom.fieldRef metadata.name)")
+    if fleet.get("user"):
+        pe = fleet.get("password_env")
+        ref = ((env.get(pe) or {}).get("valueFrom") or {}).get("secretKeyRef") if pe else None
+        if not ref:
+            errs.append(f"{where}: [fleet] user {fleet['user']!r}: password_env {pe!r} must be set "
+                        "from a Secret (secretKeyRef)")
+    targets = set()
+    for u in fleet.get("etcd") or []:
+        pu = urlparse(u)
+        host = (pu.hostname or "").split(".")
+        hit = None
+        for sts, (svc_name, n, cport, _) in etcd_sets.items():
+            m = re.fullmatch(rf"{re.escape(sts)}-(\d+)", host[0])
+            if m and int(m[1]) < n and host[1:2] == [svc_name] and pu.port == cport:
+                hit = (sts, int(m[1]))
+        if pu.scheme not in ("http", "https") or not hit:
+            errs.append(f"{where}: [fleet] etcd {u!r} is not a member's client URL of an etcd "
+                        f"StatefulSet in {d} ({', '.join(etcd_sets) or 'none'})")
+        else:
+            targets.add(hit)
+    for sts in {t[0] for t in targets}:
+        svc_name, n, cport, elabels = etcd_sets[sts]
+        if {i for s, i in targets if s == sts} != set(range(n)):
+            errs.append(f"{where}: [fleet] etcd lists {len([t for t in targets if t[0] == sts])} of the "
+                        f"{n} members of {sts}: list all, so that the client fails over")
+        for f, np in by_kind("NetworkPolicy"):
+            sel = np["spec"]["podSelector"].get("matchLabels") or {}
+            if all(elabels.get(k) == v for k, v in sel.items()) \
+                    and "Ingress" in np["spec"].get("policyTypes", ["Ingress"]) \
+                    and not np_admits(np, labels, cport, "client"):
+                errs.append(f"{where}: NetworkPolicy {name(np)} ({f}) does not let these pods reach "
+                            f"{sts}'s client port {cport}")
+
 for f, pr in by_kind("PrometheusRule"):
     if pr["apiVersion"] != "monitoring.coreos.com/v1":
         errs.append(f"{f}: apiVersion must be monitoring.coreos.com/v1")
@@ -444,8 +609,10 @@ if n_gs == 0:
     errs.append("no grayshift container found")
 if errs:
     sys.exit("\n".join(errs))
-print(f"detail: {n_gs} grayshift containers, {len(configs)} configs, {len(services)} Services, "
-      f"{len(by_kind('ServiceMonitor'))} ServiceMonitor: references, probes, mounts, grace periods ok")
+print(f"detail: {n_gs} grayshift containers ({n_fleet} in fleet mode), {len(configs)} configs, "
+      f"{len(services)} Services, {len(etcd_sets)} etcd StatefulSet, "
+      f"{len(by_kind('ServiceMonitor'))} ServiceMonitor: references, probes, mounts, grace periods, "
+      "etcd members ok")
 PY
 }
 
@@ -476,13 +643,14 @@ check_prom_config() {
 check_compose() {
   "$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec "$COMPOSE"
   pyrun "$COMPOSE" <<'PY'
-import os, sys, yaml
+import os, sys, tomllib, yaml
+from urllib.parse import urlparse
 path = sys.argv[1]
 base = os.path.dirname(path)
 c = yaml.safe_load(open(path))
 errs = []
 svcs = c.get("services", {})
-for need in ("stable", "new", "grayshift", "prometheus", "grafana"):
+for need in ("stable", "new", "grayshift", "etcd", "prometheus", "grafana"):
     if need not in svcs:
         errs.append(f"service {need} missing")
 for n, s in svcs.items():
@@ -493,25 +661,73 @@ for n, s in svcs.items():
                 errs.append(f"{n}: bind source {src} does not exist")
         elif src and src not in (c.get("volumes") or {}):
             errs.append(f"{n}: named volume {src} not declared")
-g = svcs.get("grayshift", {})
-cfg = [v for v in g.get("volumes", []) if isinstance(v, str) and v.split(":")[1] == "/etc/grayshift"]
-if not cfg or not os.path.isdir(os.path.join(base, cfg[0].split(":")[0])):
-    errs.append("grayshift: /etc/grayshift must be a bind-mounted directory")
-elif not os.path.isfile(os.path.join(base, cfg[0].split(":")[0], "grayshift.toml")):
-    errs.append("grayshift: mounted config directory has no grayshift.toml")
-if "GRAYSHIFT_ADMIN_TOKEN" not in (g.get("environment") or {}):
-    errs.append("grayshift: GRAYSHIFT_ADMIN_TOKEN not set (non-loopback admin needs a token)")
+# etcd services: the host:port their clients use (from --advertise-client-urls).
+etcd_urls = {}
+for n, s in svcs.items():
+    if s.get("image", "").rsplit("/", 1)[-1].split(":")[0] == "etcd":
+        cmd = s.get("command") or []
+        adv = [a.split("=", 1)[1] for a in cmd if a.startswith("--advertise-client-urls=")]
+        for u in (adv[0].split(",") if adv else []):
+            pu = urlparse(u)
+            if pu.hostname == n:
+                etcd_urls[n] = pu.port
+        if n not in etcd_urls:
+            errs.append(f"{n}: --advertise-client-urls must name the service itself (http://{n}:2379)")
+# grayshift replicas: every `grayshift run` service.
+replicas, names, state_vols = [], {}, {}
+for n, s in svcs.items():
+    if (s.get("command") or [""])[0] != "run":
+        continue
+    replicas.append(n)
+    env = s.get("environment") or {}
+    cfg = [v for v in s.get("volumes", []) if isinstance(v, str) and v.split(":")[1] == "/etc/grayshift"]
+    toml_path = os.path.join(base, cfg[0].split(":")[0], "grayshift.toml") if cfg else ""
+    if not cfg or not os.path.isdir(os.path.join(base, cfg[0].split(":")[0])):
+        errs.append(f"{n}: /etc/grayshift must be a bind-mounted directory"); continue
+    if not os.path.isfile(toml_path):
+        errs.append(f"{n}: mounted config directory has no grayshift.toml"); continue
+    if "GRAYSHIFT_ADMIN_TOKEN" not in env:
+        errs.append(f"{n}: GRAYSHIFT_ADMIN_TOKEN not set (non-loopback admin needs a token)")
+    state = [v.split(":")[0] for v in s.get("volumes", []) if isinstance(v, str)
+             and v.split(":")[1] == "/var/lib/grayshift"]
+    if not state:
+        errs.append(f"{n}: no volume at /var/lib/grayshift (state file)")
+    elif state[0] in state_vols:
+        errs.append(f"{n}: state volume {state[0]} shared with {state_vols[state[0]]}")
+    else:
+        state_vols[state[0]] = n
+    fleet = tomllib.load(open(toml_path, "rb")).get("fleet")
+    if fleet is None:
+        continue
+    replica = fleet.get("replica") or env.get("GRAYSHIFT_REPLICA")
+    if not replica:
+        errs.append(f"{n}: fleet mode without a replica name: set GRAYSHIFT_REPLICA")
+    elif replica in names:
+        errs.append(f"{n}: replica name {replica!r} also used by {names[replica][0]}")
+    names[replica] = (n,)
+    for u in fleet.get("etcd") or []:
+        pu = urlparse(u)
+        if etcd_urls.get(pu.hostname) != pu.port:
+            errs.append(f"{n}: [fleet] etcd {u} is not an etcd service of this file ({etcd_urls})")
+        elif pu.hostname not in str(s.get("depends_on", "")):
+            errs.append(f"{n}: does not depend_on {pu.hostname}")
+if "grayshift" not in replicas:
+    errs.append("grayshift: expected `command: [run, ...]`")
+if len(names) < 2:
+    errs.append(f"expected at least two grayshift replicas in fleet mode, found {len(names)}: {sorted(names)}")
 for n, port in (("stable", "8001"), ("new", "8002")):
     cmd = svcs.get(n, {}).get("command", [])
     if cmd[:1] != ["upstream"] or f"0.0.0.0:{port}" not in cmd:
         errs.append(f"{n}: expected `upstream --name {n} --listen 0.0.0.0:{port}`")
 prom = yaml.safe_load(open(os.path.join(base, "prometheus", "prometheus.yml")))
 targets = [t for sc in prom["scrape_configs"] for st in sc.get("static_configs", []) for t in st["targets"]]
-if "grayshift:9090" not in targets:
-    errs.append("prometheus.yml does not scrape grayshift:9090")
+for n in replicas:
+    if f"{n}:9090" not in targets:
+        errs.append(f"prometheus.yml does not scrape {n}:9090")
 if errs:
     sys.exit("\n".join(errs))
-print(f"detail: YAML + compose-spec schema ok; services {', '.join(svcs)}; mounts exist")
+print(f"detail: YAML + compose-spec schema ok; services {', '.join(svcs)}; mounts exist; "
+      f"fleet of {len(names)} ({', '.join(sorted(names))}) on {', '.join(etcd_urls)}")
 PY
 }
 
@@ -530,7 +746,7 @@ find_grayshift_bin() {
 check_toml() { # FILE (a .toml, or a ConfigMap yaml)
   local f=$1
   pyrun "$f" "$WORK/toml" <<'PY' || return 1
-import os, sys, tomllib, yaml
+import os, re, sys, tomllib, yaml
 src, outdir = sys.argv[1], sys.argv[2]
 os.makedirs(outdir, exist_ok=True)
 texts = []
@@ -559,6 +775,20 @@ for n, t in texts:
     for r in cfg.get("rules", []):
         if r.get("level") not in ("L1", "L2", "L3"):
             errs.append(f"{n}: rule {r.get('name')}: level must be L1|L2|L3")
+    fl = cfg.get("fleet")
+    if fl is not None:
+        urls = fl.get("etcd")
+        if not isinstance(urls, list) or not urls or not all(
+                isinstance(u, str) and re.fullmatch(r"https?://[^/\s:]+:\d+/?", u) for u in urls):
+            errs.append(f"{n}: fleet.etcd must be a non-empty list of http(s)://host:port URLs")
+        for k in ("lease_ttl", "sync_timeout"):
+            if k in fl and not (isinstance(fl[k], str) and re.fullmatch(r"\d+(ms|s|m|h)", fl[k])):
+                errs.append(f"{n}: fleet.{k} must be a duration like \"5s\"")
+        for k in ("name", "replica", "user", "password_env"):
+            if k in fl and not (isinstance(fl[k], str) and fl[k]):
+                errs.append(f"{n}: fleet.{k} must be a non-empty string")
+        if "user" in fl and "password_env" not in fl:
+            errs.append(f"{n}: fleet.user without fleet.password_env")
     with open(os.path.join(outdir, n if n.endswith(".toml") else n + ".toml"), "w") as f:
         f.write(t)
     names.append(n)
@@ -668,12 +898,13 @@ PY
 
 check_metric_names() {
   local spec_list; spec_list=$(printf '%s\n' "${SPEC_METRICS[@]}")
-  pyrun "$spec_list" "${HISTOGRAMS[*]}" "$SPEC_FILE" "$DASHBOARD" "$PROM_RULE" "$PLAIN_RULES" "$RULES_TEST" <<'PY'
+  pyrun "$spec_list" "${HISTOGRAMS[*]}" "${FLEET_METRICS[*]}" "$SPEC_FILE" "$DASHBOARD" "$PROM_RULE" "$PLAIN_RULES" "$RULES_TEST" <<'PY'
 import os, re, sys
 spec = set(sys.argv[1].split())
 hist = set(sys.argv[2].split())
-spec_file, files = sys.argv[3], sys.argv[4:]
-allowed = set(spec)
+fleet = set(sys.argv[3].split())
+spec_file, files = sys.argv[4], sys.argv[5:]
+allowed = spec | fleet
 for h in hist:
     allowed |= {h + "_bucket", h + "_sum", h + "_count"}
 errs, used = [], set()
@@ -682,7 +913,7 @@ for f in files:
         for m in re.finditer(r"(?<![A-Za-z0-9_:])grayshift_[A-Za-z0-9_]+", line):
             used.add(m[0])
             if m[0] not in allowed:
-                errs.append(f"{f}:{lineno}: {m[0]} is not a SPEC §5 metric")
+                errs.append(f"{f}:{lineno}: {m[0]} is not a SPEC §5 or fleet metric")
 dash_text = open(files[0]).read()
 missing = [m for m in sorted(spec) if m not in dash_text]
 if missing:
@@ -698,7 +929,8 @@ if os.path.exists(spec_file):
     drift = f"; list matches {spec_file} §5"
 if errs:
     sys.exit("\n".join(errs))
-print(f"detail: {len(used)} names used, all in SPEC §5 ({len(spec)}); dashboard shows all{drift}")
+print(f"detail: {len(used)} names used, all in SPEC §5 ({len(spec)}) or fleet ({len(fleet)}); "
+      f"dashboard shows all of §5{drift}")
 PY
 }
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The test command (README): makes sure what the tests need is there, then
 # runs the whole suite. On a fresh Debian machine it installs what is
-# missing (as root) and starts a throwaway PostgreSQL when none answers.
+# missing (as root: protoc, etcd, Prometheus, cargo-nextest through
+# scripts/deps.sh, PostgreSQL here) and starts a throwaway PostgreSQL when
+# none answers. The fleet-mode tests start their own etcd servers (on free
+# loopback ports) from $GRAYSHIFT_TEST_ETCD.
 #
 #   scripts/test.sh                 # everything
 #   scripts/test.sh -E 'test(l3)'   # extra arguments go to cargo nextest
@@ -10,17 +13,9 @@ cd "$(dirname "$0")/.."
 root=$PWD
 log() { printf 'test.sh: %s\n' "$*" >&2; }
 
-apt_install() {
-    if [ "$(id -u)" != 0 ]; then
-        log "missing $* and not root: install it (apt-get install $*) and rerun"
-        exit 1
-    fi
-    if [ -z "${APT_UPDATED:-}" ]; then
-        apt-get update -qq >/dev/null
-        APT_UPDATED=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
+# protoc, etcd, Prometheus, cargo-nextest (and the apt_install helper used
+# below for PostgreSQL): scripts/deps.sh, which .ci/run also runs first.
+. scripts/deps.sh
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -55,10 +50,7 @@ fi
 trap 'pg_cleanup' EXIT
 
 # --- Prometheus and promtool (the `prometheus` signal, /metrics lint) --------
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
-    log "installing Prometheus (Debian package prometheus)"
-    apt_install prometheus
-fi
+# (installed by scripts/deps.sh)
 export GRAYSHIFT_TEST_PROMETHEUS=${GRAYSHIFT_TEST_PROMETHEUS:-$(command -v prometheus)}
 export GRAYSHIFT_TEST_PROMTOOL=${GRAYSHIFT_TEST_PROMTOOL:-$(command -v promtool)}
 
@@ -68,11 +60,13 @@ if [ -z "${GRAYSHIFT_TEST_CHROMEDRIVER:-}" ] && ! command -v chromedriver >/dev/
     apt_install chromium chromium-driver fonts-liberation
 fi
 
+# --- etcd (fleet mode) ---------------------------------------------------------
+# Debian's etcd-server and etcd-client (installed by scripts/deps.sh). The
+# tests start and stop their own servers; nothing listens on 2379 for them.
+export GRAYSHIFT_TEST_ETCD=${GRAYSHIFT_TEST_ETCD:-$(command -v etcd)}
+export GRAYSHIFT_TEST_ETCDCTL=${GRAYSHIFT_TEST_ETCDCTL:-$(command -v etcdctl)}
+
 # --- The suite ----------------------------------------------------------------
-if ! cargo nextest --version >/dev/null 2>&1; then
-    log "installing cargo-nextest"
-    cargo install --locked cargo-nextest >/dev/null
-fi
 cargo nextest run --no-fail-fast "$@"
 
 # --- Deployment artefacts (manifests, alert rules, dashboard) -----------------

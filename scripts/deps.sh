@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# scripts/deps.sh: installs what building and testing grayshift needs, when
+# it is missing (Debian/Ubuntu, as root; otherwise it names the packages and
+# stops). Idempotent and quick when everything is there.
+#
+#   bash scripts/deps.sh      # .ci/run's first step: before cargo builds anything
+#   . scripts/deps.sh         # scripts/test.sh sources it (and reuses apt_install)
+#
+#   protoc + well-known types  protobuf-compiler, libprotobuf-dev: the etcd-client
+#                              crate's build script generates its gRPC code with
+#                              protoc, and its .proto files import
+#                              google/protobuf/descriptor.proto and struct.proto,
+#                              which protoc finds in /usr/include (libprotobuf-dev)
+#   etcd, etcdctl              etcd-server, etcd-client: the fleet-mode tests start
+#                              their own etcd on free loopback ports
+#   prometheus, promtool       prometheus: the `prometheus` signal tests, /metrics lint
+#   cargo-nextest              the test runner (cargo install)
+#
+# PostgreSQL is handled by scripts/test.sh: it uses a running server when one
+# answers and only installs Debian's postgresql otherwise.
+#
+# Packages installed here never start their daemons (etcd-server and
+# prometheus would otherwise take ports 2379 and 9090): a policy-rc.d that
+# refuses service starts is in place for the duration of the install.
+
+deps_log() { printf 'deps.sh: %s\n' "$*" >&2; }
+
+# apt_install PKG...: apt-get install, without recommends and without starting
+# services. Exits when not root.
+apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        deps_log "missing $* and not root: install it (apt-get install $*) and rerun"
+        exit 1
+    fi
+    command -v apt-get >/dev/null || { deps_log "missing $* and no apt-get to install it with"; exit 1; }
+    local policy=/usr/sbin/policy-rc.d added_policy=0 rc=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && added_policy=1
+    fi
+    if [ -z "${APT_UPDATED:-}" ]; then
+        apt-get update -qq >/dev/null || rc=$?
+        APT_UPDATED=1
+    fi
+    if [ "$rc" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null || rc=$?
+    fi
+    if [ "$added_policy" = 1 ]; then rm -f "$policy"; fi
+    if [ "$rc" != 0 ]; then
+        deps_log "apt-get install $* failed (exit $rc)"
+        exit 1
+    fi
+}
+
+deps_main() {
+    local want=()
+    command -v protoc >/dev/null || want+=(protobuf-compiler)
+    [ -f /usr/include/google/protobuf/descriptor.proto ] || [ -n "${PROTOC_INCLUDE:-}" ] \
+        || want+=(libprotobuf-dev)
+    command -v etcd >/dev/null || want+=(etcd-server)
+    command -v etcdctl >/dev/null || want+=(etcd-client)
+    if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+        want+=(prometheus)
+    fi
+    if [ ${#want[@]} -gt 0 ]; then
+        deps_log "installing ${want[*]}"
+        apt_install "${want[@]}"
+    fi
+    if ! cargo nextest --version >/dev/null 2>&1; then
+        deps_log "installing cargo-nextest"
+        cargo install --locked cargo-nextest >/dev/null
+    fi
+}
+
+# Run as a script: strict mode here. Sourced: the caller's (scripts/test.sh
+# has its own `set -euo pipefail`), and apt_install stays defined for it.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    set -euo pipefail
+fi
+deps_main
