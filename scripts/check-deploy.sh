@@ -733,7 +733,9 @@ PY
 
 find_grayshift_bin() {
   local cand
-  for cand in "${GRAYSHIFT_BIN:-}" target/release/grayshift target/debug/grayshift; do
+  # The newest build: a stale release binary would not know newer config keys.
+  # shellcheck disable=SC2012
+  for cand in "${GRAYSHIFT_BIN:-}" $(ls -t target/release/grayshift target/debug/grayshift 2>/dev/null); do
     [[ -n $cand && -x $cand ]] || continue
     # Only a binary that really has the `check` subcommand (not a stub).
     if "$cand" --help 2>/dev/null | grep -qw check; then
