@@ -48,6 +48,12 @@ if [ -z "${GRAYSHIFT_TEST_PG_URL:-}" ]; then
     fi
 fi
 trap 'pg_cleanup' EXIT
+# The TLS tests (tests/pg_tls.rs) start a PostgreSQL of their own with
+# initdb, even where one already answers on 5432.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    log "installing PostgreSQL's server binaries (initdb)"
+    apt_install postgresql
+fi
 
 # --- Prometheus and promtool (the `prometheus` signal, /metrics lint) --------
 # (installed by scripts/deps.sh)

@@ -1,0 +1,70 @@
+//! PostgreSQL over TLS: libpq's `sslmode` and `sslrootcert` against a real
+//! PostgreSQL that accepts TLS connections only, through the `postgres`
+//! signal of a real grayshift. One server, one grayshift, a rule per case.
+
+mod common;
+#[path = "common/rules.rs"]
+mod rules_support;
+#[path = "common/tls_postgres.rs"]
+mod tls_postgres;
+
+use common::*;
+use rules_support::*;
+use tls_postgres::TlsPostgres;
+
+fn rule_toml(name: &str, url: &str) -> String {
+    format!(
+        "[[rules]]\nname = \"{name}\"\nlevel = \"L2\"\nsignal = {{ source = \"postgres\", url = \"{url}\", query = \"select 0.25\", timeout = \"5s\" }}\nabove = 1000\nfor = \"0s\"\n\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmodes_work_against_a_tls_only_postgres_and_certificate_problems_are_named() {
+    let pg = TlsPostgres::start();
+    let ca = format!("sslrootcert={}", pg.ca.display());
+    let wrong_ca = format!("sslrootcert={}", pg.other_ca.display());
+    let cases = [
+        ("verify-full", pg.url("localhost", &format!("sslmode=verify-full&{ca}"))),
+        ("verify-ca-by-ip", pg.url("127.0.0.1", &format!("sslmode=verify-ca&{ca}"))),
+        ("require", pg.url("localhost", "sslmode=require")),
+        ("prefer-default", pg.url("localhost", "application_name=t")),
+        ("wrong-ca", pg.url("localhost", &format!("sslmode=verify-full&{wrong_ca}"))),
+        ("wrong-name", pg.url("127.0.0.1", &format!("sslmode=verify-full&{ca}"))),
+        ("plain", pg.url("localhost", "sslmode=disable")),
+    ];
+    let rules: String = cases.iter().map(|(name, url)| rule_toml(name, url)).collect();
+    let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
+    let text = config(&[&stable], &[&new], 10, &format!("[rollback]\ninterval = \"100ms\"\n\n{rules}"));
+    let proxy = Proxy::start(&text).await;
+
+    for name in ["verify-full", "verify-ca-by-ip", "require", "prefer-default"] {
+        let r =
+            wait_rule(&proxy, name, "a value over TLS", |r| r["state"] != "unknown" || r["why"] != "not evaluated yet")
+                .await;
+        assert_eq!(r["value"], 0.25, "{name}: {r}");
+        assert_eq!(r["state"], "ok", "{name}: {r}");
+    }
+    let why = |r: &serde_json::Value| r["why"].as_str().unwrap_or("").to_string();
+    let r = wait_rule(&proxy, "wrong-ca", "an unknown reading", |r| {
+        r["state"] == "unknown" && why(r).contains("certificate")
+    })
+    .await;
+    assert!(why(&r).contains("UnknownIssuer"), "{r}");
+    let r = wait_rule(&proxy, "wrong-name", "an unknown reading", |r| {
+        r["state"] == "unknown" && why(r).contains("certificate")
+    })
+    .await;
+    assert!(why(&r).contains("not valid for name"), "{r}");
+    let r = wait_rule(&proxy, "plain", "an unknown reading", |r| r["state"] == "unknown" && why(r).contains("pg_hba"))
+        .await;
+    assert!(why(&r).contains("no encryption"), "a plain connection to a TLS-only server says why: {r}");
+}
+
+#[test]
+fn an_unknown_sslmode_is_a_config_error() {
+    let text =
+        config_addrs(&[dead_addr()], &[dead_addr()], 10, &rule_toml("r", "postgresql://u@db/x?sslmode=sometimes"));
+    let err = grayshift::config::parse(&text, "g.toml").unwrap_err().to_string();
+    assert!(err.starts_with("g.toml:"), "{err}");
+    assert!(err.contains("unknown sslmode \"sometimes\""), "{err}");
+}
