@@ -29,6 +29,8 @@
 //! `benches/load/callgrind.sh` (small keep-alive GETs, 65-byte heads) the
 //! guard costs about 400 instructions per request, of some 28 000.
 
+use crate::proxy::path::hex;
+
 /// The byte written over the `:` of the conflicting field. httparse refuses
 /// a NUL after a field name even when told to ignore invalid header lines.
 const REJECT: u8 = 0;
@@ -698,15 +700,6 @@ fn find(bytes: &[u8], byte: u8) -> Option<usize> {
             (found != 0).then(|| bytes.len() - 8 + found.trailing_zeros() as usize / 8)
         }
         None => bytes.iter().position(|&b| b == byte),
-    }
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 
