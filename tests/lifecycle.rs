@@ -80,6 +80,7 @@ async fn wait_ready(admin: SocketAddr) {
         let r = grayshift::client::request(
             http::Method::GET,
             &format!("http://{admin}/readyz"),
+            None,
             &[],
             None,
             Duration::from_secs(1),
@@ -93,7 +94,7 @@ async fn wait_ready(admin: SocketAddr) {
 async fn admin_call(admin: SocketAddr, method: http::Method, path: &str, body: &str) -> serde_json::Value {
     let body = (!body.is_empty()).then(|| bytes::Bytes::from(body.to_string()));
     let (_, bytes) =
-        grayshift::client::request(method, &format!("http://{admin}{path}"), &[], body, Duration::from_secs(5))
+        grayshift::client::request(method, &format!("http://{admin}{path}"), None, &[], body, Duration::from_secs(5))
             .await
             .unwrap();
     serde_json::from_slice(&bytes).unwrap()

@@ -163,7 +163,8 @@ async fn per_connection_tls_complaints_are_counted_not_logged_at_warn() {
         .unwrap();
     let metrics = || async move {
         let url = format!("http://{admin}/metrics");
-        let r = grayshift::client::request(http::Method::GET, &url, &[], None, std::time::Duration::from_secs(1)).await;
+        let r = grayshift::client::request(http::Method::GET, &url, None, &[], None, std::time::Duration::from_secs(1))
+            .await;
         r.ok().map(|(_, body)| String::from_utf8_lossy(&body).into_owned())
     };
     let sample = |text: &str, series: &str| -> f64 {

@@ -45,7 +45,7 @@ pub async fn run(admin: &str, token: Option<&str>, command: Command) -> Result<S
     let url = format!("{}{path}", admin.trim_end_matches('/'));
     let headers: Vec<_> = token.map(|t| (header::AUTHORIZATION, format!("Bearer {t}"))).into_iter().collect();
     let body = body.map(|b| Bytes::from(b.to_string()));
-    let (status, bytes) = client::request(method, &url, &headers, body, Duration::from_secs(30))
+    let (status, bytes) = client::request(method, &url, None, &headers, body, Duration::from_secs(30))
         .await
         .map_err(|e| format!("cannot reach the admin API at {admin}: {e}"))?;
     let value: Value =
@@ -75,7 +75,7 @@ async fn wait_applied(
 ) -> Result<String, String> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let (_, bytes) = client::request(Method::GET, status_url, headers, None, Duration::from_secs(5))
+        let (_, bytes) = client::request(Method::GET, status_url, None, headers, None, Duration::from_secs(5))
             .await
             .map_err(|e| format!("cannot read {status_url}: {e}"))?;
         let status: Value = serde_json::from_slice(&bytes).map_err(|e| format!("bad /status answer: {e}"))?;

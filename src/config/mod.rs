@@ -156,7 +156,13 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
     let notify = raw
         .notify
         .iter()
-        .map(|n| Ok(NotifyConfig { webhook: http_url(&n.webhook)?, timeout: positive_duration(&n.timeout, "5s")? }))
+        .map(|n| {
+            Ok(NotifyConfig {
+                webhook: http_url(&n.webhook)?,
+                timeout: positive_duration(&n.timeout, "5s")?,
+                ca: ca_file(&n.ca)?,
+            })
+        })
         .collect::<Result<_, Invalid>>()?;
 
     let ledger = raw.ledger.as_ref().map(ledger::validate).transpose()?;
@@ -325,12 +331,19 @@ fn valid_host_port(s: &str) -> bool {
 fn http_url(v: &S<String>) -> Result<String, Invalid> {
     let s = v.get_ref().trim();
     match s.parse::<http::Uri>() {
-        Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => Ok(s.to_string()),
-        Ok(uri) if uri.scheme_str() == Some("https") => invalid(
-            v.span(),
-            format!("{s:?}: https URLs are not supported yet; use http:// (e.g. via a local sidecar)"),
-        ),
-        _ => invalid(v.span(), format!("invalid URL {s:?}: expected http://HOST[:PORT]/PATH")),
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some() => Ok(s.to_string()),
+        _ => invalid(v.span(), format!("invalid URL {s:?}: expected http(s)://HOST[:PORT]/PATH")),
+    }
+}
+
+/// `ca = "FILE"` beside an `https://` URL: a PEM file of the CAs to trust
+/// for it, checked now so a typo is a config error, not a 3 a.m. surprise.
+fn ca_file(v: &Option<S<String>>) -> Result<Option<PathBuf>, Invalid> {
+    let Some(v) = v else { return Ok(None) };
+    let path = PathBuf::from(v.get_ref());
+    match crate::outbound_tls::roots_from_file(&path) {
+        Ok(_) => Ok(Some(path)),
+        Err(e) => invalid(v.span(), e),
     }
 }
 
@@ -339,7 +352,10 @@ fn validate_hook(raw: &S<raw::RawHook>) -> Result<HookConfig, Invalid> {
     let action = match (&h.exec, &h.webhook) {
         (Some(argv), None) if !argv.is_empty() && !argv[0].is_empty() => HookAction::Exec(argv.clone()),
         (Some(_), None) => return invalid(raw.span(), "rollback.hook.exec needs a program: [\"path\", \"arg\", ...]"),
-        (None, Some(url)) => HookAction::Webhook(http_url(&S::new(raw.span(), url.clone()))?),
+        (None, Some(url)) => HookAction::Webhook(
+            http_url(&S::new(raw.span(), url.clone()))?,
+            ca_file(&h.ca.as_ref().map(|c| S::new(raw.span(), c.clone())))?,
+        ),
         _ => return invalid(raw.span(), "rollback.hook needs exactly one of `exec` or `webhook`"),
     };
     let timeout = match &h.timeout {
@@ -428,8 +444,9 @@ fn validate_signal(raw: &S<RawSignal>, fleet: bool) -> Result<SignalConfig, Inva
     // Fields that each source accepts; anything else set is an error.
     let allowed: &[&str] = match source {
         "local" => &["metric", "pool", "window", "scope"],
-        "postgres" | "prometheus" => &["url", "query", "timeout"],
-        "http" => &["url", "pointer", "timeout"],
+        "postgres" => &["url", "query", "timeout"],
+        "prometheus" => &["url", "query", "timeout", "ca"],
+        "http" => &["url", "pointer", "timeout", "ca"],
         _ => {
             return invalid(
                 s.source.span(),
@@ -446,6 +463,7 @@ fn validate_signal(raw: &S<RawSignal>, fleet: bool) -> Result<SignalConfig, Inva
         ("query", &s.query),
         ("pointer", &s.pointer),
         ("timeout", &s.timeout),
+        ("ca", &s.ca),
     ];
     for (field, value) in fields {
         if let (Some(v), false) = (value, allowed.contains(&field)) {
@@ -508,6 +526,7 @@ fn validate_signal(raw: &S<RawSignal>, fleet: bool) -> Result<SignalConfig, Inva
             url: http_url(&required(&s.url, "url")?)?,
             query: required(&s.query, "query")?.into_inner(),
             timeout: timeout()?,
+            ca: ca_file(&s.ca)?,
         },
         _ => {
             let pointer = required(&s.pointer, "pointer")?;
@@ -518,6 +537,7 @@ fn validate_signal(raw: &S<RawSignal>, fleet: bool) -> Result<SignalConfig, Inva
                 url: http_url(&required(&s.url, "url")?)?,
                 pointer: pointer.into_inner(),
                 timeout: timeout()?,
+                ca: ca_file(&s.ca)?,
             }
         }
     })

@@ -126,6 +126,7 @@ pub struct RawHook {
     pub exec: Option<Vec<String>>,
     pub webhook: Option<String>,
     pub timeout: Option<String>,
+    pub ca: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +171,7 @@ pub struct RawSignal {
     pub query: Option<S<String>>,
     pub pointer: Option<S<String>>,
     pub timeout: Option<S<String>>,
+    pub ca: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +179,7 @@ pub struct RawSignal {
 pub struct RawNotify {
     pub webhook: S<String>,
     pub timeout: Option<S<String>>,
+    pub ca: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

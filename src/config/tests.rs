@@ -143,7 +143,7 @@ fn durations_addresses_and_rules_are_validated() {
         ("[[rules]]\nname = \"r\"\nlevel = \"L1\"\nsignal = { source = \"local\", metric = \"errors\" }\nabove = 1", "unknown local metric"),
         ("[[rules]]\nname = \"r\"\nlevel = \"L1\"\nsignal = { source = \"local\", metric = \"error_rate\", query = \"x\" }\nabove = 1", "does not apply"),
         ("[[rules]]\nname = \"r\"\nlevel = \"L2\"\nsignal = { source = \"postgres\", query = \"select 1\" }\nabove = 1", "needs `url`"),
-        ("[[rules]]\nname = \"r\"\nlevel = \"L2\"\nsignal = { source = \"prometheus\", url = \"https://p/\", query = \"up\" }\nabove = 1", "https"),
+        ("[[rules]]\nname = \"r\"\nlevel = \"L2\"\nsignal = { source = \"prometheus\", url = \"https://p/\", query = \"up\", ca = \"/nonexistent/ca.pem\" }\nabove = 1", "CA file /nonexistent/ca.pem"),
         ("[[rules]]\nname = \"r\"\nlevel = \"L2\"\nsignal = { source = \"http\", url = \"http://p/\", pointer = \"a\" }\nabove = 1", "RFC 6901"),
         ("[[rules]]\nname = \"r\"\nlevel = \"L2\"\nsignal = { source = \"kafka\" }\nabove = 1", "unknown signal source"),
         ("[[rules]]\nname = \"r\"\nlevel = \"L2\"\nsignal = { source = \"postgres\", url = \"postgresql://h/db\", query = \"q\" }\nabove = 1\nmin_requests = 5", "only to `local`"),

@@ -191,7 +191,8 @@ pub struct RollbackConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum HookAction {
     Exec(Vec<String>),
-    Webhook(String),
+    /// The URL, and a CA file for an `https://` one.
+    Webhook(String, Option<PathBuf>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -288,11 +289,14 @@ pub enum SignalConfig {
         url: String,
         query: String,
         timeout: Duration,
+        /// CA file for an `https://` URL (else the system's roots).
+        ca: Option<PathBuf>,
     },
     Http {
         url: String,
         pointer: String,
         timeout: Duration,
+        ca: Option<PathBuf>,
     },
 }
 
@@ -312,6 +316,8 @@ pub struct RuleConfig {
 pub struct NotifyConfig {
     pub webhook: String,
     pub timeout: Duration,
+    /// CA file for an `https://` webhook (else the system's roots).
+    pub ca: Option<PathBuf>,
 }
 
 /// The longest duration any key accepts. Durations end up added to clocks

@@ -120,34 +120,58 @@ pub struct JsonServer {
     pub body: Arc<Mutex<String>>,
     pub received: Arc<Mutex<Vec<Value>>>,
     pub answer_status: Arc<Mutex<u16>>,
+    scheme: &'static str,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl JsonServer {
     pub async fn start(body: &str) -> JsonServer {
+        Self::start_with(body, None).await
+    }
+
+    /// The same server behind TLS (`https://` URLs).
+    pub async fn start_tls(body: &str, tls: Arc<rustls::ServerConfig>) -> JsonServer {
+        Self::start_with(body, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn start_with(body: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> JsonServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let body = Arc::new(Mutex::new(body.to_string()));
         let received = Arc::new(Mutex::new(Vec::new()));
         let answer_status = Arc::new(Mutex::new(200));
         let state = (body.clone(), received.clone(), answer_status.clone());
+        let tls_scheme = tls.is_some();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let state = state.clone();
+                let (state, tls) = (state.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req| json_serve(state.clone(), req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                    }
                 });
             }
         });
-        JsonServer { addr, body, received, answer_status, task }
+        let scheme = if tls_scheme { "https" } else { "http" };
+        JsonServer { addr, body, received, answer_status, scheme, task }
     }
 
+    /// The URL of `path`; a TLS server is named `localhost` (its certificate's name).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        match self.scheme {
+            "https" => format!("https://localhost:{}{path}", self.addr.port()),
+            _ => format!("http://{}{path}", self.addr),
+        }
     }
 
     pub fn set_body(&self, body: &str) {
@@ -267,7 +291,8 @@ impl Prometheus {
         let log_path = prometheus.dir.path().join("prometheus.log");
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let answer = grayshift::client::request(http::Method::GET, &ready, &[], None, Duration::from_secs(2)).await;
+            let answer =
+                grayshift::client::request(http::Method::GET, &ready, None, &[], None, Duration::from_secs(2)).await;
             if matches!(answer, Ok((status, _)) if status.is_success()) {
                 return prometheus;
             }
@@ -282,7 +307,7 @@ impl Prometheus {
     pub async fn query(&self, promql: &str) -> String {
         let url =
             format!("{}/api/v1/query?query={}", self.url, grayshift::control::rules::signals::percent_encode(promql));
-        match grayshift::client::request(http::Method::GET, &url, &[], None, Duration::from_secs(5)).await {
+        match grayshift::client::request(http::Method::GET, &url, None, &[], None, Duration::from_secs(5)).await {
             Ok((_, body)) => String::from_utf8_lossy(&body).into_owned(),
             Err(e) => e.to_string(),
         }

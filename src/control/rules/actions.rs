@@ -76,9 +76,12 @@ fn notify(shared: &Shared, event: &LevelEvent) {
     });
     let body = Bytes::from(body.to_string());
     for target in &config.notify {
-        let (url, timeout, body) = (target.webhook.clone(), target.timeout, body.clone());
+        let (url, ca, timeout, body) = (target.webhook.clone(), target.ca.clone(), target.timeout, body.clone());
         tokio::spawn(async move {
-            match client::request(Method::POST, &url, &[], Some(body), timeout).await {
+            let result = client::request(Method::POST, &url, ca.as_deref(), &[], Some(body), timeout).await;
+            // A webhook URL can be a secret (Slack's is): log its host only.
+            let url = client::redacted(&url);
+            match result {
                 Ok((status, _)) if status.is_success() => tracing::debug!(url, %status, "notify webhook delivered"),
                 Ok((status, _)) => tracing::warn!(url, %status, "notify webhook answered with an error"),
                 Err(e) => tracing::warn!(url, error = %e, "notify webhook failed"),
@@ -176,7 +179,9 @@ pub async fn run_hook(
     let exposed = exposed.as_deref();
     let outcome = match &hook.action {
         HookAction::Exec(argv) => exec(argv, hook.timeout, rule, &activation.reason, fence, exposed).await,
-        HookAction::Webhook(url) => webhook(url, hook.timeout, rule, activation, fence, exposed).await,
+        HookAction::Webhook(url, ca) => {
+            webhook(url, ca.as_deref(), hook.timeout, rule, activation, fence, exposed).await
+        }
     };
     let (status, detail) = match outcome {
         Ok(detail) => (HookStatus::Succeeded, detail),
@@ -270,6 +275,7 @@ async fn tail(stream: Option<impl AsyncRead + Unpin>, name: &'static str) -> Str
 /// POST the activation to the hook webhook; a 2xx answer succeeds.
 async fn webhook(
     url: &str,
+    ca: Option<&std::path::Path>,
     timeout: Duration,
     rule: &str,
     activation: &Activation,
@@ -288,7 +294,7 @@ async fn webhook(
         body["activation"] = json!(f.activation);
         body["fence"] = json!(f.token);
     }
-    match client::request(Method::POST, url, &[], Some(Bytes::from(body.to_string())), timeout).await {
+    match client::request(Method::POST, url, ca, &[], Some(Bytes::from(body.to_string())), timeout).await {
         Ok((status, _)) if status.is_success() => Ok(format!("webhook answered {status}")),
         Ok((status, body)) => {
             let body = String::from_utf8_lossy(&body);

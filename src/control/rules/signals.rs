@@ -121,13 +121,13 @@ impl Signals {
                 let (url, query, timeout) = (url.clone(), query.clone(), *timeout);
                 Box::pin(async move { read_postgres(slot, &url, &query, timeout).await })
             }
-            SignalConfig::Prometheus { url, query, timeout } => {
-                let (url, query, timeout) = (url.clone(), query.clone(), *timeout);
-                Box::pin(async move { read_prometheus(&url, &query, timeout).await })
+            SignalConfig::Prometheus { url, query, timeout, ca } => {
+                let (url, query, timeout, ca) = (url.clone(), query.clone(), *timeout, ca.clone());
+                Box::pin(async move { read_prometheus(&url, ca.as_deref(), &query, timeout).await })
             }
-            SignalConfig::Http { url, pointer, timeout } => {
-                let (url, pointer, timeout) = (url.clone(), pointer.clone(), *timeout);
-                Box::pin(async move { read_http(&url, &pointer, timeout).await })
+            SignalConfig::Http { url, pointer, timeout, ca } => {
+                let (url, pointer, timeout, ca) = (url.clone(), pointer.clone(), *timeout, ca.clone());
+                Box::pin(async move { read_http(&url, ca.as_deref(), &pointer, timeout).await })
             }
             SignalConfig::Local { .. } => unreachable!("local signals are computed, not read"),
         }
@@ -167,10 +167,10 @@ fn truncate(text: &str, max: usize) -> &str {
     }
 }
 
-async fn read_prometheus(url: &str, query: &str, timeout: Duration) -> Sample {
+async fn read_prometheus(url: &str, ca: Option<&std::path::Path>, query: &str, timeout: Duration) -> Sample {
     let url = format!("{}/api/v1/query?query={}", url.trim_end_matches('/'), percent_encode(query));
     let accept = [(header::ACCEPT, "application/json".to_string())];
-    match client::request(Method::GET, &url, &accept, None, timeout).await {
+    match client::request(Method::GET, &url, ca, &accept, None, timeout).await {
         Ok((status, body)) => to_sample(prometheus_value(status, &body)),
         Err(e) => Sample::Unknown(format!("prometheus: {e}")),
     }
@@ -217,9 +217,9 @@ pub fn percent_encode(text: &str) -> String {
     out
 }
 
-async fn read_http(url: &str, pointer: &str, timeout: Duration) -> Sample {
+async fn read_http(url: &str, ca: Option<&std::path::Path>, pointer: &str, timeout: Duration) -> Sample {
     let accept = [(header::ACCEPT, "application/json".to_string())];
-    match client::request(Method::GET, url, &accept, None, timeout).await {
+    match client::request(Method::GET, url, ca, &accept, None, timeout).await {
         Ok((status, body)) => to_sample(pointed_number(status, &body, pointer)),
         Err(e) => Sample::Unknown(format!("http: {e}")),
     }
