@@ -805,7 +805,7 @@ PY
   if bin=$(find_grayshift_bin); then
     while IFS= read -r n; do
       local out
-      out=$(GRAYSHIFT_ADMIN_TOKEN=check-deploy "$bin" check --config "$WORK/toml/$n" 2>&1) \
+      out=$(GRAYSHIFT_ADMIN_TOKEN=check-deploy GRAYSHIFT_DB_PASSWORD=check-deploy "$bin" check --config "$WORK/toml/$n" 2>&1) \
         || { echo "$bin check --config $n:"; echo "$out"; return 1; }
       grep -qx ok <<<"$out" || { echo "$bin check printed: $out"; return 1; }
     done < "$WORK/toml/last"

@@ -68,3 +68,54 @@ fn an_unknown_sslmode_is_a_config_error() {
     assert!(err.starts_with("g.toml:"), "{err}");
     assert!(err.contains("unknown sslmode \"sometimes\""), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_from_a_file_or_the_environment_works_and_shows_nowhere() {
+    const SECRET: &str = "s3cret-Pa55word";
+    let pg = TlsPostgres::start_with(Some(SECRET));
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("db-password");
+    std::fs::write(&password_file, format!("  {SECRET}\n")).unwrap();
+    let url_file = dir.path().join("db-url");
+    let ca = format!("sslmode=verify-full&sslrootcert={}", pg.ca.display());
+    std::fs::write(&url_file, pg.url("localhost", &ca)).unwrap();
+    std::env::set_var("GRAYSHIFT_TEST_WRONG_PASSWORD", "not-it");
+    let rules = format!(
+        "[[rules]]\nname = \"from-file\"\nlevel = \"L2\"\nsignal = {{ source = \"postgres\", url = \"{url}\", password_file = \"{pw}\", query = \"select 0.25\" }}\nabove = 1000\n\n\
+         [[rules]]\nname = \"wrong\"\nlevel = \"L2\"\nsignal = {{ source = \"postgres\", url_file = \"{url_file}\", password_env = \"GRAYSHIFT_TEST_WRONG_PASSWORD\", query = \"select 0.25\" }}\nabove = 1000\n",
+        url = pg.url("localhost", &ca),
+        pw = password_file.display(),
+        url_file = url_file.display(),
+    );
+    let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
+    let text = config(&[&stable], &[&new], 10, &format!("[rollback]\ninterval = \"100ms\"\n\n{rules}"));
+    let proxy = Proxy::start(&text).await;
+
+    let r = wait_rule(&proxy, "from-file", "a value with the file's password", |r| r["value"].is_number()).await;
+    assert_eq!(r["value"], 0.25);
+    let r =
+        wait_rule(&proxy, "wrong", "a refusal", |r| r["state"] == "unknown" && r["why"] != "not evaluated yet").await;
+    assert!(r["why"].as_str().unwrap().contains("password authentication failed"), "{r}");
+
+    // A reload writes the audit log; then look everywhere an operator would.
+    assert_eq!(proxy.admin("POST", "/reload", None, None).await.status, 200);
+    let status = proxy.status().await.to_string();
+    let metrics = proxy.admin("GET", "/metrics", None, None).await.text();
+    let audit = proxy.admin("GET", "/audit", None, None).await.text();
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_grayshift"))
+        .args(["check", "--config"])
+        .arg(&proxy.config_path)
+        .output()
+        .unwrap();
+    let check_out = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(check.status.success(), "{check_out}");
+    for (what, text) in [("/status", &status), ("/metrics", &metrics), ("/audit", &audit), ("check", &check_out)] {
+        assert!(!text.contains(SECRET), "the password shows in {what}");
+        assert!(!text.contains("not-it"), "the wrong password shows in {what}");
+    }
+
+    // A missing variable is a check error naming the variable, not a value.
+    let broken = text.replace("GRAYSHIFT_TEST_WRONG_PASSWORD", "GRAYSHIFT_TEST_UNSET_PASSWORD");
+    let err = grayshift::config::parse(&broken.replace("{dir}", "/tmp"), "g.toml").unwrap_err().to_string();
+    assert!(err.contains("environment variable GRAYSHIFT_TEST_UNSET_PASSWORD is not set"), "{err}");
+}

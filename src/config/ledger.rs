@@ -5,18 +5,16 @@
 use std::path::PathBuf;
 
 use super::raw::{RawLedger, S};
-use super::{invalid, positive_duration, Invalid, LedgerConfig, LedgerSink};
+use super::{invalid, positive_duration, postgres_url, secret, Invalid, LedgerConfig, LedgerSink};
 
 pub(super) fn validate(raw: &S<RawLedger>) -> Result<LedgerConfig, Invalid> {
     let l = raw.get_ref();
-    let sink = match (&l.postgres, &l.file) {
+    let postgres =
+        secret::one_of("postgres", l.postgres.as_ref(), l.postgres_env.as_ref(), l.postgres_file.as_ref(), raw.span())?;
+    let sink = match (postgres, &l.file) {
         (Some(url), None) => {
-            if let Err(e) = crate::control::pg::Target::parse(url.get_ref()) {
-                return invalid(
-                    url.span(),
-                    format!("{e} (e.g. \"postgresql://user@host:5432/db?sslmode=verify-full\")"),
-                );
-            }
+            let password = secret::password(l.password_env.as_ref(), l.password_file.as_ref(), raw.span())?;
+            let url = postgres_url(&url, password.as_deref())?;
             let table = match &l.table {
                 None => "grayshift_exposure".to_string(),
                 Some(t) if is_identifier(t.get_ref()) => t.get_ref().clone(),
@@ -27,7 +25,7 @@ pub(super) fn validate(raw: &S<RawLedger>) -> Result<LedgerConfig, Invalid> {
                     )
                 }
             };
-            LedgerSink::Postgres { url: url.get_ref().clone(), table }
+            LedgerSink::Postgres { url, table }
         }
         (None, Some(file)) if !file.get_ref().is_empty() => {
             if let Some(t) = &l.table {

@@ -7,7 +7,10 @@
 mod fleet;
 mod ledger;
 mod raw;
+mod secret;
 mod types;
+
+pub use secret::redact_url;
 
 pub use types::*;
 
@@ -157,8 +160,16 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         .notify
         .iter()
         .map(|n| {
+            let webhook = secret::one_of(
+                "webhook",
+                n.webhook.as_ref(),
+                n.webhook_env.as_ref(),
+                n.webhook_file.as_ref(),
+                0..0,
+            )?
+            .map_or_else(|| invalid(0..0, "[[notify]] needs `webhook` (or `webhook_env`, `webhook_file`)"), Ok)?;
             Ok(NotifyConfig {
-                webhook: http_url(&n.webhook)?,
+                webhook: webhook.check(http_url)?,
                 timeout: positive_duration(&n.timeout, "5s")?,
                 ca: ca_file(&n.ca)?,
             })
@@ -332,7 +343,7 @@ fn http_url(v: &S<String>) -> Result<String, Invalid> {
     let s = v.get_ref().trim();
     match s.parse::<http::Uri>() {
         Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some() => Ok(s.to_string()),
-        _ => invalid(v.span(), format!("invalid URL {s:?}: expected http(s)://HOST[:PORT]/PATH")),
+        _ => invalid(v.span(), format!("invalid URL {:?}: expected http(s)://HOST[:PORT]/PATH", redact_url(s))),
     }
 }
 
@@ -347,15 +358,37 @@ fn ca_file(v: &Option<S<String>>) -> Result<Option<PathBuf>, Invalid> {
     }
 }
 
+/// A PostgreSQL URL (maybe from a secret source), with `password` added,
+/// checked by the same parser that will connect with it.
+fn postgres_url(url: &secret::Sourced, password: Option<&str>) -> Result<String, Invalid> {
+    url.check(|url| {
+        let text = match password {
+            Some(p) => secret::with_password(url.get_ref(), p),
+            None => url.get_ref().clone(),
+        };
+        match crate::control::pg::Target::parse(&text) {
+            Ok(_) => Ok(text),
+            Err(e) => invalid(url.span(), format!("{e} (e.g. \"postgresql://user@host:5432/db?sslmode=verify-full\")")),
+        }
+    })
+}
+
 fn validate_hook(raw: &S<raw::RawHook>) -> Result<HookConfig, Invalid> {
     let h = raw.get_ref();
-    let action = match (&h.exec, &h.webhook) {
+    let spanned = |v: &Option<String>| v.as_ref().map(|v| S::new(raw.span(), v.clone()));
+    let webhook = secret::one_of(
+        "webhook",
+        spanned(&h.webhook).as_ref(),
+        spanned(&h.webhook_env).as_ref(),
+        spanned(&h.webhook_file).as_ref(),
+        raw.span(),
+    )?;
+    let action = match (&h.exec, webhook) {
         (Some(argv), None) if !argv.is_empty() && !argv[0].is_empty() => HookAction::Exec(argv.clone()),
         (Some(_), None) => return invalid(raw.span(), "rollback.hook.exec needs a program: [\"path\", \"arg\", ...]"),
-        (None, Some(url)) => HookAction::Webhook(
-            http_url(&S::new(raw.span(), url.clone()))?,
-            ca_file(&h.ca.as_ref().map(|c| S::new(raw.span(), c.clone())))?,
-        ),
+        (None, Some(url)) => {
+            HookAction::Webhook(url.check(http_url)?, ca_file(&h.ca.as_ref().map(|c| S::new(raw.span(), c.clone())))?)
+        }
         _ => return invalid(raw.span(), "rollback.hook needs exactly one of `exec` or `webhook`"),
     };
     let timeout = match &h.timeout {
@@ -444,9 +477,9 @@ fn validate_signal(raw: &S<RawSignal>, fleet: bool) -> Result<SignalConfig, Inva
     // Fields that each source accepts; anything else set is an error.
     let allowed: &[&str] = match source {
         "local" => &["metric", "pool", "window", "scope"],
-        "postgres" => &["url", "query", "timeout"],
-        "prometheus" => &["url", "query", "timeout", "ca"],
-        "http" => &["url", "pointer", "timeout", "ca"],
+        "postgres" => &["url", "url_env", "url_file", "password_env", "password_file", "query", "timeout"],
+        "prometheus" => &["url", "url_env", "url_file", "query", "timeout", "ca"],
+        "http" => &["url", "url_env", "url_file", "pointer", "timeout", "ca"],
         _ => {
             return invalid(
                 s.source.span(),
@@ -460,6 +493,10 @@ fn validate_signal(raw: &S<RawSignal>, fleet: bool) -> Result<SignalConfig, Inva
         ("window", &s.window),
         ("scope", &s.scope),
         ("url", &s.url),
+        ("url_env", &s.url_env),
+        ("url_file", &s.url_file),
+        ("password_env", &s.password_env),
+        ("password_file", &s.password_file),
         ("query", &s.query),
         ("pointer", &s.pointer),
         ("timeout", &s.timeout),
@@ -474,6 +511,13 @@ fn validate_signal(raw: &S<RawSignal>, fleet: bool) -> Result<SignalConfig, Inva
         v.clone().map_or_else(|| invalid(raw.span(), format!("signal source {source:?} needs `{field}`")), Ok)
     };
     let timeout = || positive_duration(&s.timeout, "5s");
+    // `url`, `url_env` or `url_file`: the URL may be a secret.
+    let url = || -> Result<secret::Sourced, Invalid> {
+        secret::one_of("url", s.url.as_ref(), s.url_env.as_ref(), s.url_file.as_ref(), raw.span())?.map_or_else(
+            || invalid(raw.span(), format!("signal source {source:?} needs `url` (or `url_env`, `url_file`)")),
+            Ok,
+        )
+    };
     Ok(match source {
         "local" => {
             let metric = required(&s.metric, "metric")?;
@@ -512,18 +556,13 @@ fn validate_signal(raw: &S<RawSignal>, fleet: bool) -> Result<SignalConfig, Inva
             SignalConfig::Local { metric, pool, window, fleet_wide }
         }
         "postgres" => {
-            let url = required(&s.url, "url")?;
-            if let Err(e) = crate::control::pg::Target::parse(url.get_ref()) {
-                return invalid(
-                    url.span(),
-                    format!("{e} (e.g. \"postgresql://user@host:5432/db?sslmode=verify-full\")"),
-                );
-            }
+            let password = secret::password(s.password_env.as_ref(), s.password_file.as_ref(), raw.span())?;
+            let url = postgres_url(&url()?, password.as_deref())?;
             let query = required(&s.query, "query")?.into_inner();
-            SignalConfig::Postgres { url: url.into_inner(), query, timeout: timeout()? }
+            SignalConfig::Postgres { url, query, timeout: timeout()? }
         }
         "prometheus" => SignalConfig::Prometheus {
-            url: http_url(&required(&s.url, "url")?)?,
+            url: url()?.check(http_url)?,
             query: required(&s.query, "query")?.into_inner(),
             timeout: timeout()?,
             ca: ca_file(&s.ca)?,
@@ -534,7 +573,7 @@ fn validate_signal(raw: &S<RawSignal>, fleet: bool) -> Result<SignalConfig, Inva
                 return invalid(pointer.span(), "pointer must be an RFC 6901 JSON pointer such as \"/data/load\"");
             }
             SignalConfig::Http {
-                url: http_url(&required(&s.url, "url")?)?,
+                url: url()?.check(http_url)?,
                 pointer: pointer.into_inner(),
                 timeout: timeout()?,
                 ca: ca_file(&s.ca)?,

@@ -125,6 +125,8 @@ pub struct RawRollback {
 pub struct RawHook {
     pub exec: Option<Vec<String>>,
     pub webhook: Option<String>,
+    pub webhook_env: Option<String>,
+    pub webhook_file: Option<String>,
     pub timeout: Option<String>,
     pub ca: Option<String>,
 }
@@ -168,6 +170,10 @@ pub struct RawSignal {
     pub window: Option<S<String>>,
     pub scope: Option<S<String>>,
     pub url: Option<S<String>>,
+    pub url_env: Option<S<String>>,
+    pub url_file: Option<S<String>>,
+    pub password_env: Option<S<String>>,
+    pub password_file: Option<S<String>>,
     pub query: Option<S<String>>,
     pub pointer: Option<S<String>>,
     pub timeout: Option<S<String>>,
@@ -177,7 +183,9 @@ pub struct RawSignal {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawNotify {
-    pub webhook: S<String>,
+    pub webhook: Option<S<String>>,
+    pub webhook_env: Option<S<String>>,
+    pub webhook_file: Option<S<String>>,
     pub timeout: Option<S<String>>,
     pub ca: Option<S<String>>,
 }
@@ -186,6 +194,10 @@ pub struct RawNotify {
 #[serde(deny_unknown_fields)]
 pub struct RawLedger {
     pub postgres: Option<S<String>>,
+    pub postgres_env: Option<S<String>>,
+    pub postgres_file: Option<S<String>>,
+    pub password_env: Option<S<String>>,
+    pub password_file: Option<S<String>>,
     pub file: Option<S<String>>,
     pub table: Option<S<String>>,
     pub flush: Option<S<String>>,

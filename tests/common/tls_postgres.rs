@@ -43,6 +43,11 @@ fn new_ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
 
 impl TlsPostgres {
     pub fn start() -> TlsPostgres {
+        Self::start_with(None)
+    }
+
+    /// With `password`, the `postgres` user needs it (scram-sha-256).
+    pub fn start_with(password: Option<&str>) -> TlsPostgres {
         let initdb = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL server binaries under /usr/lib/postgresql (scripts/test.sh installs them)")
             .filter_map(|e| e.ok().map(|e| e.path().join("bin/initdb")))
@@ -56,7 +61,15 @@ impl TlsPostgres {
             let status = Command::new("chown").arg("postgres").arg(dir.path()).status().unwrap();
             assert!(status.success());
         }
-        let out = as_postgres(&initdb).arg("-D").arg(&data).args(["-U", "postgres", "-A", "trust"]).output().unwrap();
+        let mut initdb = as_postgres(&initdb);
+        initdb.arg("-D").arg(&data).args(["-U", "postgres", "-A", "trust"]);
+        if let Some(password) = password {
+            let pwfile = dir.path().join("pwfile");
+            std::fs::write(&pwfile, password).unwrap();
+            std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o644)).unwrap();
+            initdb.arg("--pwfile").arg(&pwfile);
+        }
+        let out = initdb.output().unwrap();
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
 
         let (ca_cert, ca_key) = new_ca("grayshift test CA");
@@ -81,7 +94,8 @@ impl TlsPostgres {
         std::fs::write(&other_ca, new_ca("another test CA").0.pem()).unwrap();
 
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        write_private("pg_hba.conf", "hostssl all all 127.0.0.1/32 trust\n".into());
+        let method = if password.is_some() { "scram-sha-256" } else { "trust" };
+        write_private("pg_hba.conf", format!("hostssl all all 127.0.0.1/32 {method}\n"));
         let conf = format!(
             "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
             dir.path().display()
