@@ -114,6 +114,38 @@ async fn a_password_from_a_file_or_the_environment_works_and_shows_nowhere() {
         assert!(!text.contains("not-it"), "the wrong password shows in {what}");
     }
 
+    // The same config served by the binary, logging at debug: its log must
+    // not hold the password either.
+    let log_path = dir.path().join("grayshift.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_grayshift"))
+        .args(["run", "--config"])
+        .arg(&proxy.config_path)
+        .env("GRAYSHIFT_LOG", "debug")
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let admin = eventually(DEADLINE, "the binary's start line", || async {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let line = log.lines().find(|l| l.contains("grayshift started"))?.to_string();
+        let at = line.find("admin=")? + "admin=".len();
+        Some(line[at..].split_whitespace().next()?.to_string())
+    })
+    .await;
+    eventually(DEADLINE, "both rules read by the binary", || async {
+        let url = format!("http://{admin}/status");
+        let (_, body) = grayshift::client::request(http::Method::GET, &url, None, &[], None, DEADLINE).await.ok()?;
+        let status: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        let rules = status["rules"].as_array()?.clone();
+        let read = |name: &str| rules.iter().any(|r| r["name"] == name && r["evaluated_at"].is_string());
+        (read("from-file") && read("wrong")).then_some(())
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("password authentication failed") || log.contains("rule"), "the log was written: {log}");
+    assert!(!log.contains(SECRET) && !log.contains("not-it"), "a password shows in the log");
+
     // A missing variable is a check error naming the variable, not a value.
     let broken = text.replace("GRAYSHIFT_TEST_WRONG_PASSWORD", "GRAYSHIFT_TEST_UNSET_PASSWORD");
     let err = grayshift::config::parse(&broken.replace("{dir}", "/tmp"), "g.toml").unwrap_err().to_string();

@@ -265,14 +265,17 @@ fn urls_come_from_the_environment_or_files_and_never_show_in_errors() {
     );
     let c = parse(&text, "t.toml").unwrap();
     assert_eq!(c.notify[0].webhook, "https://hooks.slack.test/services/T0/B0/XYZ");
-    assert!(matches!(&c.rollback.hook.unwrap().action, HookAction::Webhook(u, None) if u == "https://repair.internal/x?token=abc"));
+    assert!(
+        matches!(&c.rollback.hook.unwrap().action, HookAction::Webhook(u, None) if u == "https://repair.internal/x?token=abc")
+    );
     let LedgerSink::Postgres { url, .. } = &c.ledger.unwrap().sink else { panic!("postgres sink") };
     assert!(url.starts_with("postgresql://u@db/x?password="), "{url}");
 
     let bad = format!("{MINIMAL}\n[[notify]]\nwebhook_env = \"GRAYSHIFT_CONFIG_TEST_BAD\"\n");
     let e = err(&bad);
     assert!(e.message.contains("$GRAYSHIFT_CONFIG_TEST_BAD") && !e.message.contains("secret-token"), "{e}");
-    let both = format!("{MINIMAL}\n[[notify]]\nwebhook = \"http://a/\"\nwebhook_env = \"GRAYSHIFT_CONFIG_TEST_SLACK\"\n");
+    let both =
+        format!("{MINIMAL}\n[[notify]]\nwebhook = \"http://a/\"\nwebhook_env = \"GRAYSHIFT_CONFIG_TEST_SLACK\"\n");
     assert!(err(&both).message.contains("only one of `webhook`, `webhook_env` or `webhook_file`"));
     let missing = format!("{MINIMAL}\n[[notify]]\nwebhook_file = \"/nonexistent/url\"\n");
     assert!(err(&missing).message.contains("cannot read /nonexistent/url"));
