@@ -59,7 +59,7 @@ for bin in "$@"; do
     else
         sed -e "s|@DIR@|$WORK/$i|g; s|@LISTEN@|$port|; s|@ADMIN@|$admin|; s|@STABLE@|$S|; s|@NEW@|$N|" \
             "$LOAD/grayshift.toml" >"$WORK/$i/g.toml"
-        [ -z "${EXTRA:-}" ] || sed -e "s|@DIR@|$WORK/$i|g" "$EXTRA" >>"$WORK/$i/g.toml"
+        [ -z "${EXTRA:-}" ] || sed -e "s|@DIR@|$WORK/$i|g; s|@ETCD@|${ETCD:-2379}|g" "$EXTRA" >>"$WORK/$i/g.toml"
         cmd=("$(realpath "$bin")" run --config "$WORK/$i/g.toml")
     fi
     rm -f "$OUT/callgrind.$i.out"*
