@@ -1,4 +1,4 @@
-//! Fleet mode's L3 hook (SPEC §8.3) against a real etcd: it runs exactly
+//! Fleet mode's L3 hook against a real etcd: it runs exactly
 //! once across three replicas, with `GRAYSHIFT_ACTIVATION` and a fencing
 //! token `GRAYSHIFT_FENCE`; a replica gone mid-hook (stopped: its lease is
 //! revoked; SIGKILLed: its lease expires) leaves it to another.
@@ -17,9 +17,10 @@ use common::*;
 use etcd::Etcd;
 use fleet_support::*;
 
-/// An L3 rule on an `http` signal all three replicas read, and a hook that
-/// logs `start ACTIVATION FENCE`, sleeps `sleep` seconds, logs `end`.
-fn l3_setup(dir: &std::path::Path, signal_url: &str, sleep: u32) -> (String, std::path::PathBuf) {
+/// An L3 rule on a signal all three replicas read (`signal`: its TOML
+/// inline table), and a hook that logs `start ACTIVATION FENCE`, sleeps
+/// `sleep` seconds, logs `end`.
+fn l3_setup(dir: &std::path::Path, signal: &str, sleep: u32) -> (String, std::path::PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let script = dir.join("hook.sh");
     let log = dir.join("hook.log");
@@ -38,13 +39,17 @@ hook = {{ exec = ["{script}", "{log}", "{sleep}"], timeout = "30s" }}
 [[rules]]
 name = "data-diff"
 level = "L3"
-signal = {{ source = "http", url = "{signal_url}", pointer = "/diff", timeout = "1s" }}
+signal = {signal}
 above = 0
 "#,
         script = script.display(),
         log = log.display(),
     );
     (extra, log)
+}
+
+fn http_signal(server: &rules_support::JsonServer) -> String {
+    format!("{{ source = \"http\", url = \"{}\", pointer = \"/diff\", timeout = \"1s\" }}", server.url("/"))
 }
 
 fn lines(log: &std::path::Path) -> Vec<String> {
@@ -57,12 +62,25 @@ async fn hook_status(proxy: &Proxy) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l3_seen_by_every_replica_runs_the_hook_exactly_once_with_a_fence() {
+    // The runbook's L3: rows that differ between the old and the new schema,
+    // counted by a real PostgreSQL that all three replicas query.
     let etcd = Etcd::start().await;
-    let signal = rules_support::JsonServer::start(r#"{"diff": 0}"#).await;
+    let table = rules_support::unique("fleet_diff");
+    let _tables = rules_support::Tables { names: vec![table.clone()] };
+    let db = rules_support::pg_connect().await;
+    db.batch_execute(&format!(
+        "create table {table} (id int, old_total int, new_total int); insert into {table} values (1, 10, 10)"
+    ))
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (extra, log) = l3_setup(dir.path(), &signal.url("/"), 0);
+    let signal = format!(
+        "{{ source = \"postgres\", url = \"{}\", query = \"select count(*) from {table} where old_total is distinct from new_total\", timeout = \"2s\" }}",
+        rules_support::pg_url()
+    );
+    let (extra, log) = l3_setup(dir.path(), &signal, 0);
     let fleet = Fleet::start(&etcd, 50, &extra).await;
-    signal.set_body(r#"{"diff": 3}"#);
+    db.batch_execute(&format!("update {table} set new_total = 11 where id = 1")).await.unwrap();
     for r in &fleet.replicas {
         eventually(DEADLINE, "the hook recorded as succeeded everywhere", || async move {
             (hook_status(r).await == "succeeded").then_some(())
@@ -86,7 +104,7 @@ async fn a_replica_that_stops_mid_hook_leaves_the_hook_to_another_at_once() {
     let etcd = Etcd::start().await;
     let signal = rules_support::JsonServer::start(r#"{"diff": 0}"#).await;
     let dir = tempfile::tempdir().unwrap();
-    let (extra, log) = l3_setup(dir.path(), &signal.url("/"), 3);
+    let (extra, log) = l3_setup(dir.path(), &http_signal(&signal), 3);
     let mut fleet = Fleet::start(&etcd, 50, &extra).await;
     signal.set_body(r#"{"diff": 1}"#);
     let lock = format!("/grayshift/v1/{}/locks/hook", fleet.name);
@@ -145,7 +163,7 @@ async fn a_replica_killed_mid_hook_leaves_it_to_another_after_its_lease_expires(
     let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
     let signal = rules_support::JsonServer::start(r#"{"diff": 0}"#).await;
     let dir = tempfile::tempdir().unwrap();
-    let (extra, log) = l3_setup(dir.path(), &signal.url("/"), 3);
+    let (extra, log) = l3_setup(dir.path(), &http_signal(&signal), 3);
     let name = format!("k{}", std::process::id());
     let mut binaries = Vec::new();
     let mut admins = Vec::new();
