@@ -8,14 +8,32 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{RawFleet, S};
-use super::{invalid, positive_duration, FleetConfig, Invalid, PasswordSource};
+use super::{invalid, positive_duration, secret, FleetConfig, Invalid, PasswordSource};
 
 pub(super) fn validate(raw: &S<RawFleet>, group: &str) -> Result<FleetConfig, Invalid> {
     let f = raw.get_ref();
-    if f.etcd.get_ref().is_empty() {
-        return invalid(f.etcd.span(), "fleet.etcd needs at least one URL, e.g. [\"http://127.0.0.1:2379\"]");
-    }
-    let etcd = f.etcd.get_ref().iter().map(etcd_url).collect::<Result<Vec<_>, _>>()?;
+    let (etcd, etcd_span) = match (&f.etcd, f.etcd_env.is_some() || f.etcd_file.is_some()) {
+        (Some(list), false) => {
+            if list.get_ref().is_empty() {
+                return invalid(list.span(), "fleet.etcd needs at least one URL, e.g. [\"http://127.0.0.1:2379\"]");
+            }
+            (list.get_ref().iter().map(etcd_url).collect::<Result<Vec<_>, _>>()?, list.span())
+        }
+        (None, true) => {
+            let sourced = secret::one_of("etcd", None, f.etcd_env.as_ref(), f.etcd_file.as_ref(), raw.span())?
+                .expect("etcd_env or etcd_file is set");
+            let span = sourced.value.span();
+            let urls = sourced.check(|v| {
+                v.get_ref()
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|u| !u.is_empty())
+                    .map(|u| etcd_url(&S::new(span.clone(), u.to_string())))
+                    .collect::<Result<Vec<_>, _>>()
+            })?;
+            (urls, span)
+        }
+        _ => return invalid(raw.span(), "[fleet] needs exactly one of `etcd`, `etcd_env` or `etcd_file`"),
+    };
     let name = match &f.name {
         None => group.to_string(),
         Some(n) => key_part(n, "fleet.name")?,
@@ -60,7 +78,7 @@ pub(super) fn validate(raw: &S<RawFleet>, group: &str) -> Result<FleetConfig, In
         None => None,
     };
     if tls_ca.is_some() && etcd.iter().any(|u| u.starts_with("http://")) {
-        return invalid(f.etcd.span(), "fleet.tls is set: every fleet.etcd URL must be https://");
+        return invalid(etcd_span, "fleet.tls is set: every fleet.etcd URL must be https://");
     }
     Ok(FleetConfig { etcd, name, replica, lease_ttl, sync_timeout, user, password, tls_ca })
 }

@@ -207,7 +207,11 @@ pub struct RawLedger {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFleet {
-    pub etcd: S<Vec<S<String>>>,
+    pub etcd: Option<S<Vec<S<String>>>>,
+    /// The same list from a variable or a file (URLs separated by commas or
+    /// whitespace): the endpoints can be as private as a password.
+    pub etcd_env: Option<S<String>>,
+    pub etcd_file: Option<S<String>>,
     pub name: Option<S<String>>,
     pub replica: Option<S<String>>,
     pub lease_ttl: Option<S<String>>,

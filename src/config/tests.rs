@@ -280,3 +280,16 @@ fn urls_come_from_the_environment_or_files_and_never_show_in_errors() {
     let missing = format!("{MINIMAL}\n[[notify]]\nwebhook_file = \"/nonexistent/url\"\n");
     assert!(err(&missing).message.contains("cannot read /nonexistent/url"));
 }
+
+#[test]
+fn fleet_endpoints_can_come_from_the_environment() {
+    std::env::set_var("GRAYSHIFT_CONFIG_TEST_ETCD", "https://e1:2379, https://e2:2379\nhttps://e3:2379");
+    let c =
+        parse(&format!("{MINIMAL}\n[fleet]\netcd_env = \"GRAYSHIFT_CONFIG_TEST_ETCD\"\nreplica = \"r\"\n"), "t.toml")
+            .unwrap();
+    assert_eq!(c.fleet.unwrap().etcd, ["https://e1:2379", "https://e2:2379", "https://e3:2379"]);
+    let both = format!(
+        "{MINIMAL}\n[fleet]\netcd = [\"http://a:2379\"]\netcd_env = \"GRAYSHIFT_CONFIG_TEST_ETCD\"\nreplica = \"r\"\n"
+    );
+    assert!(err(&both).message.contains("exactly one of `etcd`, `etcd_env` or `etcd_file`"));
+}
