@@ -90,19 +90,31 @@ impl Ledger {
     /// ignores the backoff (shutdown, the hook).
     pub async fn flush(&self, force: bool) {
         let mut writer = self.writer.lock().await;
-        for exposure in self.recorder.rotate() {
-            if writer.pending.len() >= self.max_pending {
-                self.dropped.inc();
-                continue;
+        // Merging an interval's sightings (tens of thousands at a busy
+        // edge) and writing the file are CPU and disk work: on the blocking
+        // pool, so the runtime thread that serves requests never stalls.
+        let exposures = self.recorder.rotate();
+        let (max, dropped) = (self.max_pending, self.dropped.clone());
+        let mut pending = std::mem::take(&mut writer.pending);
+        writer.pending = tokio::task::spawn_blocking(move || {
+            for exposure in exposures {
+                if pending.len() >= max {
+                    dropped.inc();
+                    continue;
+                }
+                let (id, seen) = split(exposure);
+                sink::merge(&mut pending, id, seen);
             }
-            let (id, seen) = split(exposure);
-            sink::merge(&mut writer.pending, id, seen);
-        }
+            pending
+        })
+        .await
+        .expect("the ledger's merge does not panic");
         let now = tokio::time::Instant::now();
         let waiting = writer.retry_at.is_some_and(|at| now < at);
         if !writer.pending.is_empty() && (force || !waiting) {
             let pending = std::mem::take(&mut writer.pending);
-            match writer.sink.write(&pending).await {
+            let (pending, result) = writer.sink.write(pending).await;
+            match result {
                 Ok(()) => {
                     self.written.inc_by(pending.len() as u64);
                     if writer.failures > 0 {

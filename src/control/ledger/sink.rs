@@ -112,33 +112,48 @@ impl Sink {
         Sink { kind, pg: PgSlot::default(), table_ready: false }
     }
 
-    /// Write `rows`; on error nothing is known to be written (the caller
-    /// keeps them and retries: the upsert makes a retry harmless).
-    pub async fn write(&mut self, rows: &Rows) -> Result<(), String> {
+    /// Write `rows` (handed back, to be kept on error); on error nothing is
+    /// known to be written (the caller keeps them and retries: the upsert
+    /// makes a retry harmless).
+    pub async fn write(&mut self, rows: Rows) -> (Rows, Result<(), String>) {
         if rows.is_empty() {
-            return Ok(());
+            return (rows, Ok(()));
         }
-        match &self.kind {
+        let result = match &self.kind {
             LedgerSink::File(path) => {
-                append_jsonl(path, rows).map_err(|e| format!("cannot append to {}: {e}", path.display()))
+                // Serialising and fsyncing is blocking work: off the runtime.
+                let path = path.clone();
+                let (rows, result) = tokio::task::spawn_blocking(move || {
+                    let result =
+                        append_jsonl(&path, &rows).map_err(|e| format!("cannot append to {}: {e}", path.display()));
+                    (rows, result)
+                })
+                .await
+                .expect("writing the ledger file does not panic");
+                return (rows, result);
             }
             LedgerSink::Postgres { url, table } => {
                 let (url, table) = (url.clone(), table.clone());
-                if !self.table_ready {
-                    create_table(&self.pg, &url, &table).await?;
-                    self.table_ready = true;
-                }
-                let rows: Vec<(&RowId, &Seen)> = rows.iter().collect();
-                for batch in rows.chunks(BATCH) {
-                    let result = upsert(&self.pg, &url, &table, batch).await;
-                    if result.as_ref().is_err_and(|e| e.contains("does not exist")) {
-                        self.table_ready = false; // dropped behind our back: create it again next time
-                    }
-                    result?;
-                }
-                Ok(())
+                self.write_postgres(&url, &table, &rows).await
             }
+        };
+        (rows, result)
+    }
+
+    async fn write_postgres(&mut self, url: &str, table: &str, rows: &Rows) -> Result<(), String> {
+        if !self.table_ready {
+            create_table(&self.pg, url, table).await?;
+            self.table_ready = true;
         }
+        let rows: Vec<(&RowId, &Seen)> = rows.iter().collect();
+        for batch in rows.chunks(BATCH) {
+            let result = upsert(&self.pg, url, table, batch).await;
+            if result.as_ref().is_err_and(|e| e.contains("does not exist")) {
+                self.table_ready = false; // dropped behind our back: create it again next time
+            }
+            result?;
+        }
+        Ok(())
     }
 
     /// Every row of `release`, ordered by key.
