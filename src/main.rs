@@ -246,7 +246,7 @@ fn bucket(path: &std::path::Path, key: &str) -> ExitCode {
     };
     let splitter = grayshift::proxy::split::Splitter::new(&config.split);
     let bucket = splitter.bucket(key.as_bytes());
-    let (pool, reason) = splitter.decide(key.as_bytes(), bucket, route.percent, route.rolled_back);
+    let (pool, reason) = splitter.decide(key.as_bytes(), bucket, route.percent, route.new_refused());
     let why = match reason {
         grayshift::proxy::split::Reason::Percent if pool == PoolName::New => {
             format!("bucket {bucket} < percent {}", route.percent)
