@@ -43,6 +43,8 @@ pub struct Shared {
     /// The proxy listener's TLS config, when `server.tls` is set.
     pub tls: Option<tls::TlsSlot>,
     pub access_log: bool,
+    /// The schema gate's last verdict, for `/status.schema`.
+    pub schema: control::release::gate::GateBoard,
     /// The exposure ledger, when `[ledger]` is configured (read at start).
     pub ledger: Option<Arc<control::ledger::Ledger>>,
     /// `[fleet]`: the shared state through etcd; `None` in single mode.
@@ -177,6 +179,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         tls: tls.clone(),
         access_log: options.access_log,
         ledger: ledger.clone(),
+        schema: Default::default(),
         fleet,
     });
     shared.control.export(&shared.metrics);
@@ -185,6 +188,11 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         fleet.first_sync(&shared).await.map_err(StartError::Fleet)?;
     }
 
+    // Fail safe: nobody reaches `new` before the first good read of the
+    // migration version.
+    if shared.config().schema.is_some() {
+        shared.control.set_schema_gate(false);
+    }
     let (shutdown, shutdown_rx) = watch::channel(false);
     let proxy_shared = shared.clone();
     let proxy = tokio::spawn(server::serve(
@@ -215,6 +223,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     if let Some(fleet) = &shared.fleet {
         fleet.spawn(shared.clone(), shutdown_rx.clone());
     }
+    tokio::spawn(control::release::gate::run(shared.clone(), shutdown_rx.clone()));
     rules::spawn(shared.clone(), events_rx, shutdown_rx);
     tracing::info!(proxy = %proxy_addr, admin = %admin_addr, config = %options.config_path.display(), "grayshift started");
     Ok(Running { proxy_addr, admin_addr, shared, shutdown, servers })

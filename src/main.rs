@@ -132,7 +132,13 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Check { config } => match config::load(&config) {
-            Ok(_) => {
+            Ok(c) => {
+                if let Some(s) = c.schema.as_ref().filter(|s| !s.bounds.overlap()) {
+                    eprintln!(
+                        "warning: [schema] no version satisfies both new_requires and stable_supports: {:?} vs {:?} — the migration is not expand/contract, so once new can run no rollback to stable is safe",
+                        s.bounds.new_requires, s.bounds.stable_supports
+                    );
+                }
                 println!("ok");
                 ExitCode::SUCCESS
             }
@@ -240,7 +246,7 @@ fn bucket(path: &std::path::Path, key: &str) -> ExitCode {
     };
     let splitter = grayshift::proxy::split::Splitter::new(&config.split);
     let bucket = splitter.bucket(key.as_bytes());
-    let (pool, reason) = splitter.decide(key.as_bytes(), bucket, route.percent, route.rolled_back);
+    let (pool, reason) = splitter.decide(key.as_bytes(), bucket, route.percent, route.new_refused());
     let why = match reason {
         grayshift::proxy::split::Reason::Percent if pool == PoolName::New => {
             format!("bucket {bucket} < percent {}", route.percent)

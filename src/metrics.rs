@@ -80,6 +80,8 @@ pub struct Metrics {
     /// Not in SPEC §5 (an addition): signal reads that failed, per rule.
     pub signal_errors: IntCounterVec,
     pub ledger: LedgerMetrics,
+    /// 1 while the schema gate lets users reach `new` (1 without `[schema]`).
+    pub schema_ready: IntGauge,
     /// Not in SPEC §5 (an addition): client TLS handshakes that failed or
     /// timed out (logged at `debug` only: any client can cause them).
     pub tls_handshake_errors: TlsHandshakeErrors,
@@ -235,6 +237,11 @@ impl Metrics {
             )
             .unwrap(),
             ledger: LedgerMetrics::new(),
+            schema_ready: IntGauge::new(
+                "grayshift_schema_ready",
+                "1 while the schema gate lets users reach new (the migration new requires has landed).",
+            )
+            .unwrap(),
             fleet_connected: IntGauge::new("grayshift_fleet_connected", "1 while the fleet store is reachable.")
                 .unwrap(),
             fleet_revision: IntGauge::new(
@@ -261,6 +268,7 @@ impl Metrics {
             Box::new(m.endpoint_healthy.clone()),
             Box::new(m.hook_runs.clone()),
             Box::new(m.signal_errors.clone()),
+            Box::new(m.schema_ready.clone()),
             Box::new(handshake_errors),
             Box::new(TLS_CLIENT_WARNINGS.clone()),
         ];

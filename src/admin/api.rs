@@ -266,6 +266,7 @@ pub fn status(shared: &Shared) -> Value {
         },
         "version": env!("CARGO_PKG_VERSION"),
         "ledger": shared.ledger.as_ref().map(|l| l.status()),
+        "schema": shared.schema.view(),
         "fleet": shared.fleet.as_ref().map(|f| f.status(shared)),
     })
 }

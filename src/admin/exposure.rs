@@ -36,7 +36,7 @@ pub fn what_if(splitter: &Splitter, now: Route, percent: u8, keys: impl Iterator
     let mut w = WhatIf::default();
     for key in keys {
         let bucket = splitter.bucket(key.as_bytes());
-        let before = splitter.decide(key.as_bytes(), bucket, now.percent, now.rolled_back).0;
+        let before = splitter.decide(key.as_bytes(), bucket, now.percent, now.new_refused()).0;
         // The what-if asks about the percent: a rollback that is active now
         // is assumed resumed for the "after" side only if the percent says so.
         let after = splitter.decide(key.as_bytes(), bucket, percent, false).0;
@@ -78,7 +78,7 @@ mod tests {
     fn raising_moves_only_towards_new_and_counts_add_up() {
         let s = splitter();
         let keys: Vec<String> = (0..1000).map(|i| format!("u{i}")).collect();
-        let now = Route { percent: 10, rolled_back: false, shedding: false };
+        let now = Route { percent: 10, rolled_back: false, shedding: false, gate_closed: false };
         let up = what_if(&s, now, 50, keys.iter().cloned());
         assert_eq!(up.to_stable, 0);
         assert_eq!(up.keys, up.to_new + up.stay_new + up.stay_stable);
@@ -92,7 +92,7 @@ mod tests {
     fn a_rollback_now_means_everyone_is_on_stable_before() {
         let s = splitter();
         // alice is in bucket 18 of orders-v2.
-        let now = Route { percent: 0, rolled_back: true, shedding: false };
+        let now = Route { percent: 0, rolled_back: true, shedding: false, gate_closed: false };
         let w = what_if(&s, now, 20, ["alice".to_string(), "qa".to_string()].into_iter());
         assert_eq!((w.to_new, w.stay_stable), (1, 1), "force_stable keeps qa on stable");
     }

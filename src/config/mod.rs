@@ -7,6 +7,7 @@
 mod fleet;
 mod ledger;
 mod raw;
+mod schema;
 mod secret;
 mod types;
 
@@ -177,8 +178,9 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         .collect::<Result<_, Invalid>>()?;
 
     let ledger = raw.ledger.as_ref().map(ledger::validate).transpose()?;
+    let schema = raw.schema.as_ref().map(schema::validate).transpose()?;
 
-    Ok(Config { server, admin, split, stable, new, state, rollback, features, rules, notify, fleet, ledger })
+    Ok(Config { server, admin, split, stable, new, state, rollback, features, rules, notify, fleet, ledger, schema })
 }
 
 fn validate_server(raw: &raw::RawServer) -> Result<ServerConfig, Invalid> {

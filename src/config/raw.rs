@@ -28,6 +28,7 @@ pub struct RawConfig {
     pub notify: Vec<RawNotify>,
     pub ledger: Option<S<RawLedger>>,
     pub fleet: Option<S<RawFleet>>,
+    pub schema: Option<S<RawSchema>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,4 +227,37 @@ pub struct RawFleet {
 #[serde(deny_unknown_fields)]
 pub struct RawFleetTls {
     pub ca: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchema {
+    pub url: Option<S<String>>,
+    pub url_env: Option<S<String>>,
+    pub url_file: Option<S<String>>,
+    pub password_env: Option<S<String>>,
+    pub password_file: Option<S<String>>,
+    pub tool: S<String>,
+    pub new_requires: S<OneOrMany>,
+    pub stable_supports: S<OneOrMany>,
+    pub interval: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub query: Option<S<String>>,
+}
+
+/// A version bound: `"2.4"` or `["a1b2", "c3d4"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
 }

@@ -293,3 +293,31 @@ fn fleet_endpoints_can_come_from_the_environment() {
     );
     assert!(err(&both).message.contains("exactly one of `etcd`, `etcd_env` or `etcd_file`"));
 }
+
+const SCHEMA: &str = "\n[schema]\nurl = \"postgresql://u@127.0.0.1/db\"\ntool = \"flyway\"\nnew_requires = \"2.4\"\nstable_supports = \"2.5\"\n";
+
+#[test]
+fn schema_section_gets_defaults_and_accepts_a_list() {
+    let c = parse(&format!("{MINIMAL}{SCHEMA}"), "t.toml").unwrap();
+    let s = c.schema.unwrap();
+    assert_eq!((s.interval, s.timeout), (Duration::from_secs(10), Duration::from_secs(5)));
+    assert!(s.bounds.overlap());
+    let list = SCHEMA.replace("tool = \"flyway\"", "tool = \"alembic\"").replace("\"2.5\"", "[\"a1\", \"b2\"]");
+    let c = parse(&format!("{MINIMAL}{list}"), "t.toml").unwrap();
+    assert_eq!(c.schema.unwrap().bounds.stable_supports, vec!["a1", "b2"]);
+}
+
+#[test]
+fn schema_errors_name_the_key_with_a_position() {
+    let bad = |from: &str, to: &str| err(&format!("{MINIMAL}{}", SCHEMA.replace(from, to))).to_string();
+    let e = bad("\"flyway\"", "\"liquibase\"");
+    assert!(e.contains("t.toml:") && e.contains("schema.tool") && e.contains("liquibase"), "{e}");
+    let e = bad("\"2.4\"", "\"abc\"");
+    assert!(e.contains("t.toml:") && e.contains("new_requires"), "{e}");
+    let e = bad("tool = \"flyway\"", "tool = \"flyway\"\nquery = \"select 1\"");
+    assert!(e.contains("schema.query") && e.contains("sql"), "{e}");
+    let e = bad("tool = \"flyway\"", "tool = \"sql\"");
+    assert!(e.contains("query"), "{e}");
+    let e = bad("postgresql://u@127.0.0.1/db", "mysql://x");
+    assert!(e.contains("schema.url"), "{e}");
+}

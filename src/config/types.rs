@@ -83,6 +83,7 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     pub notify: Vec<NotifyConfig>,
     pub ledger: Option<LedgerConfig>,
+    pub schema: Option<SchemaConfig>,
     /// `[fleet]`: share the run-time state through etcd (SPEC §8).
     pub fleet: Option<FleetConfig>,
 }
@@ -328,6 +329,18 @@ pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// The longest sliding window a local signal may ask for.
 pub const MAX_LOCAL_WINDOW: Duration = Duration::from_secs(3600);
+
+/// `[schema]`: the migration version `new` needs and `stable` supports, read
+/// from PostgreSQL every `interval`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaConfig {
+    pub url: String,
+    pub bounds: crate::control::release::schema::Bounds,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// `tool = "sql"` only: the query whose first column of the first row is the version.
+    pub query: Option<String>,
+}
 
 /// `[ledger]`: who `new` served, for the data-rollback hook.
 #[derive(Debug, Clone, PartialEq)]

@@ -45,15 +45,32 @@ pub struct Route {
     pub rolled_back: bool,
     /// L2 active: new-feature entry points are shed.
     pub shedding: bool,
+    /// The schema gate is closed: percent 0 and nobody on `new`, `force_new`
+    /// included (not persisted: the gate task re-reads the database).
+    pub gate_closed: bool,
 }
 
 impl Route {
     fn pack(self) -> u32 {
-        self.percent as u32 | (self.rolled_back as u32) << 8 | (self.shedding as u32) << 9
+        self.percent as u32
+            | (self.rolled_back as u32) << 8
+            | (self.shedding as u32) << 9
+            | (self.gate_closed as u32) << 10
+    }
+
+    /// Nobody may go to `new`: an L1/L3 rollback or a closed schema gate.
+    #[inline]
+    pub fn new_refused(self) -> bool {
+        self.rolled_back || self.gate_closed
     }
 
     fn unpack(v: u32) -> Route {
-        Route { percent: (v & 0xff) as u8, rolled_back: v & 1 << 8 != 0, shedding: v & 1 << 9 != 0 }
+        Route {
+            percent: (v & 0xff) as u8,
+            rolled_back: v & 1 << 8 != 0,
+            shedding: v & 1 << 9 != 0,
+            gate_closed: v & 1 << 10 != 0,
+        }
     }
 }
 
@@ -123,6 +140,7 @@ impl State {
             percent: if rolled_back { 0 } else { self.desired_percent },
             rolled_back,
             shedding: self.rollbacks.contains_key(&Level::L2),
+            gate_closed: false,
         }
     }
 }
@@ -164,6 +182,9 @@ pub struct LevelEvent {
 
 pub struct Control {
     gate: AtomicU32,
+    /// The schema gate is closed; only changed under the state lock, and
+    /// folded into `gate` whenever it is published.
+    schema_closed: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
     paths: StateConfig,
     events: tokio::sync::mpsc::UnboundedSender<LevelEvent>,
@@ -208,6 +229,7 @@ impl Control {
         };
         let control = Control {
             gate: AtomicU32::new(state.route().pack()),
+            schema_closed: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(state),
             paths: paths.clone(),
             events,
@@ -265,8 +287,26 @@ impl Control {
             }
         }
         *guard = next;
-        self.gate.store(guard.route().pack(), Ordering::Release);
+        self.publish(guard);
         written.map_err(|source| ControlError::Persist { path: self.paths.file.display().to_string(), source })
+    }
+
+    /// Store `state`'s route, with the schema gate folded in (called with the
+    /// state lock held, so the two never race).
+    fn publish(&self, state: &State) {
+        let mut route = state.route();
+        if self.schema_closed.load(Ordering::Acquire) {
+            route = Route { percent: 0, gate_closed: true, ..route };
+        }
+        self.gate.store(route.pack(), Ordering::Release);
+    }
+
+    /// Open or close the schema gate; returns whether it changed.
+    pub fn set_schema_gate(&self, open: bool) -> bool {
+        let guard = self.lock();
+        let changed = self.schema_closed.swap(!open, Ordering::AcqRel) == open;
+        self.publish(&guard);
+        changed
     }
 
     pub fn audit(&self, actor: &Actor, action: &str, detail: serde_json::Value) {
@@ -525,11 +565,27 @@ mod tests {
         for percent in [0, 1, 50, 100] {
             for rolled_back in [false, true] {
                 for shedding in [false, true] {
-                    let r = Route { percent, rolled_back, shedding };
-                    assert_eq!(Route::unpack(r.pack()), r);
+                    for gate_closed in [false, true] {
+                        let r = Route { percent, rolled_back, shedding, gate_closed };
+                        assert_eq!(Route::unpack(r.pack()), r);
+                    }
                 }
             }
         }
+    }
+
+    #[test]
+    fn schema_gate_zeroes_percent_and_refuses_new_until_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _events) = open(dir.path(), 20);
+        assert!(c.set_schema_gate(false));
+        assert!(!c.set_schema_gate(false));
+        assert_eq!(c.route(), Route { percent: 0, rolled_back: false, shedding: false, gate_closed: true });
+        assert!(c.route().new_refused());
+        c.set_percent(35, &Actor::Admin).unwrap();
+        assert_eq!(c.route().percent, 0, "a percent change keeps the gate closed");
+        assert!(c.set_schema_gate(true));
+        assert_eq!(c.route(), Route { percent: 35, rolled_back: false, shedding: false, gate_closed: false });
     }
 
     #[test]
@@ -540,7 +596,7 @@ mod tests {
         c.set_percent(35, &Actor::Admin).unwrap();
         assert!(c.activate(Level::L1, "errors", &Actor::Rule("r".into()), false).unwrap());
         assert!(!c.activate(Level::L1, "again", &Actor::Admin, false).unwrap());
-        assert_eq!(c.route(), Route { percent: 0, rolled_back: true, shedding: false });
+        assert_eq!(c.route(), Route { percent: 0, rolled_back: true, shedding: false, gate_closed: false });
         assert_eq!(events.try_recv().unwrap().level, Level::L1);
         drop(c);
         let (c, _) = open(dir.path(), 20);

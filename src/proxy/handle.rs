@@ -96,7 +96,7 @@ async fn route_and_forward(
     let (mut pool, bucket) = {
         let key = splitter.routing_key(req.headers(), ip_text);
         let bucket = splitter.bucket(key);
-        (splitter.decide(key, bucket, route.percent, route.rolled_back).0, bucket)
+        (splitter.decide(key, bucket, route.percent, route.new_refused()).0, bucket)
     };
 
     // 3. Under L2, the new-feature entry points are shed (or sent to stable).
