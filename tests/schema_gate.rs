@@ -35,17 +35,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let (url, name) = (pg_url(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = client.batch_execute(&format!("drop schema if exists {name} cascade")).await;
-                }
-            });
-        })
-        .join();
+        cleanup_sql(format!("drop schema if exists {} cascade", self.name));
     }
 }
 

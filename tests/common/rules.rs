@@ -60,20 +60,24 @@ pub struct Tables {
 
 impl Drop for Tables {
     fn drop(&mut self) {
-        let names = self.names.join(", ");
-        // Drop runs outside any runtime guarantee: use a throwaway one.
-        let url = pg_url();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = client.batch_execute(&format!("drop table if exists {names}")).await;
-                }
-            });
-        })
-        .join();
+        cleanup_sql(format!("drop table if exists {}", self.names.join(", ")));
     }
+}
+
+/// Run `sql` on the test PostgreSQL from a `Drop` (which runs outside any
+/// runtime guarantee: a throwaway one), ignoring errors.
+pub fn cleanup_sql(sql: String) {
+    let url = pg_url();
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                tokio::spawn(conn);
+                let _ = client.batch_execute(&sql).await;
+            }
+        });
+    })
+    .join();
 }
 
 /// The rule named `name` in `/status`.
