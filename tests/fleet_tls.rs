@@ -16,14 +16,6 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
-    let key = rcgen::KeyPair::generate().unwrap();
-    (params.self_signed(&key).unwrap(), key)
-}
-
 struct Killed(std::process::Child);
 
 impl Drop for Killed {
@@ -36,17 +28,13 @@ impl Drop for Killed {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_reaches_an_https_etcd_with_its_ca_and_not_without() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca_cert, ca_key) = ca("grayshift etcd test CA");
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca_cert, &ca_key)
-        .unwrap();
+    let ca = test_ca("grayshift etcd test CA");
+    let (cert, key) = localhost_cert(&ca);
     let path = |name: &str| dir.path().join(name);
     std::fs::write(path("server.crt"), cert.pem()).unwrap();
     std::fs::write(path("server.key"), key.serialize_pem()).unwrap();
-    std::fs::write(path("ca.pem"), ca_cert.pem()).unwrap();
-    std::fs::write(path("other-ca.pem"), ca("another CA").0.pem()).unwrap();
+    std::fs::write(path("ca.pem"), ca.0.pem()).unwrap();
+    std::fs::write(path("other-ca.pem"), test_ca("another CA").0.pem()).unwrap();
 
     let (client, peer) = (free_port(), free_port());
     let etcd = Command::new(std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into()))

@@ -15,21 +15,15 @@ use serde_json::json;
 
 /// A server config for `localhost`, and the PEM of the CA that signed it.
 fn tls_pair(ca_name: &str) -> (Arc<rustls::ServerConfig>, String) {
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(rcgen::DnType::CommonName, ca_name);
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert =
-        rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+    let ca = test_ca(ca_name);
+    let (cert, key) = localhost_cert(&ca);
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
         .unwrap();
-    (Arc::new(config), ca.pem())
+    (Arc::new(config), ca.0.pem())
 }
 
 const PROMETHEUS_ANSWER: &str =

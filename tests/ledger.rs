@@ -126,14 +126,14 @@ async fn the_l3_hook_gets_the_csv_of_everyone_exposed() {
     }
     let reply = proxy.admin("POST", "/rollback", Some(json!({"level": "L3", "reason": "rows differ"})), None).await;
     assert_eq!(reply.status, 200);
-    let csv =
-        eventually(DEADLINE, "the hook's copy of GRAYSHIFT_EXPOSED", || async { std::fs::read_to_string(&copy).ok() })
-            .await;
+    // The copy is complete once the hook has exited (cp may have created it
+    // and not yet written it when polled earlier).
+    wait_status(&proxy, "the hook succeeded", |s| s["rollback"]["active"]["L3"]["hook"] == "succeeded").await;
+    let csv = std::fs::read_to_string(&copy).expect("the hook copied GRAYSHIFT_EXPOSED");
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some("key,source,first_seen,last_seen,wrote"));
     let keys: BTreeSet<String> = lines.map(|l| l.split(',').next().unwrap().to_string()).collect();
     assert_eq!(keys, on_new);
-    wait_status(&proxy, "the hook succeeded", |s| s["rollback"]["active"]["L3"]["hook"] == "succeeded").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

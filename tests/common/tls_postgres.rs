@@ -33,14 +33,6 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
-fn new_ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
-    let key = rcgen::KeyPair::generate().unwrap();
-    (params.self_signed(&key).unwrap(), key)
-}
-
 impl TlsPostgres {
     pub fn start() -> TlsPostgres {
         Self::start_with(None)
@@ -72,12 +64,8 @@ impl TlsPostgres {
         let out = initdb.output().unwrap();
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
 
-        let (ca_cert, ca_key) = new_ca("grayshift test CA");
-        let server_key = rcgen::KeyPair::generate().unwrap();
-        let server = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .signed_by(&server_key, &ca_cert, &ca_key)
-            .unwrap();
+        let ca_pair = crate::common::test_ca("grayshift test CA");
+        let (server, server_key) = crate::common::localhost_cert(&ca_pair);
         let write_private = |name: &str, text: String| {
             let path = data.join(name);
             std::fs::write(&path, text).unwrap();
@@ -89,9 +77,9 @@ impl TlsPostgres {
         write_private("server.crt", server.pem());
         write_private("server.key", server_key.serialize_pem());
         let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, ca_cert.pem()).unwrap();
+        std::fs::write(&ca, ca_pair.0.pem()).unwrap();
         let other_ca = dir.path().join("other-ca.pem");
-        std::fs::write(&other_ca, new_ca("another test CA").0.pem()).unwrap();
+        std::fs::write(&other_ca, crate::common::test_ca("another test CA").0.pem()).unwrap();
 
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let method = if password.is_some() { "scram-sha-256" } else { "trust" };

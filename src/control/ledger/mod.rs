@@ -155,8 +155,8 @@ impl Ledger {
         // What could not be written yet is still ours to report.
         let mut all = Rows::new();
         for row in rows {
-            let seen = Seen { first_seen: row.first_seen, last_seen: row.last_seen, wrote: row.wrote };
-            sink::merge(&mut all, (row.release, row.source, row.key), seen);
+            let (id, seen) = row.split();
+            sink::merge(&mut all, id, seen);
         }
         for (id, seen) in writer.pending.iter().filter(|(id, _)| id.0 == release) {
             sink::merge(&mut all, id.clone(), *seen);

@@ -69,7 +69,7 @@ pub fn merge(rows: &mut Rows, id: RowId, seen: Seen) {
 }
 
 impl Row {
-    fn split(self) -> (RowId, Seen) {
+    pub fn split(self) -> (RowId, Seen) {
         let seen = Seen { first_seen: self.first_seen, last_seen: self.last_seen, wrote: self.wrote };
         ((self.release, self.source, self.key), seen)
     }
