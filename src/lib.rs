@@ -224,6 +224,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         fleet.spawn(shared.clone(), shutdown_rx.clone());
     }
     tokio::spawn(control::release::gate::run(shared.clone(), shutdown_rx.clone()));
+    tokio::spawn(control::release::driver::run(shared.clone(), shutdown_rx.clone()));
     rules::spawn(shared.clone(), events_rx, shutdown_rx);
     tracing::info!(proxy = %proxy_addr, admin = %admin_addr, config = %options.config_path.display(), "grayshift started");
     Ok(Running { proxy_addr, admin_addr, shared, shutdown, servers })

@@ -116,6 +116,16 @@ enum CtlCommand {
         level: String,
         #[arg(long)]
         reason: String,
+        /// Send users to stable even though it does not support the
+        /// database's schema (past the point of no return).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Drive the progressive ramp ([ramp]): start, pause, resume, promote
+    /// (to the next step now) or abort (everyone back on stable).
+    Ramp {
+        #[arg(value_parser = ["start", "pause", "resume", "promote", "abort"])]
+        action: String,
     },
     /// Clear a rollback level (L3 needs --confirm).
     Resume {
@@ -180,7 +190,8 @@ fn main() -> ExitCode {
                 CtlCommand::SetPercent { percent, wait, timeout } => {
                     ctl::Command::SetPercent { percent, wait: wait.then_some(timeout) }
                 }
-                CtlCommand::Rollback { level, reason } => ctl::Command::Rollback { level, reason },
+                CtlCommand::Rollback { level, reason, force } => ctl::Command::Rollback { level, reason, force },
+                CtlCommand::Ramp { action } => ctl::Command::Ramp { action },
                 CtlCommand::Resume { level, confirm } => ctl::Command::Resume { level, confirm },
                 CtlCommand::Reload => ctl::Command::Reload,
             };

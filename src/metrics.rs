@@ -82,6 +82,11 @@ pub struct Metrics {
     pub ledger: LedgerMetrics,
     /// 1 while the schema gate lets users reach `new` (1 without `[schema]`).
     pub schema_ready: IntGauge,
+    /// 1 while an L1/L3 is active but blocked: stable does not support the
+    /// schema (the point of no return), so users stay where they are.
+    pub rollback_blocked: IntGauge,
+    /// The ramp's step, 1-based; 0 while no ramp was started.
+    pub ramp_step: IntGauge,
     /// Not in SPEC §5 (an addition): client TLS handshakes that failed or
     /// timed out (logged at `debug` only: any client can cause them).
     pub tls_handshake_errors: TlsHandshakeErrors,
@@ -242,6 +247,16 @@ impl Metrics {
                 "1 while the schema gate lets users reach new (the migration new requires has landed).",
             )
             .unwrap(),
+            rollback_blocked: IntGauge::new(
+                "grayshift_rollback_blocked",
+                "1 while an L1/L3 rollback is active but blocked: stable does not support the database schema.",
+            )
+            .unwrap(),
+            ramp_step: IntGauge::new(
+                "grayshift_ramp_step",
+                "The progressive ramp's step (1-based); 0 before any ramp.",
+            )
+            .unwrap(),
             fleet_connected: IntGauge::new("grayshift_fleet_connected", "1 while the fleet store is reachable.")
                 .unwrap(),
             fleet_revision: IntGauge::new(
@@ -269,6 +284,8 @@ impl Metrics {
             Box::new(m.hook_runs.clone()),
             Box::new(m.signal_errors.clone()),
             Box::new(m.schema_ready.clone()),
+            Box::new(m.rollback_blocked.clone()),
+            Box::new(m.ramp_step.clone()),
             Box::new(handshake_errors),
             Box::new(TLS_CLIENT_WARNINGS.clone()),
         ];

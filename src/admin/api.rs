@@ -19,6 +19,8 @@ use subtle::ConstantTimeEq;
 
 use super::console;
 use crate::config::{Level, PoolName};
+use crate::control::release::driver;
+use crate::control::release::ramp::Command;
 use crate::control::reload;
 use crate::control::state::{self, Actor, ControlError};
 use crate::proxy::body::ResponseBody;
@@ -94,10 +96,36 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
             let level = parse_level(&body.level)?;
             let reason = body.reason.unwrap_or_else(|| "manual rollback".into());
             let hook = shared.config().rollback.hook.is_some();
-            match shared.control.activate(level, &reason, &Actor::Admin, hook) {
-                Ok(activated) => Ok(json_response(
+            match shared.control.activate_with(level, &reason, &Actor::Admin, hook, body.force) {
+                Ok(activated) => {
+                    let (blocked, why) = shared.control.blocked();
+                    let blocked = blocked.contains(&level).then_some(why).flatten();
+                    Ok(json_response(
+                        StatusCode::OK,
+                        json!({
+                            "level": level, "activated": activated, "blocked": blocked.is_some(),
+                            "blocked_reason": blocked, "state": shared.control.state(),
+                        }),
+                    ))
+                }
+                Err(e) => Err(control_error(e)),
+            }
+        }
+        (Method::POST, "/ramp") => {
+            let body: RampBody = change_body(shared, req).await?;
+            let cmd = Command::parse(&body.action).ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "action must be \"start\", \"pause\", \"resume\", \"promote\" or \"abort\", got {:?}",
+                        body.action
+                    ),
+                )
+            })?;
+            match driver::command(shared, cmd).await {
+                Ok(_) => Ok(json_response(
                     StatusCode::OK,
-                    json!({ "level": level, "activated": activated, "state": shared.control.state() }),
+                    json!({ "ramp": driver::status(shared), "percent": percent_view(shared) }),
                 )),
                 Err(e) => Err(control_error(e)),
             }
@@ -130,7 +158,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
         (
             _,
             "/healthz" | "/readyz" | "/metrics" | "/status" | "/audit" | "/percent" | "/rollback" | "/resume"
-            | "/reload",
+            | "/reload" | "/ramp",
         ) => Err(error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path")),
         _ => Err(error(StatusCode::NOT_FOUND, "no such admin endpoint")),
     }
@@ -147,6 +175,15 @@ struct PercentBody {
 struct RollbackBody {
     level: String,
     reason: Option<String>,
+    /// Send users to stable even past the point of no return.
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RampBody {
+    action: String,
 }
 
 #[derive(Deserialize)]
@@ -204,7 +241,11 @@ fn authorize(shared: &Shared, headers: &http::HeaderMap) -> Result<(), ApiError>
 
 fn control_error(e: ControlError) -> ApiError {
     let status = match e {
-        ControlError::LockedByL3 | ControlError::FrozenByL2(_) | ControlError::NotActive(_) => StatusCode::CONFLICT,
+        ControlError::LockedByL3
+        | ControlError::FrozenByL2(_)
+        | ControlError::NotActive(_)
+        | ControlError::Ramp(_)
+        | ControlError::NoRamp => StatusCode::CONFLICT,
         ControlError::PercentOutOfRange(_) | ControlError::ConfirmRequired => StatusCode::BAD_REQUEST,
         ControlError::Persist { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         ControlError::StoreUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -246,13 +287,24 @@ pub fn status(shared: &Shared) -> Value {
             (name.as_str().to_string(), json!({ "healthy": pool.has_healthy(), "endpoints": endpoints }))
         })
         .collect();
+    let (blocked, blocked_reason) = shared.control.blocked();
+    let mut active = serde_json::to_value(&state.rollbacks).unwrap_or_default();
+    for (level, entry) in active.as_object_mut().into_iter().flatten() {
+        let is_blocked = blocked.iter().any(|l| l.to_string() == *level);
+        entry["blocked"] = json!(is_blocked);
+        if is_blocked {
+            entry["blocked_reason"] = json!(blocked_reason);
+        }
+    }
     json!({
         "percent": { "desired": state.desired_percent, "effective": route.percent },
         "rollback": {
             "level": state.highest_level().map_or(0, |l| l.number()),
-            "active": state.rollbacks,
+            "active": active,
             "shedding": route.shedding,
+            "blocked": blocked,
         },
+        "ramp": driver::status(shared),
         "rules": shared.rules.view(),
         "pools": pools,
         "config": {
@@ -269,6 +321,10 @@ pub fn status(shared: &Shared) -> Value {
         "schema": shared.schema.view(),
         "fleet": shared.fleet.as_ref().map(|f| f.status(shared)),
     })
+}
+
+fn percent_view(shared: &Shared) -> Value {
+    json!({ "desired": shared.control.state().desired_percent, "effective": shared.control.route().percent })
 }
 
 /// In fleet mode the fleet's audit (the store's entries) while the store

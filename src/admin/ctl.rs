@@ -21,6 +21,10 @@ pub enum Command {
     Rollback {
         level: String,
         reason: String,
+        force: bool,
+    },
+    Ramp {
+        action: String,
     },
     Resume {
         level: String,
@@ -34,9 +38,10 @@ pub async fn run(admin: &str, token: Option<&str>, command: Command) -> Result<S
     let (method, path, body) = match &command {
         Command::Status { .. } => (Method::GET, "/status", None),
         Command::SetPercent { percent, .. } => (Method::PUT, "/percent", Some(json!({ "percent": percent }))),
-        Command::Rollback { level, reason } => {
-            (Method::POST, "/rollback", Some(json!({ "level": level, "reason": reason })))
+        Command::Rollback { level, reason, force } => {
+            (Method::POST, "/rollback", Some(json!({ "level": level, "reason": reason, "force": force })))
         }
+        Command::Ramp { action } => (Method::POST, "/ramp", Some(json!({ "action": action }))),
         Command::Resume { level, confirm } => {
             (Method::POST, "/resume", Some(json!({ "level": level, "confirm": confirm })))
         }
@@ -162,6 +167,9 @@ pub fn summary(s: &Value) -> String {
                 text(&a["actor"]),
                 text(&a["reason"])
             );
+            if a["blocked"] == true {
+                out += &format!(" [BLOCKED: {}]", text(&a["blocked_reason"]));
+            }
             if let Some(hook) = a.get("hook").and_then(Value::as_str) {
                 out += &format!(
                     " [hook {hook}{}]",
@@ -170,6 +178,28 @@ pub fn summary(s: &Value) -> String {
             }
             out += "\n";
         }
+    }
+    if let Some(g) = s["schema"].as_object() {
+        out += &format!(
+            "schema    {} version {}  gate {}  stable {}{}\n",
+            text(&g["tool"]),
+            text(&g["version"]),
+            if g["new_ready"] == true { "open" } else { "CLOSED" },
+            if g["stable_supported"] == true { "supported" } else { "NOT SUPPORTED (point of no return)" },
+            g.get("why").and_then(Value::as_str).map_or(String::new(), |w| format!(": {w}")),
+        );
+    }
+    if let Some(r) = s["ramp"].as_object() {
+        out += &format!(
+            "ramp      {} step {}/{} at {}%  hold left {}s  requests {}/{}\n",
+            text(&r["state"]),
+            r["step"],
+            r["steps"].as_array().map_or(0, Vec::len),
+            text(&r["percent"]),
+            text(&r["hold_left"]),
+            r["requests"],
+            r["min_requests"],
+        );
     }
     for rule in s["rules"].as_array().into_iter().flatten() {
         out += &format!(

@@ -6,6 +6,7 @@
 
 mod fleet;
 mod ledger;
+mod ramp;
 mod raw;
 mod schema;
 mod secret;
@@ -173,14 +174,37 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
                 webhook: webhook.check(http_url)?,
                 timeout: positive_duration(&n.timeout, "5s")?,
                 ca: ca_file(&n.ca)?,
+                format: match n.format.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
+                    None | Some(("json", _)) => NotifyFormat::Json,
+                    Some(("slack", _)) => NotifyFormat::Slack,
+                    Some((other, span)) => {
+                        return invalid(span, format!("notify.format {other:?} must be \"json\" or \"slack\""))
+                    }
+                },
             })
         })
         .collect::<Result<_, Invalid>>()?;
 
     let ledger = raw.ledger.as_ref().map(ledger::validate).transpose()?;
     let schema = raw.schema.as_ref().map(schema::validate).transpose()?;
+    let ramp = raw.ramp.as_ref().map(ramp::validate).transpose()?;
 
-    Ok(Config { server, admin, split, stable, new, state, rollback, features, rules, notify, fleet, ledger, schema })
+    Ok(Config {
+        server,
+        admin,
+        split,
+        stable,
+        new,
+        state,
+        rollback,
+        features,
+        rules,
+        notify,
+        fleet,
+        ledger,
+        schema,
+        ramp,
+    })
 }
 
 fn validate_server(raw: &raw::RawServer) -> Result<ServerConfig, Invalid> {

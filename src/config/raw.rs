@@ -29,6 +29,7 @@ pub struct RawConfig {
     pub ledger: Option<S<RawLedger>>,
     pub fleet: Option<S<RawFleet>>,
     pub schema: Option<S<RawSchema>>,
+    pub ramp: Option<S<RawRamp>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,6 +190,7 @@ pub struct RawNotify {
     pub webhook_file: Option<S<String>>,
     pub timeout: Option<S<String>>,
     pub ca: Option<S<String>>,
+    pub format: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,6 +245,15 @@ pub struct RawSchema {
     pub interval: Option<S<String>>,
     pub timeout: Option<S<String>>,
     pub query: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRamp {
+    pub steps: S<Vec<i64>>,
+    pub hold: S<OneOrMany>,
+    pub min_requests: Option<S<u64>>,
+    pub auto_start: Option<S<bool>>,
 }
 
 /// A version bound: `"2.4"` or `["a1b2", "c3d4"]`.

@@ -84,6 +84,7 @@ pub struct Config {
     pub notify: Vec<NotifyConfig>,
     pub ledger: Option<LedgerConfig>,
     pub schema: Option<SchemaConfig>,
+    pub ramp: Option<RampConfig>,
     /// `[fleet]`: share the run-time state through etcd (SPEC §8).
     pub fleet: Option<FleetConfig>,
 }
@@ -319,6 +320,23 @@ pub struct NotifyConfig {
     pub timeout: Duration,
     /// CA file for an `https://` webhook (else the system's roots).
     pub ca: Option<PathBuf>,
+    pub format: NotifyFormat,
+}
+
+/// `[[notify]] format`: grayshift's JSON document, or a Slack-compatible
+/// `{"text": …}` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyFormat {
+    Json,
+    Slack,
+}
+
+/// `[ramp]`: the progressive ramp's plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RampConfig {
+    pub plan: crate::control::release::ramp::Plan,
+    /// Start at the first step when the config loads (a ramp never started).
+    pub auto_start: bool,
 }
 
 /// The longest duration any key accepts. Durations end up added to clocks

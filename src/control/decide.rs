@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use crate::config::Level;
-use crate::control::state::{Activation, ControlError, HookStatus, State};
+use crate::control::release::ramp::{self, Ramp};
+use crate::control::state::{Activation, Actor, ControlError, HookStatus, State};
 
 /// The shared part of the state as the fleet's store holds it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -14,6 +15,8 @@ pub struct Remote {
     /// `None`: the store has no percent yet (a new or wiped store).
     pub desired_percent: Option<u8>,
     pub rollbacks: BTreeMap<Level, Activation>,
+    /// `None`: the store has no ramp (never started, or wiped).
+    pub ramp: Option<Ramp>,
 }
 
 impl State {
@@ -28,6 +31,31 @@ impl State {
             return Err(ControlError::FrozenByL2(self.desired_percent));
         }
         Ok(State { desired_percent: percent, ..self.clone() })
+    }
+
+    /// [`State::set_percent`] by `actor`: anyone but the ramp itself pauses a
+    /// running ramp (the operator took over).
+    pub fn set_percent_by(&self, percent: i64, actor: &Actor) -> Result<State, ControlError> {
+        let mut next = self.set_percent(percent)?;
+        if *actor != Actor::Ramp {
+            next.ramp = ramp::operator_took_over(&self.ramp).ramp;
+        }
+        Ok(next)
+    }
+
+    /// A ramp outcome applied: its state, and its percent when it sets one.
+    /// A percent the rules forbid is refused, except the abort's 0 while L3
+    /// already keeps everyone off `new`.
+    pub fn apply_ramp(&self, outcome: &ramp::Outcome) -> Result<State, ControlError> {
+        let mut next = State { ramp: outcome.ramp.clone(), ..self.clone() };
+        if let Some(percent) = outcome.set_percent {
+            match next.set_percent(percent.into()) {
+                Ok(s) => next = s,
+                Err(ControlError::LockedByL3) if percent == 0 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(next)
     }
 
     /// Activate `level`; `None` when it is already active (the first
@@ -66,7 +94,15 @@ impl State {
             next.desired_percent = p;
         }
         next.rollbacks = remote.rollbacks.clone();
-        next.outbox.retain(|l| !remote.rollbacks.contains_key(l));
+        if let Some(ramp) = &remote.ramp {
+            next.ramp = ramp.clone();
+        }
+        // Published when the store has it, and has it forced if ours is.
+        next.outbox.retain(|l| match (remote.rollbacks.get(l), self.rollbacks.get(l)) {
+            (None, _) => true,
+            (Some(theirs), Some(ours)) => ours.force && !theirs.force,
+            (Some(_), None) => false,
+        });
         for level in &next.outbox {
             if let Some(local) = self.rollbacks.get(level) {
                 next.rollbacks.insert(*level, local.clone());
@@ -106,6 +142,7 @@ mod tests {
             hook_detail: None,
             id,
             replica: Some("a".into()),
+            force: false,
         }
     }
 
@@ -144,7 +181,7 @@ mod tests {
         let mut local = state(20).activate(Level::L1, act("mine", None)).unwrap();
         local.outbox.push(Level::L1);
         local = local.activate(Level::L2, act("resumed elsewhere", Some(4))).unwrap();
-        let remote = Remote { desired_percent: Some(40), rollbacks: BTreeMap::new() };
+        let remote = Remote { desired_percent: Some(40), rollbacks: BTreeMap::new(), ramp: None };
         let merged = local.merge_remote(&remote, 9);
         assert_eq!(merged.desired_percent, 40);
         assert_eq!(merged.revision, 9);
@@ -153,8 +190,11 @@ mod tests {
         assert_eq!(merged.route().percent, 0, "the unpublished L1 still protects traffic");
 
         // Published (by us or anyone): the store's activation is the one.
-        let remote =
-            Remote { desired_percent: None, rollbacks: BTreeMap::from([(Level::L1, act("theirs", Some(12)))]) };
+        let remote = Remote {
+            desired_percent: None,
+            rollbacks: BTreeMap::from([(Level::L1, act("theirs", Some(12)))]),
+            ramp: None,
+        };
         let merged = merged.merge_remote(&remote, 12);
         assert!(merged.outbox.is_empty());
         assert_eq!(merged.rollbacks[&Level::L1].reason, "theirs");
@@ -168,7 +208,8 @@ mod tests {
         let local = state(0).activate(Level::L3, ours).unwrap();
         let mut theirs = act("diff", Some(7));
         theirs.hook = Some(HookStatus::Pending);
-        let remote = Remote { desired_percent: Some(0), rollbacks: BTreeMap::from([(Level::L3, theirs.clone())]) };
+        let remote =
+            Remote { desired_percent: Some(0), rollbacks: BTreeMap::from([(Level::L3, theirs.clone())]), ramp: None };
         assert_eq!(local.merge_remote(&remote, 8).rollbacks[&Level::L3].hook, Some(HookStatus::Succeeded));
         let mut unpublished = local.clone();
         if let Some(a) = unpublished.rollbacks.get_mut(&Level::L3) {
@@ -180,7 +221,7 @@ mod tests {
             "our own activation, published meanwhile"
         );
         theirs.id = Some(9);
-        let remote = Remote { desired_percent: Some(0), rollbacks: BTreeMap::from([(Level::L3, theirs)]) };
+        let remote = Remote { desired_percent: Some(0), rollbacks: BTreeMap::from([(Level::L3, theirs)]), ramp: None };
         assert_eq!(local.merge_remote(&remote, 10).rollbacks[&Level::L3].hook, Some(HookStatus::Pending));
     }
 }

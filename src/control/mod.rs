@@ -5,6 +5,7 @@
 pub mod decide;
 pub mod fleet;
 pub mod ledger;
+pub mod notify;
 pub mod pg;
 pub mod release;
 pub mod reload;

@@ -15,7 +15,7 @@ use crate::Shared;
 impl Fleet {
     /// A change towards risk needs the store: refuse at once when it is
     /// known to be down.
-    async fn ready(&self) -> Result<Client, ControlError> {
+    pub(super) async fn ready(&self) -> Result<Client, ControlError> {
         if !self.is_connected() {
             let why = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
             return Err(ControlError::StoreUnreachable(why.unwrap_or_else(|| "not connected yet".into())));
@@ -30,7 +30,7 @@ impl Fleet {
         for _ in 0..CAS_ATTEMPTS {
             let mut client = self.ready().await?;
             let state = shared.control.state();
-            let next = state.set_percent(percent)?;
+            let next = state.set_percent_by(percent, actor)?;
             let (view, epoch) = (self.view(), self.epoch().unwrap_or_default());
             let doc = store::PercentDoc {
                 percent: next.desired_percent,
@@ -39,21 +39,30 @@ impl Fleet {
                 time: crate::control::state::now_rfc3339(),
             };
             let compare = |rel: &str| Compare::mod_revision(self.key(rel), CompareOp::Equal, view.mod_revision(rel));
-            let txn = Txn::new()
-                .when([
-                    compare(store::PERCENT),
-                    compare(&store::level_key(Level::L2)),
-                    compare(&store::level_key(Level::L3)),
-                    Compare::value(self.key(store::EPOCH), CompareOp::Equal, epoch),
-                ])
-                .and_then([
-                    TxnOp::put(self.key(store::PERCENT), serde_json::to_string(&doc).expect("serializes"), None),
-                    self.audit_op(
-                        &actor.to_string(),
-                        "percent",
-                        json!({ "old": state.desired_percent, "new": doc.percent }),
-                    ),
-                ]);
+            let mut when = vec![
+                compare(store::PERCENT),
+                compare(&store::level_key(Level::L2)),
+                compare(&store::level_key(Level::L3)),
+                Compare::value(self.key(store::EPOCH), CompareOp::Equal, epoch),
+            ];
+            let mut ops = vec![
+                TxnOp::put(self.key(store::PERCENT), serde_json::to_string(&doc).expect("serializes"), None),
+                self.audit_op(
+                    &actor.to_string(),
+                    "percent",
+                    json!({ "old": state.desired_percent, "new": doc.percent }),
+                ),
+            ];
+            // A percent set by hand pauses a running ramp, in the same change.
+            if next.ramp != state.ramp {
+                when.push(compare(store::RAMP));
+                ops.push(TxnOp::put(
+                    self.key(store::RAMP),
+                    serde_json::to_string(&next.ramp).expect("serializes"),
+                    None,
+                ));
+            }
+            let txn = Txn::new().when(when).and_then(ops);
             let resp = timed!(client.txn(txn.clone())).map_err(|e| self.unreachable(shared, e))?;
             let read = self.full_read(shared).await;
             if resp.succeeded() {
@@ -64,6 +73,7 @@ impl Fleet {
                     json!({ "old": state.desired_percent, "new": doc.percent, "revision": revision }),
                 );
                 tracing::info!(old = state.desired_percent, new = doc.percent, %actor, revision, "desired percent changed (fleet)");
+                shared.control.ramp_paused_by_hand(&state.ramp, actor);
                 return Ok((state.desired_percent, revision));
             }
             // Someone changed what we decided on: re-read, decide again.
@@ -160,12 +170,39 @@ impl Fleet {
             let revision = resp.header().map_or(0, |h| h.revision());
             if resp.succeeded() {
                 tracing::info!(%level, revision, reason = %activation.reason, "outbox published: rollback is in the fleet store");
+            } else if activation.force {
+                self.force_stored(&mut client, *level, &epoch).await?;
             } else {
                 tracing::info!(%level, "outbox: the level is already active in the fleet store (or the store was reset)");
             }
         }
         drop(_one);
         self.full_read(shared).await
+    }
+
+    /// `ctl rollback L1 --force` on a level the store already has: mark the
+    /// store's activation forced (same key, so the same activation id),
+    /// compared on the revision this replica last saw of it.
+    async fn force_stored(&self, client: &mut Client, level: Level, epoch: &[u8]) -> Result<(), FleetError> {
+        let rel = store::level_key(level);
+        let Some(entry) = self.view().keys.get(&rel).cloned() else { return Ok(()) };
+        let Ok(mut doc) = serde_json::from_slice::<Activation>(&entry.value) else { return Ok(()) };
+        if doc.force {
+            return Ok(());
+        }
+        doc.force = true;
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(self.key(&rel), CompareOp::Equal, entry.mod_revision),
+                Compare::value(self.key(store::EPOCH), CompareOp::Equal, epoch.to_vec()),
+            ])
+            .and_then([
+                TxnOp::put(self.key(&rel), serde_json::to_string(&doc).expect("serializes"), None),
+                self.audit_op("admin", "rollback forced", json!({ "level": level, "reason": doc.reason })),
+            ]);
+        let resp = timed!(client.txn(txn.clone()))?;
+        tracing::warn!(%level, forced = resp.succeeded(), "outbox: forcing the fleet's rollback past the point of no return");
+        Ok(())
     }
 
     /// A changed `split.percent` in the config file goes to the store like

@@ -21,6 +21,7 @@
 mod changes;
 pub mod hook;
 pub mod members;
+mod ramp;
 pub mod store;
 pub mod watch;
 

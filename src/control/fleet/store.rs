@@ -8,7 +8,9 @@
 //! | `hook/<activation>` | the L3 hook's outcome `{"status", "detail", "replica"}` |
 //! | `audit/<time-ns>-<replica>` | an audit entry, written in the change's transaction |
 //! | `members/<replica>` | a [`Member`], under the replica's lease |
-//! | `locks/hook` | reserved for the L3 hook lock |
+//! | `ramp` | the progressive ramp: phase, step, hold baked, requests |
+//! | `locks/hook` | the L3 hook lock, under the holder's member lease |
+//! | `locks/ramp` | who advances the ramp `{"replica", "lease"}`, under that lease |
 //!
 //! [`View`] is the replica's copy of the prefix (audit entries excepted),
 //! kept by full reads and watch events; [`View::remote`] and
@@ -21,11 +23,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Level;
 use crate::control::decide::Remote;
+use crate::control::release::ramp::Ramp;
 use crate::control::rules::local::PoolCounts;
 use crate::control::state::{Activation, HookStatus};
 
 pub const EPOCH: &str = "epoch";
 pub const PERCENT: &str = "percent";
+pub const RAMP: &str = "ramp";
+pub const RAMP_LOCK: &str = "locks/ramp";
 
 pub fn level_key(level: Level) -> String {
     format!("levels/{level}")
@@ -49,6 +54,7 @@ pub fn audit_key(time_ns: u128, replica: &str) -> String {
 pub fn is_shared(key: &str) -> bool {
     key == EPOCH
         || key == PERCENT
+        || key == RAMP
         || key.starts_with("levels/")
         || key.starts_with("hook/")
         || key.starts_with("audit/")
@@ -140,6 +146,11 @@ impl View {
                 match serde_json::from_slice::<PercentDoc>(&entry.value) {
                     Ok(doc) if doc.percent <= 100 => remote.desired_percent = Some(doc.percent),
                     Ok(doc) => errors.push(bad(format!("percent {} above 100", doc.percent))),
+                    Err(e) => errors.push(bad(e.to_string())),
+                }
+            } else if key == RAMP {
+                match serde_json::from_slice::<Ramp>(&entry.value) {
+                    Ok(ramp) => remote.ramp = Some(ramp),
                     Err(e) => errors.push(bad(e.to_string())),
                 }
             } else if let Some(name) = key.strip_prefix("levels/") {

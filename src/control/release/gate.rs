@@ -94,6 +94,13 @@ async fn evaluate(shared: &Shared, slot: &PgSlot, schema: &SchemaConfig) {
     let (open, view) = match read(slot, schema).await {
         Ok(reading) => {
             let v = schema.bounds.judge(&reading);
+            // An unreadable version changes nothing here: the closed gate
+            // already keeps everyone on stable.
+            shared.control.set_stable_support(
+                (!v.stable_supported).then(|| {
+                    format!("stable does not support schema {}; roll forward or restore the schema", v.version)
+                }),
+            );
             let view = json!({
                 "tool": schema.bounds.tool, "version": v.version, "new_ready": v.new_ready,
                 "stable_supported": v.stable_supported, "error": Value::Null, "why": v.why, "read_at": now_rfc3339(),
@@ -118,6 +125,12 @@ async fn evaluate(shared: &Shared, slot: &PgSlot, schema: &SchemaConfig) {
             "schema",
             json!({ "new": state, "version": view["version"], "why": why, "error": view["error"] }),
         );
+        let text = if open {
+            format!("schema gate OPEN at version {}: new gets its percent", view["version"])
+        } else {
+            format!("schema gate CLOSED, nobody on new: {why}")
+        };
+        shared.control.notice("schema", text, &Actor::Config, json!({ "gate": state, "version": view["version"] }));
     }
     shared.metrics.schema_ready.set(open as i64);
     shared.schema.set(Some(view));

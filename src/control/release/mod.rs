@@ -2,6 +2,7 @@
 //! progressive ramp's decisions ([`ramp`]). Both are pure; the tasks that
 //! read the database and drive the ramp sit beside the rule engine.
 
+pub mod driver;
 pub mod gate;
 pub mod ramp;
 pub mod schema;

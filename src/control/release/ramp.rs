@@ -99,6 +99,13 @@ pub struct Ramp {
     pub requests: u64,
 }
 
+impl Ramp {
+    /// Never started: nothing to persist or show.
+    pub fn is_idle(&self) -> bool {
+        *self == Ramp::default()
+    }
+}
+
 /// What the rest of grayshift says right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conditions {
@@ -171,7 +178,7 @@ pub fn tick(ramp: &Ramp, plan: &Plan, elapsed: Duration, served: u64, now: Condi
                 event: Some(format!(
                     "ramp aborted at step {} ({}%): a rollback is active",
                     ramp.step + 1,
-                    plan.steps[ramp.step]
+                    plan.steps.get(ramp.step).copied().unwrap_or(100)
                 )),
             };
         }

@@ -1,7 +1,8 @@
-//! What happens when a level changes: `[[notify]]` webhooks on every change,
-//! and the L3 data-rollback hook (`rollback.hook`) once per L3 activation.
+//! What happens when a level changes: `[[notify]]` webhooks on every change
+//! ([`notify`]), and the L3 data-rollback hook (`rollback.hook`) once per L3
+//! activation.
 //!
-//! Both consume [`LevelEvent`]s from `Control`, whoever made the change (a
+//! Both consume [`Event`]s from `Control`, whoever made the change (a
 //! rule or the admin API). Nothing here can block the rule loop or the
 //! proxy: every call runs in its own task with a timeout.
 //!
@@ -26,19 +27,16 @@ use tokio::sync::{mpsc, watch};
 
 use crate::client;
 use crate::config::{HookAction, HookConfig, Level};
+use crate::control::notify;
 use crate::control::rules::engine::fmt_duration;
-use crate::control::state::{now_rfc3339, Activation, HookStatus, LevelEvent};
+use crate::control::state::{Activation, Event, HookStatus};
 use crate::Shared;
 
 /// Lines of hook output kept for the status detail.
 const OUTPUT_TAIL_LINES: usize = 5;
 
 /// Handle level events until shutdown (or until `Control` is gone).
-pub async fn run(
-    shared: Arc<Shared>,
-    mut events: mpsc::UnboundedReceiver<LevelEvent>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<Event>, mut shutdown: watch::Receiver<bool>) {
     let hooks = Arc::new(HookRunner { shared: shared.clone(), running: Mutex::new(HashSet::new()) });
     // An L3 whose hook never finished (grayshift stopped first) runs it now.
     hooks.run_if_pending();
@@ -49,44 +47,10 @@ pub async fn run(
         };
         let Some(event) = event else { return };
         shared.control.export(&shared.metrics);
-        notify(&shared, &event);
-        if event.level == Level::L3 && event.active {
+        notify::post(&shared, &event);
+        if matches!(&event, Event::Level(e) if e.level == Level::L3 && e.active) {
             hooks.run_if_pending();
         }
-    }
-}
-
-/// POST the change to every `[[notify]]` webhook, fire and forget.
-fn notify(shared: &Shared, event: &LevelEvent) {
-    let config = shared.config();
-    if config.notify.is_empty() {
-        return;
-    }
-    let state = shared.control.state();
-    let body = json!({
-        "event": if event.active { "rollback" } else { "resume" },
-        "level": event.level,
-        "active": event.active,
-        "reason": event.reason,
-        "actor": event.actor,
-        "time": now_rfc3339(),
-        "rollback_level": state.highest_level().map_or(0, |l| l.number()),
-        "percent": { "desired": state.desired_percent, "effective": shared.control.route().percent },
-        "group": config.split.group,
-    });
-    let body = Bytes::from(body.to_string());
-    for target in &config.notify {
-        let (url, ca, timeout, body) = (target.webhook.clone(), target.ca.clone(), target.timeout, body.clone());
-        tokio::spawn(async move {
-            let result = client::request(Method::POST, &url, ca.as_deref(), &[], Some(body), timeout).await;
-            // A webhook URL can be a secret (Slack's is): log its host only.
-            let url = client::redacted(&url);
-            match result {
-                Ok((status, _)) if status.is_success() => tracing::debug!(url, %status, "notify webhook delivered"),
-                Ok((status, _)) => tracing::warn!(url, %status, "notify webhook answered with an error"),
-                Err(e) => tracing::warn!(url, error = %e, "notify webhook failed"),
-            }
-        });
     }
 }
 

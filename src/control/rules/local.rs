@@ -31,6 +31,11 @@ pub struct PoolCounts {
 }
 
 impl PoolCounts {
+    /// Requests the pool served since the replica started.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
     pub fn read(metrics: &Metrics, pool: PoolName) -> Self {
         let pool = metrics.pool(pool);
         let proto = pool.duration.metric();

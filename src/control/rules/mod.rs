@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{Condition, Config, Level, RuleConfig, SignalConfig};
-use crate::control::state::{Actor, ControlError, LevelEvent};
+use crate::control::state::{Actor, ControlError, Event};
 use crate::Shared;
 use engine::{fmt_duration, Decision, Engine, RuleState, Sample, Status};
 use signals::Signals;
@@ -61,6 +61,11 @@ impl RuleBoard {
         let mut engine = self.lock();
         let decision = engine.evaluate(now, recover_for, samples);
         (decision, engine.rules().to_vec())
+    }
+
+    /// No rule is pending or firing (the ramp promotes only then).
+    pub fn quiet(&self) -> bool {
+        self.lock().rules().iter().all(|r| !matches!(r.status, Status::Pending | Status::Firing))
     }
 
     /// A level was resumed: its rules need a new `for` to fire again.
@@ -121,7 +126,7 @@ fn rfc3339(t: SystemTime) -> String {
 
 /// Start the rule loop and the level-event consumer (notify, L3 hook).
 /// Both stop when `shutdown` turns true.
-pub fn spawn(shared: Arc<Shared>, events: mpsc::UnboundedReceiver<LevelEvent>, shutdown: watch::Receiver<bool>) {
+pub fn spawn(shared: Arc<Shared>, events: mpsc::UnboundedReceiver<Event>, shutdown: watch::Receiver<bool>) {
     tokio::spawn(actions::run(shared.clone(), events, shutdown.clone()));
     tokio::spawn(evaluate_loop(shared, shutdown));
 }
