@@ -321,3 +321,35 @@ fn schema_errors_name_the_key_with_a_position() {
     let e = bad("postgresql://u@127.0.0.1/db", "mysql://x");
     assert!(e.contains("schema.url"), "{e}");
 }
+
+const RAMP: &str = "\n[ramp]\nsteps = [5, 20, 50, 100]\nhold = [\"10m\", \"48h\", \"1h\"]\nmin_requests = 500\n";
+
+#[test]
+fn ramp_takes_one_hold_per_gap_or_one_for_all() {
+    let c = parse(&format!("{MINIMAL}{RAMP}"), "t.toml").unwrap();
+    let r = c.ramp.unwrap();
+    assert_eq!(r.plan.steps, [5, 20, 50, 100]);
+    assert_eq!(r.plan.holds[1], Duration::from_secs(48 * 3600));
+    assert_eq!((r.plan.min_requests, r.auto_start), (500, false));
+    let one = RAMP.replace("[\"10m\", \"48h\", \"1h\"]", "\"1s\"");
+    let r = parse(&format!("{MINIMAL}{one}auto_start = true\n"), "t.toml").unwrap().ramp.unwrap();
+    assert_eq!(r.plan.holds, vec![Duration::from_secs(1); 3]);
+    assert!(r.auto_start);
+    assert!(parse(MINIMAL, "t.toml").unwrap().ramp.is_none());
+}
+
+#[test]
+fn ramp_errors_point_at_the_key() {
+    let bad = |from: &str, to: &str| err(&format!("{MINIMAL}{}", RAMP.replace(from, to))).to_string();
+    // Line 13 of the joined text is `steps = …`, 14 is `hold = …`.
+    let e = bad("[5, 20, 50, 100]", "[5, 50, 20, 100]");
+    assert!(e.starts_with("t.toml:13:") && e.contains("ramp.steps") && e.contains("must increase"), "{e}");
+    let e = bad("[5, 20, 50, 100]", "[5, 20, 150]");
+    assert!(e.starts_with("t.toml:13:") && e.contains("150"), "{e}");
+    let e = bad("[\"10m\", \"48h\", \"1h\"]", "[\"10m\", \"48h\"]");
+    assert!(e.starts_with("t.toml:14:") && e.contains("ramp.hold") && e.contains("2 values for 4 steps"), "{e}");
+    let e = bad("\"48h\"", "\"soon\"");
+    assert!(e.starts_with("t.toml:14:") && e.contains("soon"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[[notify]]\nwebhook = \"http://127.0.0.1:9/\"\nformat = \"teams\"\n")).to_string();
+    assert!(e.contains("notify.format") && e.contains("slack"), "{e}");
+}

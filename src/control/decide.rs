@@ -202,6 +202,29 @@ mod tests {
     }
 
     #[test]
+    fn merge_keeps_a_forced_rollback_until_the_store_has_it_forced_and_takes_the_store_ramp() {
+        let mut forced = act("by hand", Some(5));
+        forced.force = true;
+        let mut local = state(20).activate(Level::L1, forced).unwrap();
+        local.outbox.push(Level::L1);
+        let unforced = Remote {
+            rollbacks: BTreeMap::from([(Level::L1, act("rule", Some(5)))]),
+            ramp: Some(Ramp { step: 2, ..Ramp::default() }),
+            ..Remote::default()
+        };
+        let merged = local.merge_remote(&unforced, 6);
+        assert_eq!(merged.outbox, [Level::L1], "not forced in the store yet: still to publish");
+        assert!(merged.rollbacks[&Level::L1].force);
+        assert_eq!(merged.ramp.step, 2);
+        let mut stored = act("rule", Some(5));
+        stored.force = true;
+        let forced_remote = Remote { rollbacks: BTreeMap::from([(Level::L1, stored)]), ..Remote::default() };
+        let merged = merged.merge_remote(&forced_remote, 7);
+        assert!(merged.outbox.is_empty());
+        assert_eq!(merged.ramp.step, 2, "no ramp in the store: ours stays");
+    }
+
+    #[test]
     fn merge_keeps_a_finished_hook_of_the_same_activation() {
         let mut ours = act("diff", Some(7));
         ours.hook = Some(HookStatus::Succeeded);

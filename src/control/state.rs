@@ -762,6 +762,8 @@ pub fn now_rfc3339() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn open(dir: &Path, percent: u8) -> (Control, tokio::sync::mpsc::UnboundedReceiver<Event>) {
@@ -796,6 +798,62 @@ mod tests {
         assert_eq!(c.route().percent, 0, "a percent change keeps the gate closed");
         assert!(c.set_schema_gate(true));
         assert_eq!(c.route(), Route { percent: 35, rolled_back: false, shedding: false, gate_closed: false });
+    }
+
+    #[test]
+    fn past_stable_blocks_l1_and_l3_until_forced_or_supported_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, mut events) = open(dir.path(), 30);
+        c.set_stable_support(Some("stable does not support schema f9".into()));
+        c.activate(Level::L1, "errors", &Actor::Rule("r".into()), false).unwrap();
+        assert_eq!(c.route().percent, 30, "blocked: traffic stays");
+        assert!(!c.route().new_refused());
+        assert_eq!(c.blocked(), (vec![Level::L1], Some("stable does not support schema f9".into())));
+        let Event::Level(e) = events.try_recv().unwrap() else { panic!("a level event first") };
+        assert!(e.blocked.unwrap().contains("schema f9"));
+        c.activate(Level::L2, "db", &Actor::Admin, false).unwrap();
+        assert!(c.route().shedding, "L2 is never blocked");
+        assert_eq!(c.blocked().0, [Level::L1]);
+
+        // Back within stable_supports: the rollback takes effect by itself.
+        c.set_stable_support(None);
+        assert_eq!(c.route().percent, 0);
+        assert!(c.route().rolled_back);
+        assert!(c.blocked().0.is_empty());
+        let notices: Vec<_> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+        assert!(notices.iter().any(|n| matches!(n, Event::Notice(n) if n.event == "rollback_unblocked")));
+
+        // Past it again, then forced: stable anyway, and it survives a restart.
+        c.set_stable_support(Some("f9".into()));
+        assert_eq!(c.route().percent, 30);
+        assert!(c.activate_with(Level::L1, "by hand", &Actor::Admin, false, true).unwrap());
+        assert_eq!(c.route().percent, 0);
+        assert!(c.state().rollbacks[&Level::L1].force);
+        drop(c);
+        let (c, _) = open(dir.path(), 30);
+        c.set_stable_support(Some("f9".into()));
+        assert_eq!(c.route().percent, 0, "the force is persisted");
+    }
+
+    #[test]
+    fn a_percent_set_by_hand_pauses_a_running_ramp_but_the_ramp_own_does_not() {
+        use crate::control::release::ramp::{self, Command, Conditions, Plan};
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _) = open(dir.path(), 0);
+        let plan = Plan::new(vec![5, 20, 100], vec![Duration::from_secs(1)], 0).unwrap();
+        let quiet = Conditions { quiet: true, gate_open: true, rolled_back: false, shedding: false };
+        c.change_ramp(&Actor::Admin, |s| Ok(ramp::command(&s.ramp, &plan, Command::Start, quiet)?)).unwrap();
+        assert_eq!((c.state().desired_percent, c.state().ramp.phase), (5, Phase::Running));
+        c.change_ramp(&Actor::Ramp, |s| Ok(ramp::tick(&s.ramp, &plan, Duration::from_secs(2), 9, quiet))).unwrap();
+        assert_eq!((c.state().desired_percent, c.state().ramp.step), (20, 1));
+        drop(c);
+        let (c, _) = open(dir.path(), 0);
+        assert_eq!(c.state().ramp.step, 1, "the ramp is in the state file");
+        c.set_percent(7, &Actor::Admin).unwrap();
+        assert_eq!(c.state().ramp.phase, Phase::Paused);
+        let audit = read_audit(c.audit_path(), 20).unwrap();
+        assert!(audit.iter().any(|e| e["action"] == "ramp" && e["event"].as_str().unwrap().contains("by hand")));
+        assert!(audit.iter().any(|e| e["action"] == "percent" && e["actor"] == "ramp" && e["new"] == 20));
     }
 
     #[test]
