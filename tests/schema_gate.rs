@@ -9,36 +9,6 @@ mod rules_support;
 use common::*;
 use rules_support::*;
 
-/// A fresh PostgreSQL schema, dropped at the end of the test.
-struct Scratch {
-    name: String,
-}
-
-impl Scratch {
-    async fn new(setup: &str) -> Scratch {
-        let name = unique("gate");
-        let db = pg_connect().await;
-        db.batch_execute(&format!("create schema {name}; set search_path = {name}; {setup}")).await.unwrap();
-        Scratch { name }
-    }
-
-    fn url(&self) -> String {
-        let sep = if pg_url().contains('?') { '&' } else { '?' };
-        format!("{}{sep}options=-csearch_path%3D{}", pg_url(), self.name)
-    }
-
-    async fn exec(&self, sql: &str) {
-        let db = pg_connect().await;
-        db.batch_execute(&format!("set search_path = {}; {sql}", self.name)).await.unwrap();
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        cleanup_sql(format!("drop schema if exists {} cascade", self.name));
-    }
-}
-
 fn gate_config(stable: &Upstream, new: &Upstream, schema: &str) -> String {
     config(&[stable], &[new], 100, &format!("[schema]\n{schema}\ninterval = \"100ms\"\n")).replace(
         "key = [\"header:X-User-ID\", \"client_ip\"]",

@@ -324,3 +324,33 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+/// A fresh PostgreSQL schema, dropped at the end of the test.
+pub struct Scratch {
+    pub name: String,
+}
+
+impl Scratch {
+    pub async fn new(setup: &str) -> Scratch {
+        let name = unique("gate");
+        let db = pg_connect().await;
+        db.batch_execute(&format!("create schema {name}; set search_path = {name}; {setup}")).await.unwrap();
+        Scratch { name }
+    }
+
+    pub fn url(&self) -> String {
+        let sep = if pg_url().contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-csearch_path%3D{}", pg_url(), self.name)
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        let db = pg_connect().await;
+        db.batch_execute(&format!("set search_path = {}; {sql}", self.name)).await.unwrap();
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        cleanup_sql(format!("drop schema if exists {} cascade", self.name));
+    }
+}
