@@ -374,3 +374,35 @@ async fn a_changed_split_percent_in_one_replicas_config_goes_to_the_whole_fleet(
     let audit = etcd.dump(&format!("/grayshift/v1/{}/audit/", fleet.name)).await;
     assert!(audit.iter().any(|(_, v)| v.contains("\"actor\":\"config\"") && v.contains("\"new\":100")), "{audit:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ramp_lives_in_the_store_one_replica_advances_it_and_every_replica_follows() {
+    let etcd = Etcd::start().await;
+    let ramp = "\n[ramp]\nsteps = [10, 50, 100]\nhold = \"1s\"\n";
+    let fleet = Fleet::start(&etcd, 0, ramp).await;
+    let [a, b, c] = &fleet.replicas[..] else { unreachable!() };
+    let reply = b.admin("POST", "/ramp", Some(json!({ "action": "start" })), None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    for r in [a, b, c] {
+        rules_support::wait_status(r, "step 1 everywhere", |s| s["ramp"]["step"].as_u64() >= Some(1)).await;
+    }
+    for r in [a, b, c] {
+        let s = rules_support::wait_status(r, "the ramp done everywhere", |s| s["ramp"]["state"] == "done").await;
+        assert_eq!((s["percent"]["desired"].as_u64(), s["ramp"]["step"].as_u64()), (Some(100), Some(3)), "{s:#}");
+        wait_all_on(r, "new", "everyone on new at the last step").await;
+    }
+    // Each step was taken once, by the one replica holding locks/ramp.
+    let audit = a.admin("GET", "/audit?limit=500", None, None).await.json();
+    assert_eq!(audit["source"], "store");
+    let promotions: Vec<&serde_json::Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "ramp" && e["event"].as_str().is_some_and(|t| t.starts_with("ramp promoted")))
+        .collect();
+    assert_eq!(promotions.len(), 2, "steps 2 and 3, once each: {promotions:#?}");
+    assert_eq!(promotions[0]["replica"], promotions[1]["replica"]);
+    let locks = etcd.dump(&format!("/grayshift/v1/{}/locks/ramp", fleet.name)).await;
+    assert_eq!(locks.len(), 1, "{locks:?}");
+    assert!(locks[0].1.contains(promotions[0]["replica"].as_str().unwrap()), "{locks:?}");
+}
