@@ -624,7 +624,7 @@ async fn fleet_schema_ramp_and_ledger_are_drawn_when_status_has_them() {
         ] },
         "schema": { "tool": "alembic", "version": "3f2a1b", "new_ready": false, "stable_supported": true,
                     "error": null, "read_at": "2026-12-01T20:00:00Z" },
-        "ramp": { "state": "running", "step": 2, "steps": 5, "percent": 30, "hold_left": 250, "requests": 1234 },
+        "ramp": { "state": "running", "step": 2, "steps": [5, 30, 50, 80, 100], "percent": 30, "hold_left": 250, "requests": 1234 },
         "ledger": { "sink": "postgres", "queued": 3, "dropped": 0, "errors": 2, "last_flush": "2026-12-01T20:00:00Z" }
     });
     let fake = FakeAdmin::start(status).await;
@@ -679,17 +679,42 @@ async fn fleet_schema_ramp_and_ledger_are_drawn_when_status_has_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ramp_button_shows_the_servers_error() {
+async fn a_whole_release_is_run_from_the_page_with_the_ramp_buttons() {
     let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
-    let proxy = start_with_token(&config(&[&stable], &[&new], 10, "")).await;
+    let ramp = "\n[ramp]\nsteps = [10, 50, 100]\nhold = \"1h\"\n";
+    let proxy = start_with_token(&config(&[&stable], &[&new], 0, &format!("{RULE}{ramp}"))).await;
     let c = browser::browser(1280, 1000).await;
     open(&c, &proxy).await;
+    wait_text(&c, "#ramp", "the idle ramp", |t| t.contains("idle") && t.contains("10 → 50 → 100")).await;
+
     click(&c, "button.ramp[data-action='start']").await;
-    // No ramp is configured here: whatever the server says, the page shows it.
+    give_token(&c, TOKEN).await;
+    wait_text(&c, "#ramp", "step 1 running", |t| t.contains("running") && t.contains("1 of 3")).await;
+    wait_text(&c, "#percent-desired", "10 % desired", |t| t == "10 %").await;
+    click(&c, "button.ramp[data-action='promote']").await;
+    wait_text(&c, "#ramp", "step 2", |t| t.contains("2 of 3")).await;
+    assert_eq!(proxy.status().await["percent"]["desired"], 50);
+    click(&c, "button.ramp[data-action='pause']").await;
+    wait_text(&c, "#ramp", "paused", |t| t.contains("paused")).await;
+    assert_eq!(proxy.status().await["ramp"]["state"], "paused");
+    click(&c, "button.ramp[data-action='resume']").await;
+    wait_text(&c, "#ramp", "running again", |t| t.contains("running")).await;
+    click(&c, "button.ramp[data-action='promote']").await;
+    wait_text(&c, "#ramp", "done", |t| t.contains("done") && t.contains("3 of 3")).await;
+    wait_text(&c, "#percent-effective", "everyone on new", |t| t == "100 %").await;
+    for u in 0..20 {
+        assert_eq!(proxy.get_as("/", Some(&format!("u{u}"))).await.upstream(), "new", "real traffic follows");
+    }
+
+    // A refused action shows the server's answer and changes nothing.
+    click(&c, "button.ramp[data-action='resume']").await;
     let message = wait_text(&c, "#message", "the server's refusal", |t| t.contains("not done")).await;
-    assert!(message.starts_with('4'), "{message}");
-    let status = proxy.status().await;
-    assert_eq!(status["percent"]["desired"], 10, "{status:#}");
+    assert!(message.starts_with("409") && message.contains("only a paused ramp resumes"), "{message}");
+    assert_eq!(proxy.status().await["ramp"]["state"], "done");
+    let audit = proxy.admin("GET", "/audit?limit=50", None, None).await.json();
+    let ramp_events = audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "ramp").count();
+    assert_eq!(ramp_events, 5, "start, promote, pause, resume, promote to the last step: {audit:#}");
+    assert_eq!(page_errors(&c).await, json!([]));
     c.close().await.unwrap();
 }
 

@@ -201,6 +201,9 @@
   }
   function setupPercent() {
     $("percent-slider").addEventListener("input", (e) => setPercentInputs(e.target.value, true));
+    // Emptying the field (a change without input, as WebDriver's clear does)
+    // is an edit too: the next poll must not write the old percent back.
+    $("percent-number").addEventListener("change", () => { percentTouched = true; });
     $("percent-number").addEventListener("input", (e) => {
       percentTouched = true;
       const n = Number(e.target.value);
@@ -229,7 +232,7 @@
     }
     if (s.schema && s.schema.new_ready === false) reasons.push("schema gate: new is not ready" + (s.schema.error ? " (" + s.schema.error + ")" : ""));
     if (s.ramp && (s.ramp.state === "running" || s.ramp.state === "paused")) {
-      reasons.push("ramp " + s.ramp.state + ", step " + num(s.ramp.step) + " of " + num(s.ramp.steps));
+      reasons.push("ramp " + s.ramp.state + ", step " + num(s.ramp.step) + " of " + stepCount(s.ramp));
     }
     if (active.L2) reasons.push("L2 active: the percent is frozen, new-feature requests are shed");
     return reasons;
@@ -389,10 +392,13 @@
         el("ul", { class: "endpoints" }, (p.endpoints || []).map((e) =>
           el("li", {}, e.healthy ? badge("up", "ok") : badge("down", "firing"), " ", el("code", {}, e.address)))))));
   }
+  function stepCount(r) {
+    return Array.isArray(r.steps) ? r.steps.length : num(r.steps);
+  }
   function renderRamp(s) {
     const r = s.ramp;
     if (!r) return fill($("ramp"), notConfigured());
-    fill($("ramp"), dl([["state", r.state], ["step", num(r.step) + " of " + num(r.steps)], ["percent", num(r.percent) + " %"],
+    fill($("ramp"), dl([["state", r.state], ["step", num(r.step) + " of " + stepCount(r) + " (" + (r.steps || []).join(" → ") + " %)"], ["percent", num(r.percent) + " %"],
       ["hold left", typeof r.hold_left === "number" ? clock(r.hold_left) : r.hold_left], ["requests this step", r.requests]]));
   }
   function renderSchema(s) {
