@@ -38,6 +38,10 @@ pub struct PoolMetrics {
     pub requests: [IntCounter; 5],
     pub duration: Histogram,
     pub upstream_errors: [IntCounter; 3],
+    /// The resets that happened before the response head (not exported):
+    /// those requests are 502s, already in `requests[4]`, so the error rate
+    /// must not count them twice.
+    pub resets_before_head: IntCounter,
 }
 
 impl PoolMetrics {
@@ -56,9 +60,11 @@ impl PoolMetrics {
     }
 
     /// Requests that count against the pool's error rate: 5xx answers plus
-    /// responses cut off mid-body.
+    /// responses cut off mid-body (a reset before the head is a 502: once).
     pub fn total_errors(&self) -> u64 {
-        self.requests[4].get() + self.upstream_errors[UpstreamErrorKind::Reset as usize].get()
+        let cut_off =
+            self.upstream_errors[UpstreamErrorKind::Reset as usize].get().saturating_sub(self.resets_before_head.get());
+        self.requests[4].get() + cut_off
     }
 }
 
@@ -187,6 +193,7 @@ impl Metrics {
             duration: duration.with_label_values(&[name.as_str()]),
             upstream_errors: UpstreamErrorKind::ALL
                 .map(|k| upstream_errors.with_label_values(&[name.as_str(), k.as_str()])),
+            resets_before_head: IntCounter::new("resets_before_head", "not exported").unwrap(),
         };
         let pools = [pool(PoolName::Stable), pool(PoolName::New)];
         let percent = IntGaugeVec::new(

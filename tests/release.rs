@@ -33,19 +33,6 @@ fn schema_section(db: &Scratch) -> String {
     )
 }
 
-const L1_RULE: &str = r#"
-[rollback]
-interval = "100ms"
-
-[[rules]]
-name = "new-error-rate"
-level = "L1"
-signal = { source = "local", metric = "error_rate", pool = "new", window = "10s" }
-above = 0.05
-for = "300ms"
-min_requests = 10
-"#;
-
 /// Requests from users `first..first + n`; returns how many `new` served.
 async fn traffic(proxy: &Proxy, first: usize, n: usize) -> usize {
     let mut on_new = 0;

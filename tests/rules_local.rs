@@ -9,19 +9,6 @@ use common::*;
 use rules_support::*;
 use serde_json::json;
 
-const L1_RULE: &str = r#"
-[rollback]
-interval = "100ms"
-
-[[rules]]
-name = "new-error-rate"
-level = "L1"
-signal = { source = "local", metric = "error_rate", pool = "new", window = "10s" }
-above = 0.05
-for = "300ms"
-min_requests = 10
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l1_fires_from_real_upstream_errors_and_sends_everyone_to_stable() {
     let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);

@@ -287,6 +287,7 @@ pub async fn send(
         Err(e) => {
             if matches!(e, ProxyError::Upstream { .. }) {
                 metrics.count_error(UpstreamErrorKind::Reset);
+                metrics.resets_before_head.inc();
             }
             Err(e)
         }

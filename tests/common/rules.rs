@@ -354,3 +354,18 @@ impl Drop for Scratch {
         cleanup_sql(format!("drop schema if exists {} cascade", self.name));
     }
 }
+
+/// L1 on new's error rate, quick: evaluated every 100 ms, fires after
+/// 300 ms above 5 % with at least 10 requests in the window.
+pub const L1_RULE: &str = r#"
+[rollback]
+interval = "100ms"
+
+[[rules]]
+name = "new-error-rate"
+level = "L1"
+signal = { source = "local", metric = "error_rate", pool = "new", window = "10s" }
+above = 0.05
+for = "300ms"
+min_requests = 10
+"#;

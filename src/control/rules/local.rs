@@ -293,6 +293,15 @@ mod tests {
             history.sample(LocalMetric::ErrorRate, PoolName::New, secs(60)),
             Sample::Window { value: Some(0.25), requests: 4 }
         );
+        // A reset before the head is answered 502: one error, not two.
+        answer(&metrics, PoolName::New, 502, 0.01, 1);
+        metrics.pool(PoolName::New).count_error(crate::metrics::UpstreamErrorKind::Reset);
+        metrics.pool(PoolName::New).resets_before_head.inc();
+        history.record(t0 + secs(2), &metrics, secs(60));
+        assert_eq!(
+            history.sample(LocalMetric::ErrorRate, PoolName::New, secs(60)),
+            Sample::Window { value: Some(0.4), requests: 5 }
+        );
     }
 
     #[test]
