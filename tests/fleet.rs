@@ -406,3 +406,20 @@ async fn the_ramp_lives_in_the_store_one_replica_advances_it_and_every_replica_f
     assert_eq!(locks.len(), 1, "{locks:?}");
     assert!(locks[0].1.contains(promotions[0]["replica"].as_str().unwrap()), "{locks:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_entries_older_than_a_week_are_trimmed_from_the_store() {
+    let etcd = Etcd::start().await;
+    let prefix = format!("/grayshift/v1/t{}/", std::process::id());
+    etcd.put(&format!("{prefix}audit/00000000000000000001-old"), r#"{"action":"ancient"}"#).await;
+    let fleet = Fleet::start(&etcd, 10, "").await;
+    let audit_prefix = format!("{prefix}audit/");
+    eventually(DEADLINE, "the week-old entry trimmed", || async {
+        let entries = etcd.dump(&audit_prefix).await;
+        (!entries.iter().any(|(k, _)| k.ends_with("-old"))).then_some(())
+    })
+    .await;
+    let entries = etcd.dump(&audit_prefix).await;
+    assert!(entries.iter().any(|(_, v)| v.contains("store initialised")), "today's entries stay: {entries:?}");
+    drop(fleet);
+}

@@ -56,7 +56,12 @@ async fn keep(fleet: &Fleet, shared: &Shared, lease: &mut Option<i64>) -> Result
     *lease = Some(id);
     fleet.set_lease(Some(id));
     let (mut keeper, mut responses) = timed!(client.lease_keep_alive(id))?;
+    let mut trimmed: Option<tokio::time::Instant> = None;
     loop {
+        if trimmed.is_none_or(|t| t.elapsed() >= TRIM_EVERY) {
+            trim_audit(fleet, &mut client).await?;
+            trimmed = Some(tokio::time::Instant::now());
+        }
         let member = entry(fleet, shared);
         let value = serde_json::to_string(&member).expect("member serializes");
         let key = fleet.key(&store::member_key(&fleet.config.replica));
@@ -73,6 +78,24 @@ async fn keep(fleet: &Fleet, shared: &Shared, lease: &mut Option<i64>) -> Result
             return Err(FleetError::Resync("the member lease expired".into()));
         }
     }
+}
+
+/// The store keeps the fleet's audit entries for a week (etcd is no log
+/// store: its database has a size quota); each replica's own audit file
+/// keeps everything. Every replica trims, which is harmless: deleting a
+/// range that is already gone changes nothing.
+const AUDIT_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+const TRIM_EVERY: Duration = Duration::from_secs(3600);
+
+async fn trim_audit(fleet: &Fleet, client: &mut etcd_client::Client) -> Result<(), FleetError> {
+    let cutoff = super::now_ns().saturating_sub(AUDIT_KEPT.as_nanos());
+    let end = fleet.key(&store::audit_key(cutoff, ""));
+    let options = etcd_client::DeleteOptions::new().with_range(end);
+    let deleted = timed!(client.delete(fleet.key("audit/"), Some(options.clone())))?.deleted();
+    if deleted > 0 {
+        tracing::info!(deleted, "fleet: audit entries older than a week trimmed from the store");
+    }
+    Ok(())
 }
 
 fn entry(fleet: &Fleet, shared: &Shared) -> Member {
