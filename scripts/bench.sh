@@ -4,7 +4,8 @@
 #
 #     scripts/bench.sh
 #
-# - installs nginx-light, haproxy and wrk with apt when missing (as root);
+# - installs nginx-light, haproxy and wrk (and nghttp2-client for h2load and
+#   openssl, for the TLS and h2 legs) with apt when missing (as root);
 # - builds grayshift and the open-loop generator (benches/load/openloop.rs)
 #   in release mode;
 # - starts two fast upstreams (nginx answering a fixed 200) on free loopback
