@@ -1,24 +1,35 @@
 #!/usr/bin/env python3
 """Open N keep-alive client connections to a proxy, send one request on
 each (so each is a real, served keep-alive connection), then hold them
-idle. Writes READY_FILE once all are open, and exits when stdin closes or
-after HOLD seconds.
+idle. Writes READY_FILE once all are open, and exits after HOLD seconds.
+With --tls, each connection is TLS first (no certificate check, no ALPN:
+HTTP/1.1), as a browser's idle keep-alive connection to an https site.
 
-usage: idle_conns.py HOST:PORT N READY_FILE [HOLD]
+usage: idle_conns.py [--tls] HOST:PORT N READY_FILE [HOLD]
 """
 import socket
+import ssl
 import sys
 import time
 
 
 def main():
-    host, port = sys.argv[1].rsplit(":", 1)
-    n, ready, hold = int(sys.argv[2]), sys.argv[3], float(sys.argv[4]) if len(sys.argv) > 4 else 60.0
+    args = sys.argv[1:]
+    tls = None
+    if args and args[0] == "--tls":
+        args = args[1:]
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+    host, port = args[0].rsplit(":", 1)
+    n, ready, hold = int(args[1]), args[2], float(args[3]) if len(args) > 3 else 60.0
     conns, failed = [], 0
     for i in range(n):
         try:
             s = socket.create_connection((host, int(port)), timeout=5)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls is not None:
+                s = tls.wrap_socket(s, server_hostname="localhost")
             s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nX-User-ID: idle-{i}\r\n\r\n".encode())
             buf = b""
             while b"\r\n\r\n" not in buf:

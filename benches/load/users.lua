@@ -3,6 +3,10 @@
 -- production). The requests are formatted once, up front, so wrk spends
 -- no time building them during the run.
 --
+-- With USERS_CLOSE=1 in the environment every request asks for
+-- `Connection: close`, so each one is a new connection (over https://, a
+-- full TLS handshake: wrk never resumes a session).
+--
 -- done() prints one machine-readable line for scripts/bench.sh:
 --   RESULT requests=… duration_us=… p50_us=… p99_us=… status_errors=… socket_errors=…
 
@@ -11,8 +15,11 @@ local reqs = {}
 local i = 0
 
 function init(args)
+  local close = os.getenv("USERS_CLOSE") == "1"
   for n = 1, users do
-    reqs[n] = wrk.format("GET", "/", { ["X-User-ID"] = "user-" .. n })
+    local headers = { ["X-User-ID"] = "user-" .. n }
+    if close then headers["Connection"] = "close" end
+    reqs[n] = wrk.format("GET", "/", headers)
   end
 end
 
