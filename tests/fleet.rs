@@ -423,3 +423,39 @@ async fn audit_entries_older_than_a_week_are_trimmed_from_the_store() {
     assert!(entries.iter().any(|(_, v)| v.contains("store initialised")), "today's entries stay: {entries:?}");
     drop(fleet);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_point_of_no_return_a_rollback_is_blocked_fleet_wide_until_one_replica_forces_it() {
+    let etcd = Etcd::start().await;
+    let db = rules_support::Scratch::new(
+        "create table alembic_version (version_num varchar(32) primary key); insert into alembic_version values ('f9')",
+    )
+    .await;
+    let schema = format!(
+        "\n[schema]\nurl = \"{}\"\ntool = \"alembic\"\nnew_requires = [\"e3a1\", \"f9\"]\nstable_supports = [\"a1b2\", \"e3a1\"]\ninterval = \"100ms\"\n",
+        db.url()
+    );
+    let fleet = Fleet::start(&etcd, 100, &schema).await;
+    let [a, b, c] = &fleet.replicas[..] else { unreachable!() };
+    for r in [a, b, c] {
+        wait_all_on(r, "new", "the gate open at f9").await;
+    }
+    let reply = a.admin("POST", "/rollback", Some(json!({ "level": "L1", "reason": "p99" })), None).await;
+    assert_eq!(reply.json()["blocked"], true, "{}", reply.text());
+    for r in [b, c] {
+        rules_support::wait_status(r, "L1 in the store, blocked here too", |s| {
+            s["rollback"]["active"]["L1"]["blocked"] == true
+        })
+        .await;
+        wait_all_on(r, "new", "blocked: users stay on new").await;
+    }
+    // Forced on another replica: the store's activation becomes forced, everyone goes to stable.
+    let reply =
+        b.admin("POST", "/rollback", Some(json!({ "level": "L1", "reason": "anyway", "force": true })), None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    for r in [a, b, c] {
+        wait_all_on(r, "stable", "forced: everyone on stable").await;
+    }
+    let levels = etcd.dump(&format!("/grayshift/v1/{}/levels/L1", fleet.name)).await;
+    assert!(levels[0].1.contains("\"force\":true") && levels[0].1.contains("p99"), "{levels:?}");
+}
