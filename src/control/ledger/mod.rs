@@ -22,7 +22,7 @@ use crate::config::LedgerConfig;
 use crate::control::state::now_rfc3339;
 use crate::metrics::LedgerMetrics;
 pub use recorder::Recorder;
-use sink::{Row, Rows, Seen, Sink};
+use sink::{Pending, Row, Rows, Seen, Sink};
 
 /// How long the backoff between failed writes may grow.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -42,7 +42,8 @@ pub struct Ledger {
 
 struct Writer {
     sink: Sink,
-    pending: Rows,
+    /// What is merged and not yet written; cleared and kept after a write.
+    pending: Pending,
     failures: u32,
     /// After a failure, no write before this.
     retry_at: Option<tokio::time::Instant>,
@@ -64,7 +65,7 @@ impl Ledger {
             recorder: Recorder::new(config.capacity, metrics.dropped.clone()),
             flush: config.flush,
             max_pending: config.capacity * 4,
-            writer: tokio::sync::Mutex::new(Writer { sink, pending: Rows::new(), failures: 0, retry_at: None }),
+            writer: tokio::sync::Mutex::new(Writer { sink, pending: Pending::default(), failures: 0, retry_at: None }),
             status: Mutex::new(status),
             dropped: metrics.dropped.clone(),
             errors: metrics.errors.clone(),
@@ -102,8 +103,8 @@ impl Ledger {
                     dropped.inc();
                     continue;
                 }
-                let (id, seen) = split(exposure);
-                sink::merge(&mut pending, id, seen);
+                let seen = Seen { first_seen: exposure.at, last_seen: exposure.at, wrote: exposure.wrote };
+                pending.add(&exposure.origin, key_text(exposure.key), seen);
             }
             pending
         })
@@ -113,13 +114,16 @@ impl Ledger {
         let waiting = writer.retry_at.is_some_and(|at| now < at);
         if !writer.pending.is_empty() && (force || !waiting) {
             let pending = std::mem::take(&mut writer.pending);
-            let (pending, result) = writer.sink.write(pending).await;
+            let (mut pending, result) = writer.sink.write(pending).await;
             match result {
                 Ok(()) => {
                     self.written.inc_by(pending.len() as u64);
                     if writer.failures > 0 {
                         tracing::info!(rows = pending.len(), "exposure ledger sink is back");
                     }
+                    // Written: the next interval merges into the same maps.
+                    pending.clear();
+                    writer.pending = pending;
                     writer.failures = 0;
                     writer.retry_at = None;
                     let mut status = self.lock_status();
@@ -158,8 +162,8 @@ impl Ledger {
             let (id, seen) = row.split();
             sink::merge(&mut all, id, seen);
         }
-        for (id, seen) in writer.pending.iter().filter(|(id, _)| id.0 == release) {
-            sink::merge(&mut all, id.clone(), *seen);
+        for (_, source, key, seen) in writer.pending.iter().filter(|(r, ..)| *r == release) {
+            sink::merge(&mut all, (release.to_string(), source.to_string(), key.to_string()), *seen);
         }
         Ok(sink::sorted(all))
     }
@@ -192,13 +196,11 @@ impl Ledger {
     }
 }
 
-/// A sighting as a row: the key's bytes as text (invalid UTF-8 replaced by
-/// U+FFFD; sightings that become the same text merge into one row).
-fn split(e: recorder::Exposure) -> (sink::RowId, Seen) {
-    let key = match String::from_utf8(e.key.into_vec()) {
-        Ok(key) => key,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    };
-    let id = (e.origin.release.clone(), e.origin.source.clone(), key);
-    (id, Seen { first_seen: e.at, last_seen: e.at, wrote: e.wrote })
+/// A key's bytes as text (invalid UTF-8 replaced by U+FFFD; sightings that
+/// become the same text merge into one row). Valid text keeps its buffer.
+fn key_text(key: Box<[u8]>) -> Box<str> {
+    match String::from_utf8(key.into_vec()) {
+        Ok(key) => key.into_boxed_str(),
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into(),
+    }
 }

@@ -16,9 +16,11 @@
 //! );
 //! ```
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +28,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::config::LedgerSink;
 use crate::control::pg::{self, PgSlot};
+use crate::proxy::split::KeyOrigin;
 
 /// One key's exposure in one release, merged over sightings: what the sink
 /// reads back and the CSV lists.
@@ -68,6 +71,64 @@ pub fn merge(rows: &mut Rows, id: RowId, seen: Seen) {
     rows.entry(id).and_modify(|s| s.merge(seen)).or_insert(seen);
 }
 
+/// The flusher's rows, waiting to be written: grouped by the origin their
+/// sightings share (an `Arc` from the splitter), so a row costs its key and
+/// its `Seen`, never copies of the release and source strings. Kept from one
+/// interval to the next and cleared, so the maps keep their capacity.
+#[derive(Debug, Default)]
+pub struct Pending {
+    groups: Vec<(Arc<KeyOrigin>, HashMap<Box<str>, Seen>)>,
+    len: usize,
+}
+
+impl Pending {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Merge a sighting of `key` (as the table's upsert would).
+    pub fn add(&mut self, origin: &Arc<KeyOrigin>, key: Box<str>, seen: Seen) {
+        // A handful of origins (one per key source); the same `Arc` almost
+        // always, equal strings after a reload built new ones.
+        let group = match self.groups.iter().position(|(o, _)| Arc::ptr_eq(o, origin)) {
+            Some(i) => i,
+            None => match self.groups.iter().position(|(o, _)| **o == **origin) {
+                Some(i) => i,
+                None => {
+                    self.groups.push((origin.clone(), HashMap::new()));
+                    self.groups.len() - 1
+                }
+            },
+        };
+        match self.groups[group].1.entry(key) {
+            Entry::Occupied(mut e) => e.get_mut().merge(seen),
+            Entry::Vacant(e) => {
+                e.insert(seen);
+                self.len += 1;
+            }
+        }
+    }
+
+    /// (release, source, key, seen) of every row.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &str, &Seen)> {
+        self.groups.iter().flat_map(|(o, keys)| keys.iter().map(move |(k, s)| (&*o.release, &*o.source, &**k, s)))
+    }
+
+    /// Empty, keeping the maps' memory for the next interval (an origin
+    /// that had no row since the last clear goes: an old config's).
+    pub fn clear(&mut self) {
+        self.groups.retain(|(_, keys)| !keys.is_empty());
+        for (_, keys) in &mut self.groups {
+            keys.clear();
+        }
+        self.len = 0;
+    }
+}
+
 impl Row {
     pub fn split(self) -> (RowId, Seen) {
         let seen = Seen { first_seen: self.first_seen, last_seen: self.last_seen, wrote: self.wrote };
@@ -104,7 +165,7 @@ impl Sink {
     /// Write `rows` (handed back, to be kept on error); on error nothing is
     /// known to be written (the caller keeps them and retries: the upsert
     /// makes a retry harmless).
-    pub async fn write(&mut self, rows: Rows) -> (Rows, Result<(), String>) {
+    pub async fn write(&mut self, rows: Pending) -> (Pending, Result<(), String>) {
         if rows.is_empty() {
             return (rows, Ok(()));
         }
@@ -129,12 +190,12 @@ impl Sink {
         (rows, result)
     }
 
-    async fn write_postgres(&mut self, url: &str, table: &str, rows: &Rows) -> Result<(), String> {
+    async fn write_postgres(&mut self, url: &str, table: &str, rows: &Pending) -> Result<(), String> {
         if !self.table_ready {
             create_table(&self.pg, url, table).await?;
             self.table_ready = true;
         }
-        let rows: Vec<(&RowId, &Seen)> = rows.iter().collect();
+        let rows: Vec<PendingRow> = rows.iter().collect();
         for batch in rows.chunks(BATCH) {
             let result = upsert(&self.pg, url, table, batch).await;
             if result.as_ref().is_err_and(|e| e.contains("does not exist")) {
@@ -216,7 +277,7 @@ async fn create_table(slot: &PgSlot, url: &str, table: &str) -> Result<(), Strin
 
 /// One multi-row `INSERT … ON CONFLICT DO UPDATE`: the earliest first_seen,
 /// the latest last_seen, wrote once true stays true.
-async fn upsert(slot: &PgSlot, url: &str, table: &str, rows: &[(&RowId, &Seen)]) -> Result<(), String> {
+async fn upsert(slot: &PgSlot, url: &str, table: &str, rows: &[PendingRow<'_>]) -> Result<(), String> {
     let mut sql = format!("INSERT INTO {table} AS t (release, source, key, first_seen, last_seen, wrote) VALUES ");
     for i in 0..rows.len() {
         let p = i * 6;
@@ -239,11 +300,11 @@ async fn upsert(slot: &PgSlot, url: &str, table: &str, rows: &[(&RowId, &Seen)])
          last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen), \
          wrote = t.wrote OR EXCLUDED.wrote",
     );
-    let times: Vec<(f64, f64)> = rows.iter().map(|(_, s)| (s.first_seen as f64, s.last_seen as f64)).collect();
+    let times: Vec<(f64, f64)> = rows.iter().map(|(.., s)| (s.first_seen as f64, s.last_seen as f64)).collect();
     pg::with_client(slot, url, TIMEOUT, |client| async move {
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(rows.len() * 6);
-        for ((id, seen), (first, last)) in rows.iter().zip(&times) {
-            let row: [&(dyn ToSql + Sync); 6] = [&id.0, &id.1, &id.2, first, last, &seen.wrote];
+        for ((release, source, key, seen), (first, last)) in rows.iter().zip(&times) {
+            let row: [&(dyn ToSql + Sync); 6] = [release, source, key, first, last, &seen.wrote];
             params.extend(row);
         }
         client.execute(&sql, &params).await
@@ -252,12 +313,15 @@ async fn upsert(slot: &PgSlot, url: &str, table: &str, rows: &[(&RowId, &Seen)])
     .map(|_| ())
 }
 
-fn append_jsonl(path: &Path, rows: &Rows) -> std::io::Result<()> {
+/// A row as the flusher writes it: (release, source, key, seen).
+type PendingRow<'a> = (&'a str, &'a str, &'a str, &'a Seen);
+
+fn append_jsonl(path: &Path, rows: &Pending) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
     let mut text = Vec::with_capacity(rows.len() * 128);
-    for ((release, source, key), seen) in rows {
+    for (release, source, key, seen) in rows.iter() {
         // Written by hand (serde_json cost ~1,700 instructions a row here,
         // most of the flusher's time); read back by serde as a `Row`.
         text.extend_from_slice(b"{\"release\":");
@@ -380,6 +444,39 @@ mod tests {
         merge(rows, id, seen);
     }
 
+    /// The rows as the flusher holds them, each with an origin of its own
+    /// (equal strings must still make one group).
+    fn pending(rows: impl IntoIterator<Item = Row>) -> Pending {
+        let mut pending = Pending::default();
+        for row in rows {
+            let origin = Arc::new(KeyOrigin { release: row.release.clone(), source: row.source.clone() });
+            let key = row.key.clone().into_boxed_str();
+            pending.add(&origin, key, row.split().1);
+        }
+        pending
+    }
+
+    #[test]
+    fn pending_rows_merge_by_origin_text_and_clear_for_reuse() {
+        let mut rows = pending([row("a", 10, 20, false), row("a", 5, 15, true), row("b", 1, 1, false)]);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.groups.len(), 1, "equal origins share one group");
+        let mut got: Vec<_> =
+            rows.iter().map(|(r, s, k, seen)| (r.to_string(), s.to_string(), k.to_string(), *seen)).collect();
+        got.sort_by(|a, b| a.2.cmp(&b.2));
+        let seen = |first, last, wrote| Seen { first_seen: first, last_seen: last, wrote };
+        let (r, s) = ("r".to_string(), "header:X-User-ID".to_string());
+        assert_eq!(
+            got,
+            vec![(r.clone(), s.clone(), "a".into(), seen(5, 20, true)), (r, s, "b".into(), seen(1, 1, false))]
+        );
+        rows.clear();
+        assert!(rows.is_empty() && rows.iter().next().is_none());
+        assert_eq!(rows.groups.len(), 1, "the group and its map are kept");
+        rows.clear();
+        assert!(rows.groups.is_empty(), "an origin unused for a whole interval goes");
+    }
+
     #[test]
     fn merging_keeps_the_widest_span_and_any_write() {
         let mut rows = Rows::new();
@@ -404,10 +501,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("exposure.jsonl");
         let keys = ["plain", "quo\"te", "back\\slash", "new\nline", "tab\tand\u{1}", "émoji 🚀"];
-        let mut rows = Rows::new();
-        for key in keys {
-            put(&mut rows, row(key, 7, 9, true));
-        }
+        let rows = pending(keys.map(|key| row(key, 7, 9, true)));
         append_jsonl(&path, &rows).unwrap();
         let back: Vec<String> = read_jsonl(&path, "r").unwrap().into_iter().map(|r| r.key).collect();
         let mut expected: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
@@ -421,13 +515,9 @@ mod tests {
     fn the_file_sink_round_trips_and_purges() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("exposure.jsonl");
-        let mut rows = Rows::new();
-        put(&mut rows, row("a", 1, 2, false));
-        put(&mut rows, Row { release: "other".into(), ..row("b", 1, 2, false) });
+        let rows = pending([row("a", 1, 2, false), Row { release: "other".into(), ..row("b", 1, 2, false) }]);
         append_jsonl(&path, &rows).unwrap();
-        let mut more = Rows::new();
-        put(&mut more, row("a", 3, 4, true));
-        append_jsonl(&path, &more).unwrap();
+        append_jsonl(&path, &pending([row("a", 3, 4, true)])).unwrap();
         let back = read_jsonl(&path, "r").unwrap();
         assert_eq!(back, vec![row("a", 1, 4, true)]);
         assert_eq!(purge_jsonl(&path, "r").unwrap(), 2);
