@@ -104,7 +104,7 @@ impl Ledger {
                     continue;
                 }
                 let seen = Seen { first_seen: exposure.at, last_seen: exposure.at, wrote: exposure.wrote };
-                pending.add(&exposure.origin, key_text(exposure.key), seen);
+                pending.add(&exposure.origin, exposure.key, seen);
             }
             pending
         })
@@ -193,14 +193,5 @@ impl Ledger {
 
     fn lock_status(&self) -> std::sync::MutexGuard<'_, Status> {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A key's bytes as text (invalid UTF-8 replaced by U+FFFD; sightings that
-/// become the same text merge into one row). Valid text keeps its buffer.
-fn key_text(key: Box<[u8]>) -> Box<str> {
-    match String::from_utf8(key.into_vec()) {
-        Ok(key) => key.into_boxed_str(),
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into(),
     }
 }

@@ -9,15 +9,18 @@
 //!   is free, so starting a new interval clears the table by bumping one
 //!   counter.
 //! - a queue ([`crossbeam_queue::ArrayQueue`]) of `capacity` exposures, which
-//!   the flusher drains every interval. Only a key not yet seen allocates
-//!   (its bytes are copied into the queue); a full queue drops it and counts.
+//!   the flusher drains every interval. A key not yet seen is copied into
+//!   its queue slot ([`Key`]: inline up to 46 bytes, so no allocation for
+//!   user IDs, UUIDs or IP text); a full queue drops it and counts.
 //!
 //! The hash is std's SipHash with a random key per process: a client cannot
 //! craft keys whose hashes collide with another user's and so hide that
 //! user's exposure. Two keys sharing 48 bits of hash in one interval would
 //! make the second wait for the next interval (about one in 2^48/capacity).
 
-use std::hash::{BuildHasher, RandomState};
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -30,10 +33,71 @@ const PROBES: usize = 8;
 const HASH_BITS: u32 = 48;
 const HASH_MASK: u64 = (1 << HASH_BITS) - 1;
 
+/// Key bytes kept in the queue slot itself (the slot is 80 bytes).
+const INLINE: usize = 46;
+
+/// A routing key's bytes: inline when short (nearly always), else on the
+/// heap (a key can be as long as the header size limit allows).
+#[derive(Clone)]
+pub enum Key {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    pub fn new(key: &[u8]) -> Key {
+        if key.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..key.len()].copy_from_slice(key);
+            Key::Inline { len: key.len() as u8, bytes }
+        } else {
+            Key::Heap(key.into())
+        }
+    }
+}
+
+impl Deref for Key {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..*len as usize],
+            Key::Heap(bytes) => bytes,
+        }
+    }
+}
+
+// Equality, order and hash are the bytes', whichever way they are kept.
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        **self == **other
+    }
+}
+impl Eq for Key {}
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> std::cmp::Ordering {
+        (**self).cmp(&**other)
+    }
+}
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (**self).hash(state)
+    }
+}
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&String::from_utf8_lossy(self), f)
+    }
+}
+
 /// One sighting of a key on `new`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exposure {
-    pub key: Box<[u8]>,
+    pub key: Key,
     pub origin: Arc<KeyOrigin>,
     /// A non-safe method (POST, PUT, PATCH, DELETE, …).
     pub wrote: bool,
@@ -93,7 +157,7 @@ impl Recorder {
     }
 
     fn enqueue(&self, key: &[u8], origin: &Arc<KeyOrigin>, wrote: bool) {
-        let exposure = Exposure { key: key.into(), origin: origin.clone(), wrote, at: unix_now() };
+        let exposure = Exposure { key: Key::new(key), origin: origin.clone(), wrote, at: unix_now() };
         if self.queue.push(exposure).is_err() {
             self.dropped.inc();
         }
@@ -150,6 +214,20 @@ mod tests {
         r.offer(b"alice", &header, false);
         assert_eq!(r.rotate().len(), 1, "a new interval records the key again");
         assert!(r.rotate().is_empty());
+    }
+
+    #[test]
+    fn keys_are_kept_inline_up_to_the_limit_and_on_the_heap_beyond() {
+        assert_eq!(std::mem::size_of::<Key>(), 48);
+        let short = Key::new(b"user-42");
+        assert!(matches!(short, Key::Inline { len: 7, .. }));
+        let edge = vec![b'x'; INLINE];
+        assert!(matches!(Key::new(&edge), Key::Inline { .. }));
+        let long = vec![b'y'; INLINE + 1];
+        assert!(matches!(Key::new(&long), Key::Heap(_)));
+        assert_eq!(&*Key::new(&long), &long[..]);
+        assert_eq!(Key::new(b"user-42"), short);
+        assert_eq!(Key::new(b""), Key::Heap(Box::default()), "equal bytes are equal keys, however kept");
     }
 
     #[test]

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::types::ToSql;
 
 use crate::config::LedgerSink;
+use crate::control::ledger::recorder::Key;
 use crate::control::pg::{self, PgSlot};
 use crate::proxy::split::KeyOrigin;
 
@@ -77,7 +78,8 @@ pub fn merge(rows: &mut Rows, id: RowId, seen: Seen) {
 /// interval to the next and cleared, so the maps keep their capacity.
 #[derive(Debug, Default)]
 pub struct Pending {
-    groups: Vec<(Arc<KeyOrigin>, HashMap<Box<str>, Seen>)>,
+    /// Keys as text (valid UTF-8, see [`Pending::add`]), still inline.
+    groups: Vec<(Arc<KeyOrigin>, HashMap<Key, Seen>)>,
     len: usize,
 }
 
@@ -90,8 +92,14 @@ impl Pending {
         self.len == 0
     }
 
-    /// Merge a sighting of `key` (as the table's upsert would).
-    pub fn add(&mut self, origin: &Arc<KeyOrigin>, key: Box<str>, seen: Seen) {
+    /// Merge a sighting of `key` (as the table's upsert would). Rows are
+    /// text: invalid UTF-8 is replaced by U+FFFD, and sightings that become
+    /// the same text merge into one row.
+    pub fn add(&mut self, origin: &Arc<KeyOrigin>, key: Key, seen: Seen) {
+        let key = match std::str::from_utf8(&key) {
+            Ok(_) => key,
+            Err(_) => Key::new(String::from_utf8_lossy(&key).as_bytes()),
+        };
         // A handful of origins (one per key source); the same `Arc` almost
         // always, equal strings after a reload built new ones.
         let group = match self.groups.iter().position(|(o, _)| Arc::ptr_eq(o, origin)) {
@@ -115,7 +123,12 @@ impl Pending {
 
     /// (release, source, key, seen) of every row.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &str, &Seen)> {
-        self.groups.iter().flat_map(|(o, keys)| keys.iter().map(move |(k, s)| (&*o.release, &*o.source, &**k, s)))
+        fn text(key: &Key) -> &str {
+            std::str::from_utf8(key).unwrap_or_default() // always text, see add
+        }
+        self.groups
+            .iter()
+            .flat_map(move |(o, keys)| keys.iter().map(move |(k, s)| (&*o.release, &*o.source, text(k), s)))
     }
 
     /// Empty, keeping the maps' memory for the next interval (an origin
@@ -450,7 +463,7 @@ mod tests {
         let mut pending = Pending::default();
         for row in rows {
             let origin = Arc::new(KeyOrigin { release: row.release.clone(), source: row.source.clone() });
-            let key = row.key.clone().into_boxed_str();
+            let key = Key::new(row.key.as_bytes());
             pending.add(&origin, key, row.split().1);
         }
         pending
@@ -484,6 +497,18 @@ mod tests {
         put(&mut rows, row("a", 5, 15, true));
         put(&mut rows, row("a", 12, 30, false));
         assert_eq!(sorted(rows), vec![row("a", 5, 30, true)]);
+    }
+
+    #[test]
+    fn invalid_utf8_becomes_replacement_text_and_merges() {
+        let origin = Arc::new(KeyOrigin { release: "r".into(), source: "s".into() });
+        let mut rows = Pending::default();
+        let seen = |at| Seen { first_seen: at, last_seen: at, wrote: false };
+        rows.add(&origin, Key::new(b"a\xff"), seen(1));
+        rows.add(&origin, Key::new(b"a\xfe"), seen(2));
+        rows.add(&origin, Key::new("a\u{fffd}".as_bytes()), seen(3));
+        let got: Vec<_> = rows.iter().map(|(.., k, s)| (k.to_string(), *s)).collect();
+        assert_eq!(got, vec![("a\u{fffd}".to_string(), Seen { first_seen: 1, last_seen: 3, wrote: false })]);
     }
 
     #[test]
