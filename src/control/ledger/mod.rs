@@ -76,15 +76,32 @@ impl Ledger {
 
     /// Flush every `flush` until shutdown, then once more.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.flush);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => self.flush(false).await,
-                _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => break,
+        // The recorder's clock, read here once a second instead of once per
+        // first sighting on the request path; its own loop, so a slow write
+        // (a sink timing out) does not leave it behind.
+        let clock = async {
+            let mut second = tokio::time::interval(Duration::from_secs(1));
+            second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                second.tick().await;
+                self.recorder.tick();
             }
+        };
+        let flusher = async {
+            let mut tick = tokio::time::interval(self.flush);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => self.flush(false).await,
+                    _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => break,
+                }
+            }
+            self.flush(true).await;
+        };
+        tokio::select! {
+            () = flusher => {}
+            () = clock => {}
         }
-        self.flush(true).await;
     }
 
     /// Start a new interval, merge what was queued and write it. `force`

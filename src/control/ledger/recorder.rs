@@ -110,6 +110,9 @@ pub struct Recorder {
     queue: ArrayQueue<Exposure>,
     /// The current interval's generation, 1..=0xffff (0 marks an empty slot).
     generation: AtomicU64,
+    /// Unix seconds, set by [`Recorder::tick`] (every second, from the
+    /// flusher task): a first sighting reads it instead of the system clock.
+    clock: AtomicU64,
     hasher: RandomState,
     dropped: IntCounter,
 }
@@ -121,6 +124,7 @@ impl Recorder {
             seen: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             queue: ArrayQueue::new(capacity),
             generation: AtomicU64::new(1),
+            clock: AtomicU64::new(unix_now()),
             hasher: RandomState::new(),
             dropped,
         }
@@ -157,10 +161,17 @@ impl Recorder {
     }
 
     fn enqueue(&self, key: &[u8], origin: &Arc<KeyOrigin>, wrote: bool) {
-        let exposure = Exposure { key: Key::new(key), origin: origin.clone(), wrote, at: unix_now() };
+        let exposure =
+            Exposure { key: Key::new(key), origin: origin.clone(), wrote, at: self.clock.load(Ordering::Relaxed) };
         if self.queue.push(exposure).is_err() {
             self.dropped.inc();
         }
+    }
+
+    /// Read the system clock for the sightings to come. A sighting's time is
+    /// at most a tick old, well inside the interval it is recorded once in.
+    pub fn tick(&self) {
+        self.clock.store(unix_now(), Ordering::Relaxed);
     }
 
     /// Start a new interval (every key is recorded again once) and take what
@@ -228,6 +239,19 @@ mod tests {
         assert_eq!(&*Key::new(&long), &long[..]);
         assert_eq!(Key::new(b"user-42"), short);
         assert_eq!(Key::new(b""), Key::Heap(Box::default()), "equal bytes are equal keys, however kept");
+    }
+
+    #[test]
+    fn sightings_carry_the_ticked_clock() {
+        let (r, _) = recorder(16);
+        let o = origin("client_ip");
+        r.clock.store(1_000, Ordering::Relaxed);
+        r.offer(b"a", &o, false);
+        r.tick();
+        r.offer(b"b", &o, false);
+        let got = r.rotate();
+        assert_eq!(got[0].at, 1_000);
+        assert!(got[1].at >= unix_now() - 1 && got[1].at <= unix_now());
     }
 
     #[test]
