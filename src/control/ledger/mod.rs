@@ -49,6 +49,13 @@ struct Writer {
     retry_at: Option<tokio::time::Instant>,
 }
 
+impl Writer {
+    fn take_pending(&mut self) -> Pending {
+        let empty = Pending::new(self.pending.hasher().clone());
+        std::mem::replace(&mut self.pending, empty)
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct Status {
     sink: String,
@@ -60,12 +67,14 @@ struct Status {
 impl Ledger {
     pub fn new(config: &LedgerConfig, metrics: &LedgerMetrics) -> Ledger {
         let sink = Sink::new(config.sink.clone());
+        let recorder = Recorder::new(config.capacity, metrics.dropped.clone());
+        let pending = Pending::new(recorder.hasher().clone());
         let status = Status { sink: sink.describe(), ..Status::default() };
         Ledger {
-            recorder: Recorder::new(config.capacity, metrics.dropped.clone()),
+            recorder,
             flush: config.flush,
             max_pending: config.capacity * 4,
-            writer: tokio::sync::Mutex::new(Writer { sink, pending: Pending::default(), failures: 0, retry_at: None }),
+            writer: tokio::sync::Mutex::new(Writer { sink, pending, failures: 0, retry_at: None }),
             status: Mutex::new(status),
             dropped: metrics.dropped.clone(),
             errors: metrics.errors.clone(),
@@ -113,7 +122,7 @@ impl Ledger {
         // pool, so the runtime thread that serves requests never stalls.
         let exposures = self.recorder.rotate();
         let (max, dropped) = (self.max_pending, self.dropped.clone());
-        let mut pending = std::mem::take(&mut writer.pending);
+        let mut pending = writer.take_pending();
         writer.pending = tokio::task::spawn_blocking(move || {
             for exposure in exposures {
                 if pending.len() >= max {
@@ -121,7 +130,7 @@ impl Ledger {
                     continue;
                 }
                 let seen = Seen { first_seen: exposure.at, last_seen: exposure.at, wrote: exposure.wrote };
-                pending.add(&exposure.origin, exposure.key, seen);
+                pending.add(&exposure.origin, exposure.key, exposure.key_hash, seen);
             }
             pending
         })
@@ -130,7 +139,7 @@ impl Ledger {
         let now = tokio::time::Instant::now();
         let waiting = writer.retry_at.is_some_and(|at| now < at);
         if !writer.pending.is_empty() && (force || !waiting) {
-            let pending = std::mem::take(&mut writer.pending);
+            let pending = writer.take_pending();
             let (mut pending, result) = writer.sink.write(pending).await;
             match result {
                 Ok(()) => {

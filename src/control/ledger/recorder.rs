@@ -13,9 +13,9 @@
 //!   its queue slot ([`Key`]: inline up to 46 bytes, so no allocation for
 //!   user IDs, UUIDs or IP text); a full queue drops it and counts.
 //!
-//! The hash is std's SipHash with a random key per process: a client cannot
-//! craft keys whose hashes collide with another user's and so hide that
-//! user's exposure. Two keys sharing 48 bits of hash in one interval would
+//! The hash is std's SipHash of the key with a random key per process (the
+//! origin and `wrote` are mixed in after): a client cannot craft keys whose
+//! hashes collide with another user's and so hide that user's exposure. Two keys sharing 48 bits of hash in one interval would
 //! make the second wait for the next interval (about one in 2^48/capacity).
 
 use std::fmt;
@@ -98,6 +98,8 @@ impl fmt::Debug for Key {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exposure {
     pub key: Key,
+    /// [`Recorder::key_hash`] of `key`.
+    pub key_hash: u64,
     pub origin: Arc<KeyOrigin>,
     /// A non-safe method (POST, PUT, PATCH, DELETE, …).
     pub wrote: bool,
@@ -134,7 +136,11 @@ impl Recorder {
     /// was already seen in this interval: one hash and a few atomic loads.
     #[inline]
     pub fn offer(&self, key: &[u8], origin: &Arc<KeyOrigin>, wrote: bool) {
-        let hash = self.hasher.hash_one((key, Arc::as_ptr(origin) as usize, wrote)) & HASH_MASK;
+        // The key's hash alone (one SipHash pass, kept with the sighting for
+        // the flusher's map), then the origin and `wrote` mixed in for the
+        // table: (key, origin, wrote) is what is recorded once.
+        let key_hash = self.key_hash(key);
+        let hash = (key_hash ^ mix(origin, wrote)) & HASH_MASK;
         let generation = self.generation.load(Ordering::Relaxed);
         let tag = generation << HASH_BITS | hash;
         let mask = self.seen.len() - 1;
@@ -150,19 +156,36 @@ impl Recorder {
                     break; // another key of this interval: probe on
                 }
                 match slot.compare_exchange_weak(current, tag, Ordering::Relaxed, Ordering::Relaxed) {
-                    Ok(_) => return self.enqueue(key, origin, wrote),
+                    Ok(_) => return self.enqueue(key, key_hash, origin, wrote),
                     Err(now) => current = now,
                 }
             }
         }
         // The table is full for this interval: record without deduplicating
         // (the queue still bounds what is kept).
-        self.enqueue(key, origin, wrote);
+        self.enqueue(key, key_hash, origin, wrote);
     }
 
-    fn enqueue(&self, key: &[u8], origin: &Arc<KeyOrigin>, wrote: bool) {
-        let exposure =
-            Exposure { key: Key::new(key), origin: origin.clone(), wrote, at: self.clock.load(Ordering::Relaxed) };
+    /// The keyed hash of a key's bytes, as [`Exposure::key_hash`] holds it.
+    pub fn key_hash(&self, key: &[u8]) -> u64 {
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write(key); // one write, no length prefix: nothing follows it
+        hasher.finish()
+    }
+
+    /// The hasher behind [`Recorder::key_hash`], for the flusher's map.
+    pub fn hasher(&self) -> &RandomState {
+        &self.hasher
+    }
+
+    fn enqueue(&self, key: &[u8], key_hash: u64, origin: &Arc<KeyOrigin>, wrote: bool) {
+        let exposure = Exposure {
+            key: Key::new(key),
+            key_hash,
+            origin: origin.clone(),
+            wrote,
+            at: self.clock.load(Ordering::Relaxed),
+        };
         if self.queue.push(exposure).is_err() {
             self.dropped.inc();
         }
@@ -190,6 +213,12 @@ impl Recorder {
     pub fn queued(&self) -> usize {
         self.queue.len()
     }
+}
+
+/// The origin (its address: one `Arc` per key source) and `wrote`, spread
+/// over the hash's bits. Pointers are 8-aligned, so bit 0 is free for `wrote`.
+fn mix(origin: &Arc<KeyOrigin>, wrote: bool) -> u64 {
+    (Arc::as_ptr(origin) as u64 | wrote as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
 }
 
 pub fn unix_now() -> u64 {

@@ -18,6 +18,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher, RandomState};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -74,16 +75,63 @@ pub fn merge(rows: &mut Rows, id: RowId, seen: Seen) {
 
 /// The flusher's rows, waiting to be written: grouped by the origin their
 /// sightings share (an `Arc` from the splitter), so a row costs its key and
-/// its `Seen`, never copies of the release and source strings. Kept from one
-/// interval to the next and cleared, so the maps keep their capacity.
-#[derive(Debug, Default)]
+/// its `Seen`, never copies of the release and source strings. Each map is
+/// keyed by the hash the request path already computed (SipHash, keyed per
+/// process), so a key is hashed once. Kept from one interval to the next and
+/// cleared, so the maps keep their capacity.
+#[derive(Debug)]
 pub struct Pending {
-    /// Keys as text (valid UTF-8, see [`Pending::add`]), still inline.
-    groups: Vec<(Arc<KeyOrigin>, HashMap<Key, Seen>)>,
+    groups: Vec<(Arc<KeyOrigin>, HashMap<Hashed, Seen, BuildHasherDefault<Prehashed>>)>,
     len: usize,
+    /// The recorder's: a key made text here must hash as the same text would.
+    hasher: RandomState,
+}
+
+/// A key (valid UTF-8, see [`Pending::add`]) with its hash.
+#[derive(Debug)]
+struct Hashed {
+    hash: u64,
+    key: Key,
+}
+
+impl PartialEq for Hashed {
+    fn eq(&self, other: &Hashed) -> bool {
+        self.hash == other.hash && self.key == other.key
+    }
+}
+impl Eq for Hashed {}
+impl Hash for Hashed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Passes the stored hash through.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("Hashed writes one u64")
+    }
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl Pending {
+    /// `hasher` is the recorder's ([`Recorder::hasher`](super::Recorder::hasher)).
+    pub fn new(hasher: RandomState) -> Pending {
+        Pending { groups: Vec::new(), len: 0, hasher }
+    }
+
+    pub fn hasher(&self) -> &RandomState {
+        &self.hasher
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -92,13 +140,18 @@ impl Pending {
         self.len == 0
     }
 
-    /// Merge a sighting of `key` (as the table's upsert would). Rows are
-    /// text: invalid UTF-8 is replaced by U+FFFD, and sightings that become
-    /// the same text merge into one row.
-    pub fn add(&mut self, origin: &Arc<KeyOrigin>, key: Key, seen: Seen) {
+    /// Merge a sighting of `key` (`hash`: the recorder's key hash) as the
+    /// table's upsert would. Rows are text: invalid UTF-8 is replaced by
+    /// U+FFFD, and sightings that become the same text merge into one row.
+    pub fn add(&mut self, origin: &Arc<KeyOrigin>, key: Key, hash: u64, seen: Seen) {
         let key = match std::str::from_utf8(&key) {
-            Ok(_) => key,
-            Err(_) => Key::new(String::from_utf8_lossy(&key).as_bytes()),
+            Ok(_) => Hashed { hash, key },
+            Err(_) => {
+                let text = String::from_utf8_lossy(&key);
+                let mut hasher = std::hash::BuildHasher::build_hasher(&self.hasher);
+                hasher.write(text.as_bytes()); // as Recorder::key_hash does
+                Hashed { hash: hasher.finish(), key: Key::new(text.as_bytes()) }
+            }
         };
         // A handful of origins (one per key source); the same `Arc` almost
         // always, equal strings after a reload built new ones.
@@ -107,7 +160,7 @@ impl Pending {
             None => match self.groups.iter().position(|(o, _)| **o == **origin) {
                 Some(i) => i,
                 None => {
-                    self.groups.push((origin.clone(), HashMap::new()));
+                    self.groups.push((origin.clone(), HashMap::default()));
                     self.groups.len() - 1
                 }
             },
@@ -123,8 +176,8 @@ impl Pending {
 
     /// (release, source, key, seen) of every row.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &str, &Seen)> {
-        fn text(key: &Key) -> &str {
-            std::str::from_utf8(key).unwrap_or_default() // always text, see add
+        fn text(key: &Hashed) -> &str {
+            std::str::from_utf8(&key.key).unwrap_or_default() // always text, see add
         }
         self.groups
             .iter()
@@ -478,13 +531,20 @@ mod tests {
     /// The rows as the flusher holds them, each with an origin of its own
     /// (equal strings must still make one group).
     fn pending(rows: impl IntoIterator<Item = Row>) -> Pending {
-        let mut pending = Pending::default();
+        let mut pending = Pending::new(RandomState::new());
         for row in rows {
-            let origin = Arc::new(KeyOrigin { release: row.release.clone(), source: row.source.clone() });
-            let key = Key::new(row.key.as_bytes());
-            pending.add(&origin, key, row.split().1);
+            add(&mut pending, &row.release.clone(), &row.source.clone(), row.key.as_bytes(), row.split().1);
         }
         pending
+    }
+
+    /// A sighting as the recorder hands it over, with its key hash.
+    fn add(pending: &mut Pending, release: &str, source: &str, key: &[u8], seen: Seen) {
+        let origin = Arc::new(KeyOrigin { release: release.into(), source: source.into() });
+        let mut hasher = std::hash::BuildHasher::build_hasher(&pending.hasher);
+        hasher.write(key);
+        let hash = hasher.finish();
+        pending.add(&origin, Key::new(key), hash, seen);
     }
 
     #[test]
@@ -519,12 +579,11 @@ mod tests {
 
     #[test]
     fn invalid_utf8_becomes_replacement_text_and_merges() {
-        let origin = Arc::new(KeyOrigin { release: "r".into(), source: "s".into() });
-        let mut rows = Pending::default();
+        let mut rows = Pending::new(RandomState::new());
         let seen = |at| Seen { first_seen: at, last_seen: at, wrote: false };
-        rows.add(&origin, Key::new(b"a\xff"), seen(1));
-        rows.add(&origin, Key::new(b"a\xfe"), seen(2));
-        rows.add(&origin, Key::new("a\u{fffd}".as_bytes()), seen(3));
+        add(&mut rows, "r", "s", b"a\xff", seen(1));
+        add(&mut rows, "r", "s", b"a\xfe", seen(2));
+        add(&mut rows, "r", "s", "a\u{fffd}".as_bytes(), seen(3));
         let got: Vec<_> = rows.iter().map(|(.., k, s)| (k.to_string(), *s)).collect();
         assert_eq!(got, vec![("a\u{fffd}".to_string(), Seen { first_seen: 1, last_seen: 3, wrote: false })]);
     }
