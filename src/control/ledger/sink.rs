@@ -81,11 +81,14 @@ pub fn merge(rows: &mut Rows, id: RowId, seen: Seen) {
 /// cleared, so the maps keep their capacity.
 #[derive(Debug)]
 pub struct Pending {
-    groups: Vec<(Arc<KeyOrigin>, HashMap<Hashed, Seen, BuildHasherDefault<Prehashed>>)>,
+    groups: Vec<(Arc<KeyOrigin>, KeyRows)>,
     len: usize,
     /// The recorder's: a key made text here must hash as the same text would.
     hasher: RandomState,
 }
+
+/// One origin's rows: key → when it was seen.
+type KeyRows = HashMap<Hashed, Seen, BuildHasherDefault<Prehashed>>;
 
 /// A key (valid UTF-8, see [`Pending::add`]) with its hash.
 #[derive(Debug)]
@@ -533,7 +536,8 @@ mod tests {
     fn pending(rows: impl IntoIterator<Item = Row>) -> Pending {
         let mut pending = Pending::new(RandomState::new());
         for row in rows {
-            add(&mut pending, &row.release.clone(), &row.source.clone(), row.key.as_bytes(), row.split().1);
+            let (release, source, key) = (row.release.clone(), row.source.clone(), row.key.clone());
+            add(&mut pending, &release, &source, key.as_bytes(), row.split().1);
         }
         pending
     }
