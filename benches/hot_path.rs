@@ -200,6 +200,19 @@ fn bench_ledger(c: &mut Criterion) {
             recorder.offer(black_box(keys[i].as_bytes()), &origin, false)
         })
     });
+    // Every offer a first sighting (a new interval every 1 000 keys), and the
+    // queue drained as the flusher does: what a user new in the interval costs
+    // the request path.
+    let fresh = Recorder::new(65_536, dropped.clone());
+    c.bench_function("ledger/offer/first_sighting", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            if i == 0 {
+                drop(black_box(fresh.rotate()));
+            }
+            fresh.offer(black_box(keys[i].as_bytes()), &origin, false)
+        })
+    });
     let set: Mutex<HashSet<(Vec<u8>, bool)>> = Mutex::new(HashSet::new());
     c.bench_function("ledger/offer/mutex_set", |b| {
         b.iter(|| {

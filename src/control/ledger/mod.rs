@@ -22,7 +22,7 @@ use crate::config::LedgerConfig;
 use crate::control::state::now_rfc3339;
 use crate::metrics::LedgerMetrics;
 pub use recorder::Recorder;
-use sink::{Row, Rows, Seen, Sink};
+use sink::{Pending, Row, Rows, Seen, Sink};
 
 /// How long the backoff between failed writes may grow.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -42,10 +42,18 @@ pub struct Ledger {
 
 struct Writer {
     sink: Sink,
-    pending: Rows,
+    /// What is merged and not yet written; cleared and kept after a write.
+    pending: Pending,
     failures: u32,
     /// After a failure, no write before this.
     retry_at: Option<tokio::time::Instant>,
+}
+
+impl Writer {
+    fn take_pending(&mut self) -> Pending {
+        let empty = Pending::new(self.pending.hasher().clone());
+        std::mem::replace(&mut self.pending, empty)
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -59,12 +67,14 @@ struct Status {
 impl Ledger {
     pub fn new(config: &LedgerConfig, metrics: &LedgerMetrics) -> Ledger {
         let sink = Sink::new(config.sink.clone());
+        let recorder = Recorder::new(config.capacity, metrics.dropped.clone());
+        let pending = Pending::new(recorder.hasher().clone());
         let status = Status { sink: sink.describe(), ..Status::default() };
         Ledger {
-            recorder: Recorder::new(config.capacity, metrics.dropped.clone()),
+            recorder,
             flush: config.flush,
             max_pending: config.capacity * 4,
-            writer: tokio::sync::Mutex::new(Writer { sink, pending: Rows::new(), failures: 0, retry_at: None }),
+            writer: tokio::sync::Mutex::new(Writer { sink, pending, failures: 0, retry_at: None }),
             status: Mutex::new(status),
             dropped: metrics.dropped.clone(),
             errors: metrics.errors.clone(),
@@ -75,15 +85,32 @@ impl Ledger {
 
     /// Flush every `flush` until shutdown, then once more.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.flush);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => self.flush(false).await,
-                _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => break,
+        // The recorder's clock, read here once a second instead of once per
+        // first sighting on the request path; its own loop, so a slow write
+        // (a sink timing out) does not leave it behind.
+        let clock = async {
+            let mut second = tokio::time::interval(Duration::from_secs(1));
+            second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                second.tick().await;
+                self.recorder.tick();
             }
+        };
+        let flusher = async {
+            let mut tick = tokio::time::interval(self.flush);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => self.flush(false).await,
+                    _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => break,
+                }
+            }
+            self.flush(true).await;
+        };
+        tokio::select! {
+            () = flusher => {}
+            () = clock => {}
         }
-        self.flush(true).await;
     }
 
     /// Start a new interval, merge what was queued and write it. `force`
@@ -95,15 +122,15 @@ impl Ledger {
         // pool, so the runtime thread that serves requests never stalls.
         let exposures = self.recorder.rotate();
         let (max, dropped) = (self.max_pending, self.dropped.clone());
-        let mut pending = std::mem::take(&mut writer.pending);
+        let mut pending = writer.take_pending();
         writer.pending = tokio::task::spawn_blocking(move || {
             for exposure in exposures {
                 if pending.len() >= max {
                     dropped.inc();
                     continue;
                 }
-                let (id, seen) = split(exposure);
-                sink::merge(&mut pending, id, seen);
+                let seen = Seen { first_seen: exposure.at, last_seen: exposure.at, wrote: exposure.wrote };
+                pending.add(&exposure.origin, exposure.key, exposure.key_hash, seen);
             }
             pending
         })
@@ -112,14 +139,17 @@ impl Ledger {
         let now = tokio::time::Instant::now();
         let waiting = writer.retry_at.is_some_and(|at| now < at);
         if !writer.pending.is_empty() && (force || !waiting) {
-            let pending = std::mem::take(&mut writer.pending);
-            let (pending, result) = writer.sink.write(pending).await;
+            let pending = writer.take_pending();
+            let (mut pending, result) = writer.sink.write(pending).await;
             match result {
                 Ok(()) => {
                     self.written.inc_by(pending.len() as u64);
                     if writer.failures > 0 {
                         tracing::info!(rows = pending.len(), "exposure ledger sink is back");
                     }
+                    // Written: the next interval merges into the same maps.
+                    pending.clear();
+                    writer.pending = pending;
                     writer.failures = 0;
                     writer.retry_at = None;
                     let mut status = self.lock_status();
@@ -158,8 +188,8 @@ impl Ledger {
             let (id, seen) = row.split();
             sink::merge(&mut all, id, seen);
         }
-        for (id, seen) in writer.pending.iter().filter(|(id, _)| id.0 == release) {
-            sink::merge(&mut all, id.clone(), *seen);
+        for (_, source, key, seen) in writer.pending.iter().filter(|(r, ..)| *r == release) {
+            sink::merge(&mut all, (release.to_string(), source.to_string(), key.to_string()), *seen);
         }
         Ok(sink::sorted(all))
     }
@@ -190,15 +220,4 @@ impl Ledger {
     fn lock_status(&self) -> std::sync::MutexGuard<'_, Status> {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// A sighting as a row: the key's bytes as text (invalid UTF-8 replaced by
-/// U+FFFD; sightings that become the same text merge into one row).
-fn split(e: recorder::Exposure) -> (sink::RowId, Seen) {
-    let key = match String::from_utf8(e.key.into_vec()) {
-        Ok(key) => key,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    };
-    let id = (e.origin.release.clone(), e.origin.source.clone(), key);
-    (id, Seen { first_seen: e.at, last_seen: e.at, wrote: e.wrote })
 }

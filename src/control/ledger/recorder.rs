@@ -9,15 +9,18 @@
 //!   is free, so starting a new interval clears the table by bumping one
 //!   counter.
 //! - a queue ([`crossbeam_queue::ArrayQueue`]) of `capacity` exposures, which
-//!   the flusher drains every interval. Only a key not yet seen allocates
-//!   (its bytes are copied into the queue); a full queue drops it and counts.
+//!   the flusher drains every interval. A key not yet seen is copied into
+//!   its queue slot ([`Key`]: inline up to 46 bytes, so no allocation for
+//!   user IDs, UUIDs or IP text); a full queue drops it and counts.
 //!
-//! The hash is std's SipHash with a random key per process: a client cannot
-//! craft keys whose hashes collide with another user's and so hide that
-//! user's exposure. Two keys sharing 48 bits of hash in one interval would
+//! The hash is std's SipHash of the key with a random key per process (the
+//! origin and `wrote` are mixed in after): a client cannot craft keys whose
+//! hashes collide with another user's and so hide that user's exposure. Two keys sharing 48 bits of hash in one interval would
 //! make the second wait for the next interval (about one in 2^48/capacity).
 
-use std::hash::{BuildHasher, RandomState};
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -30,10 +33,73 @@ const PROBES: usize = 8;
 const HASH_BITS: u32 = 48;
 const HASH_MASK: u64 = (1 << HASH_BITS) - 1;
 
+/// Key bytes kept in the queue slot itself (the slot is 80 bytes).
+const INLINE: usize = 46;
+
+/// A routing key's bytes: inline when short (nearly always), else on the
+/// heap (a key can be as long as the header size limit allows).
+#[derive(Clone)]
+pub enum Key {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    pub fn new(key: &[u8]) -> Key {
+        if key.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..key.len()].copy_from_slice(key);
+            Key::Inline { len: key.len() as u8, bytes }
+        } else {
+            Key::Heap(key.into())
+        }
+    }
+}
+
+impl Deref for Key {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..*len as usize],
+            Key::Heap(bytes) => bytes,
+        }
+    }
+}
+
+// Equality, order and hash are the bytes', whichever way they are kept.
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        **self == **other
+    }
+}
+impl Eq for Key {}
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> std::cmp::Ordering {
+        (**self).cmp(&**other)
+    }
+}
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (**self).hash(state)
+    }
+}
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&String::from_utf8_lossy(self), f)
+    }
+}
+
 /// One sighting of a key on `new`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exposure {
-    pub key: Box<[u8]>,
+    pub key: Key,
+    /// [`Recorder::key_hash`] of `key`.
+    pub key_hash: u64,
     pub origin: Arc<KeyOrigin>,
     /// A non-safe method (POST, PUT, PATCH, DELETE, …).
     pub wrote: bool,
@@ -46,6 +112,9 @@ pub struct Recorder {
     queue: ArrayQueue<Exposure>,
     /// The current interval's generation, 1..=0xffff (0 marks an empty slot).
     generation: AtomicU64,
+    /// Unix seconds, set by [`Recorder::tick`] (every second, from the
+    /// flusher task): a first sighting reads it instead of the system clock.
+    clock: AtomicU64,
     hasher: RandomState,
     dropped: IntCounter,
 }
@@ -57,6 +126,7 @@ impl Recorder {
             seen: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             queue: ArrayQueue::new(capacity),
             generation: AtomicU64::new(1),
+            clock: AtomicU64::new(unix_now()),
             hasher: RandomState::new(),
             dropped,
         }
@@ -66,7 +136,11 @@ impl Recorder {
     /// was already seen in this interval: one hash and a few atomic loads.
     #[inline]
     pub fn offer(&self, key: &[u8], origin: &Arc<KeyOrigin>, wrote: bool) {
-        let hash = self.hasher.hash_one((key, Arc::as_ptr(origin) as usize, wrote)) & HASH_MASK;
+        // The key's hash alone (one SipHash pass, kept with the sighting for
+        // the flusher's map), then the origin and `wrote` mixed in for the
+        // table: (key, origin, wrote) is what is recorded once.
+        let key_hash = self.key_hash(key);
+        let hash = (key_hash ^ mix(origin, wrote)) & HASH_MASK;
         let generation = self.generation.load(Ordering::Relaxed);
         let tag = generation << HASH_BITS | hash;
         let mask = self.seen.len() - 1;
@@ -82,21 +156,45 @@ impl Recorder {
                     break; // another key of this interval: probe on
                 }
                 match slot.compare_exchange_weak(current, tag, Ordering::Relaxed, Ordering::Relaxed) {
-                    Ok(_) => return self.enqueue(key, origin, wrote),
+                    Ok(_) => return self.enqueue(key, key_hash, origin, wrote),
                     Err(now) => current = now,
                 }
             }
         }
         // The table is full for this interval: record without deduplicating
         // (the queue still bounds what is kept).
-        self.enqueue(key, origin, wrote);
+        self.enqueue(key, key_hash, origin, wrote);
     }
 
-    fn enqueue(&self, key: &[u8], origin: &Arc<KeyOrigin>, wrote: bool) {
-        let exposure = Exposure { key: key.into(), origin: origin.clone(), wrote, at: unix_now() };
+    /// The keyed hash of a key's bytes, as [`Exposure::key_hash`] holds it.
+    pub fn key_hash(&self, key: &[u8]) -> u64 {
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write(key); // one write, no length prefix: nothing follows it
+        hasher.finish()
+    }
+
+    /// The hasher behind [`Recorder::key_hash`], for the flusher's map.
+    pub fn hasher(&self) -> &RandomState {
+        &self.hasher
+    }
+
+    fn enqueue(&self, key: &[u8], key_hash: u64, origin: &Arc<KeyOrigin>, wrote: bool) {
+        let exposure = Exposure {
+            key: Key::new(key),
+            key_hash,
+            origin: origin.clone(),
+            wrote,
+            at: self.clock.load(Ordering::Relaxed),
+        };
         if self.queue.push(exposure).is_err() {
             self.dropped.inc();
         }
+    }
+
+    /// Read the system clock for the sightings to come. A sighting's time is
+    /// at most a tick old, well inside the interval it is recorded once in.
+    pub fn tick(&self) {
+        self.clock.store(unix_now(), Ordering::Relaxed);
     }
 
     /// Start a new interval (every key is recorded again once) and take what
@@ -115,6 +213,12 @@ impl Recorder {
     pub fn queued(&self) -> usize {
         self.queue.len()
     }
+}
+
+/// The origin (its address: one `Arc` per key source) and `wrote`, spread
+/// over the hash's bits. Pointers are 8-aligned, so bit 0 is free for `wrote`.
+fn mix(origin: &Arc<KeyOrigin>, wrote: bool) -> u64 {
+    (Arc::as_ptr(origin) as u64 | wrote as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
 }
 
 pub fn unix_now() -> u64 {
@@ -150,6 +254,33 @@ mod tests {
         r.offer(b"alice", &header, false);
         assert_eq!(r.rotate().len(), 1, "a new interval records the key again");
         assert!(r.rotate().is_empty());
+    }
+
+    #[test]
+    fn keys_are_kept_inline_up_to_the_limit_and_on_the_heap_beyond() {
+        assert_eq!(std::mem::size_of::<Key>(), 48);
+        let short = Key::new(b"user-42");
+        assert!(matches!(short, Key::Inline { len: 7, .. }));
+        let edge = vec![b'x'; INLINE];
+        assert!(matches!(Key::new(&edge), Key::Inline { .. }));
+        let long = vec![b'y'; INLINE + 1];
+        assert!(matches!(Key::new(&long), Key::Heap(_)));
+        assert_eq!(&*Key::new(&long), &long[..]);
+        assert_eq!(Key::new(b"user-42"), short);
+        assert_eq!(Key::new(b""), Key::Heap(Box::default()), "equal bytes are equal keys, however kept");
+    }
+
+    #[test]
+    fn sightings_carry_the_ticked_clock() {
+        let (r, _) = recorder(16);
+        let o = origin("client_ip");
+        r.clock.store(1_000, Ordering::Relaxed);
+        r.offer(b"a", &o, false);
+        r.tick();
+        r.offer(b"b", &o, false);
+        let got = r.rotate();
+        assert_eq!(got[0].at, 1_000);
+        assert!(got[1].at >= unix_now() - 1 && got[1].at <= unix_now());
     }
 
     #[test]

@@ -16,16 +16,21 @@
 //! );
 //! ```
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher, RandomState};
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio_postgres::types::ToSql;
 
 use crate::config::LedgerSink;
+use crate::control::ledger::recorder::Key;
 use crate::control::pg::{self, PgSlot};
+use crate::proxy::split::KeyOrigin;
 
 /// One key's exposure in one release, merged over sightings: what the sink
 /// reads back and the CSV lists.
@@ -68,6 +73,131 @@ pub fn merge(rows: &mut Rows, id: RowId, seen: Seen) {
     rows.entry(id).and_modify(|s| s.merge(seen)).or_insert(seen);
 }
 
+/// The flusher's rows, waiting to be written: grouped by the origin their
+/// sightings share (an `Arc` from the splitter), so a row costs its key and
+/// its `Seen`, never copies of the release and source strings. Each map is
+/// keyed by the hash the request path already computed (SipHash, keyed per
+/// process), so a key is hashed once. Kept from one interval to the next and
+/// cleared, so the maps keep their capacity.
+#[derive(Debug)]
+pub struct Pending {
+    groups: Vec<(Arc<KeyOrigin>, KeyRows)>,
+    len: usize,
+    /// The recorder's: a key made text here must hash as the same text would.
+    hasher: RandomState,
+}
+
+/// One origin's rows: key → when it was seen.
+type KeyRows = HashMap<Hashed, Seen, BuildHasherDefault<Prehashed>>;
+
+/// A key (valid UTF-8, see [`Pending::add`]) with its hash.
+#[derive(Debug)]
+struct Hashed {
+    hash: u64,
+    key: Key,
+}
+
+impl PartialEq for Hashed {
+    fn eq(&self, other: &Hashed) -> bool {
+        self.hash == other.hash && self.key == other.key
+    }
+}
+impl Eq for Hashed {}
+impl Hash for Hashed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Passes the stored hash through.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("Hashed writes one u64")
+    }
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Pending {
+    /// `hasher` is the recorder's ([`Recorder::hasher`](super::Recorder::hasher)).
+    pub fn new(hasher: RandomState) -> Pending {
+        Pending { groups: Vec::new(), len: 0, hasher }
+    }
+
+    pub fn hasher(&self) -> &RandomState {
+        &self.hasher
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Merge a sighting of `key` (`hash`: the recorder's key hash) as the
+    /// table's upsert would. Rows are text: invalid UTF-8 is replaced by
+    /// U+FFFD, and sightings that become the same text merge into one row.
+    pub fn add(&mut self, origin: &Arc<KeyOrigin>, key: Key, hash: u64, seen: Seen) {
+        let key = match std::str::from_utf8(&key) {
+            Ok(_) => Hashed { hash, key },
+            Err(_) => {
+                let text = String::from_utf8_lossy(&key);
+                let mut hasher = std::hash::BuildHasher::build_hasher(&self.hasher);
+                hasher.write(text.as_bytes()); // as Recorder::key_hash does
+                Hashed { hash: hasher.finish(), key: Key::new(text.as_bytes()) }
+            }
+        };
+        // A handful of origins (one per key source); the same `Arc` almost
+        // always, equal strings after a reload built new ones.
+        let group = match self.groups.iter().position(|(o, _)| Arc::ptr_eq(o, origin)) {
+            Some(i) => i,
+            None => match self.groups.iter().position(|(o, _)| **o == **origin) {
+                Some(i) => i,
+                None => {
+                    self.groups.push((origin.clone(), HashMap::default()));
+                    self.groups.len() - 1
+                }
+            },
+        };
+        match self.groups[group].1.entry(key) {
+            Entry::Occupied(mut e) => e.get_mut().merge(seen),
+            Entry::Vacant(e) => {
+                e.insert(seen);
+                self.len += 1;
+            }
+        }
+    }
+
+    /// (release, source, key, seen) of every row.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &str, &Seen)> {
+        fn text(key: &Hashed) -> &str {
+            std::str::from_utf8(&key.key).unwrap_or_default() // always text, see add
+        }
+        self.groups
+            .iter()
+            .flat_map(move |(o, keys)| keys.iter().map(move |(k, s)| (&*o.release, &*o.source, text(k), s)))
+    }
+
+    /// Empty, keeping the maps' memory for the next interval (an origin
+    /// that had no row since the last clear goes: an old config's).
+    pub fn clear(&mut self) {
+        self.groups.retain(|(_, keys)| !keys.is_empty());
+        for (_, keys) in &mut self.groups {
+            keys.clear();
+        }
+        self.len = 0;
+    }
+}
+
 impl Row {
     pub fn split(self) -> (RowId, Seen) {
         let seen = Seen { first_seen: self.first_seen, last_seen: self.last_seen, wrote: self.wrote };
@@ -104,7 +234,7 @@ impl Sink {
     /// Write `rows` (handed back, to be kept on error); on error nothing is
     /// known to be written (the caller keeps them and retries: the upsert
     /// makes a retry harmless).
-    pub async fn write(&mut self, rows: Rows) -> (Rows, Result<(), String>) {
+    pub async fn write(&mut self, rows: Pending) -> (Pending, Result<(), String>) {
         if rows.is_empty() {
             return (rows, Ok(()));
         }
@@ -129,12 +259,12 @@ impl Sink {
         (rows, result)
     }
 
-    async fn write_postgres(&mut self, url: &str, table: &str, rows: &Rows) -> Result<(), String> {
+    async fn write_postgres(&mut self, url: &str, table: &str, rows: &Pending) -> Result<(), String> {
         if !self.table_ready {
             create_table(&self.pg, url, table).await?;
             self.table_ready = true;
         }
-        let rows: Vec<(&RowId, &Seen)> = rows.iter().collect();
+        let rows: Vec<PendingRow> = rows.iter().collect();
         for batch in rows.chunks(BATCH) {
             let result = upsert(&self.pg, url, table, batch).await;
             if result.as_ref().is_err_and(|e| e.contains("does not exist")) {
@@ -216,7 +346,7 @@ async fn create_table(slot: &PgSlot, url: &str, table: &str) -> Result<(), Strin
 
 /// One multi-row `INSERT … ON CONFLICT DO UPDATE`: the earliest first_seen,
 /// the latest last_seen, wrote once true stays true.
-async fn upsert(slot: &PgSlot, url: &str, table: &str, rows: &[(&RowId, &Seen)]) -> Result<(), String> {
+async fn upsert(slot: &PgSlot, url: &str, table: &str, rows: &[PendingRow<'_>]) -> Result<(), String> {
     let mut sql = format!("INSERT INTO {table} AS t (release, source, key, first_seen, last_seen, wrote) VALUES ");
     for i in 0..rows.len() {
         let p = i * 6;
@@ -239,11 +369,11 @@ async fn upsert(slot: &PgSlot, url: &str, table: &str, rows: &[(&RowId, &Seen)])
          last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen), \
          wrote = t.wrote OR EXCLUDED.wrote",
     );
-    let times: Vec<(f64, f64)> = rows.iter().map(|(_, s)| (s.first_seen as f64, s.last_seen as f64)).collect();
+    let times: Vec<(f64, f64)> = rows.iter().map(|(.., s)| (s.first_seen as f64, s.last_seen as f64)).collect();
     pg::with_client(slot, url, TIMEOUT, |client| async move {
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(rows.len() * 6);
-        for ((id, seen), (first, last)) in rows.iter().zip(&times) {
-            let row: [&(dyn ToSql + Sync); 6] = [&id.0, &id.1, &id.2, first, last, &seen.wrote];
+        for ((release, source, key, seen), (first, last)) in rows.iter().zip(&times) {
+            let row: [&(dyn ToSql + Sync); 6] = [release, source, key, first, last, &seen.wrote];
             params.extend(row);
         }
         client.execute(&sql, &params).await
@@ -252,12 +382,15 @@ async fn upsert(slot: &PgSlot, url: &str, table: &str, rows: &[(&RowId, &Seen)])
     .map(|_| ())
 }
 
-fn append_jsonl(path: &Path, rows: &Rows) -> std::io::Result<()> {
+/// A row as the flusher writes it: (release, source, key, seen).
+type PendingRow<'a> = (&'a str, &'a str, &'a str, &'a Seen);
+
+fn append_jsonl(path: &Path, rows: &Pending) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
     let mut text = Vec::with_capacity(rows.len() * 128);
-    for ((release, source, key), seen) in rows {
+    for (release, source, key, seen) in rows.iter() {
         // Written by hand (serde_json cost ~1,700 instructions a row here,
         // most of the flusher's time); read back by serde as a `Row`.
         text.extend_from_slice(b"{\"release\":");
@@ -266,12 +399,30 @@ fn append_jsonl(path: &Path, rows: &Rows) -> std::io::Result<()> {
         push_json_str(&mut text, key);
         text.extend_from_slice(b",\"source\":");
         push_json_str(&mut text, source);
-        let (first, last, wrote) = (seen.first_seen, seen.last_seen, seen.wrote);
-        writeln!(text, ",\"first_seen\":{first},\"last_seen\":{last},\"wrote\":{wrote}}}")?;
+        // The numbers by hand too: `writeln!` cost more than the rest of the line.
+        text.extend_from_slice(b",\"first_seen\":");
+        push_u64(&mut text, seen.first_seen);
+        text.extend_from_slice(b",\"last_seen\":");
+        push_u64(&mut text, seen.last_seen);
+        text.extend_from_slice(if seen.wrote { b",\"wrote\":true}\n" } else { b",\"wrote\":false}\n" });
     }
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
     file.write_all(&text)?;
     file.sync_data()
+}
+
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// `s` as a JSON string: copied as it is when nothing needs escaping (user
@@ -380,6 +531,47 @@ mod tests {
         merge(rows, id, seen);
     }
 
+    /// The rows as the flusher holds them, each with an origin of its own
+    /// (equal strings must still make one group).
+    fn pending(rows: impl IntoIterator<Item = Row>) -> Pending {
+        let mut pending = Pending::new(RandomState::new());
+        for row in rows {
+            let (release, source, key) = (row.release.clone(), row.source.clone(), row.key.clone());
+            add(&mut pending, &release, &source, key.as_bytes(), row.split().1);
+        }
+        pending
+    }
+
+    /// A sighting as the recorder hands it over, with its key hash.
+    fn add(pending: &mut Pending, release: &str, source: &str, key: &[u8], seen: Seen) {
+        let origin = Arc::new(KeyOrigin { release: release.into(), source: source.into() });
+        let mut hasher = std::hash::BuildHasher::build_hasher(&pending.hasher);
+        hasher.write(key);
+        let hash = hasher.finish();
+        pending.add(&origin, Key::new(key), hash, seen);
+    }
+
+    #[test]
+    fn pending_rows_merge_by_origin_text_and_clear_for_reuse() {
+        let mut rows = pending([row("a", 10, 20, false), row("a", 5, 15, true), row("b", 1, 1, false)]);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.groups.len(), 1, "equal origins share one group");
+        let mut got: Vec<_> =
+            rows.iter().map(|(r, s, k, seen)| (r.to_string(), s.to_string(), k.to_string(), *seen)).collect();
+        got.sort_by(|a, b| a.2.cmp(&b.2));
+        let seen = |first, last, wrote| Seen { first_seen: first, last_seen: last, wrote };
+        let (r, s) = ("r".to_string(), "header:X-User-ID".to_string());
+        assert_eq!(
+            got,
+            vec![(r.clone(), s.clone(), "a".into(), seen(5, 20, true)), (r, s, "b".into(), seen(1, 1, false))]
+        );
+        rows.clear();
+        assert!(rows.is_empty() && rows.iter().next().is_none());
+        assert_eq!(rows.groups.len(), 1, "the group and its map are kept");
+        rows.clear();
+        assert!(rows.groups.is_empty(), "an origin unused for a whole interval goes");
+    }
+
     #[test]
     fn merging_keeps_the_widest_span_and_any_write() {
         let mut rows = Rows::new();
@@ -387,6 +579,26 @@ mod tests {
         put(&mut rows, row("a", 5, 15, true));
         put(&mut rows, row("a", 12, 30, false));
         assert_eq!(sorted(rows), vec![row("a", 5, 30, true)]);
+    }
+
+    #[test]
+    fn invalid_utf8_becomes_replacement_text_and_merges() {
+        let mut rows = Pending::new(RandomState::new());
+        let seen = |at| Seen { first_seen: at, last_seen: at, wrote: false };
+        add(&mut rows, "r", "s", b"a\xff", seen(1));
+        add(&mut rows, "r", "s", b"a\xfe", seen(2));
+        add(&mut rows, "r", "s", "a\u{fffd}".as_bytes(), seen(3));
+        let got: Vec<_> = rows.iter().map(|(.., k, s)| (k.to_string(), *s)).collect();
+        assert_eq!(got, vec![("a\u{fffd}".to_string(), Seen { first_seen: 1, last_seen: 3, wrote: false })]);
+    }
+
+    #[test]
+    fn numbers_are_written_as_decimal() {
+        for n in [0, 7, 10, 1_764_547_200, u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
     }
 
     #[test]
@@ -404,10 +616,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("exposure.jsonl");
         let keys = ["plain", "quo\"te", "back\\slash", "new\nline", "tab\tand\u{1}", "émoji 🚀"];
-        let mut rows = Rows::new();
-        for key in keys {
-            put(&mut rows, row(key, 7, 9, true));
-        }
+        let rows = pending(keys.map(|key| row(key, 7, 9, true)));
         append_jsonl(&path, &rows).unwrap();
         let back: Vec<String> = read_jsonl(&path, "r").unwrap().into_iter().map(|r| r.key).collect();
         let mut expected: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
@@ -421,13 +630,9 @@ mod tests {
     fn the_file_sink_round_trips_and_purges() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("exposure.jsonl");
-        let mut rows = Rows::new();
-        put(&mut rows, row("a", 1, 2, false));
-        put(&mut rows, Row { release: "other".into(), ..row("b", 1, 2, false) });
+        let rows = pending([row("a", 1, 2, false), Row { release: "other".into(), ..row("b", 1, 2, false) }]);
         append_jsonl(&path, &rows).unwrap();
-        let mut more = Rows::new();
-        put(&mut more, row("a", 3, 4, true));
-        append_jsonl(&path, &more).unwrap();
+        append_jsonl(&path, &pending([row("a", 3, 4, true)])).unwrap();
         let back = read_jsonl(&path, "r").unwrap();
         assert_eq!(back, vec![row("a", 1, 4, true)]);
         assert_eq!(purge_jsonl(&path, "r").unwrap(), 2);
