@@ -93,11 +93,10 @@ async fn route_and_forward(
     // Usually the client is the peer, whose text is at hand.
     let other_ip = (client != conn.peer.ip()).then(|| IpText::new(client));
     let ip_text = other_ip.as_ref().map_or(conn.peer_text.as_bytes(), IpText::as_bytes);
-    let (mut pool, bucket) = {
-        let key = splitter.routing_key(req.headers(), ip_text);
-        let bucket = splitter.bucket(key);
-        (splitter.decide(key, bucket, route.percent, route.new_refused()).0, bucket)
-    };
+    // The key stays at hand for the exposure ledger (step 7).
+    let (key, origin) = splitter.routing_key_origin(req.headers(), ip_text);
+    let bucket = splitter.bucket(key);
+    let mut pool = splitter.decide(key, bucket, route.percent, route.new_refused()).0;
 
     // 3. Under L2, the new-feature entry points are shed (or sent to stable).
     if route.shedding && config.features.matches(req.method(), req.uri().path()) {
@@ -140,7 +139,6 @@ async fn route_and_forward(
     // 7. `new` will serve this user: the exposure ledger remembers them
     //    (after every fallback, so only users `new` really served count).
     if let (PoolName::New, Some(ledger)) = (pool, &shared.ledger) {
-        let (key, origin) = splitter.routing_key_origin(req.headers(), ip_text);
         ledger.recorder.offer(key, origin, !req.method().is_safe());
     }
 
