@@ -98,8 +98,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
             let hook = shared.config().rollback.hook.is_some();
             match shared.control.activate_with(level, &reason, &Actor::Admin, hook, body.force) {
                 Ok(activated) => {
-                    let (blocked, why) = shared.control.blocked();
-                    let blocked = blocked.contains(&level).then_some(why).flatten();
+                    let blocked = shared.control.blocked_reason(level);
                     Ok(json_response(
                         StatusCode::OK,
                         json!({

@@ -156,18 +156,22 @@ impl State {
     /// is past what stable runs on (the point of no return) and the operator
     /// did not force them.
     pub fn blocked(&self, past_stable: bool) -> Vec<Level> {
+        self.to_stable(past_stable).filter(|(_, moves)| !moves).map(|(level, _)| level).collect()
+    }
+
+    /// The active L1/L3 levels, each with whether it sends users to stable:
+    /// past the point of no return only when forced.
+    fn to_stable(&self, past_stable: bool) -> impl Iterator<Item = (Level, bool)> + '_ {
         self.rollbacks
             .iter()
-            .filter(|(level, a)| past_stable && matches!(level, Level::L1 | Level::L3) && !a.force)
-            .map(|(level, _)| *level)
-            .collect()
+            .filter(|(level, _)| matches!(level, Level::L1 | Level::L3))
+            .map(move |(level, a)| (*level, !past_stable || a.force))
     }
 
     /// `past_stable`: stable does not support the schema; an L1/L3 then
     /// sends users to stable only when forced.
     pub(crate) fn route_under(&self, past_stable: bool) -> Route {
-        let rolled_back =
-            self.rollbacks.iter().any(|(level, a)| matches!(level, Level::L1 | Level::L3) && (!past_stable || a.force));
+        let rolled_back = self.to_stable(past_stable).any(|(_, moves)| moves);
         Route {
             percent: if rolled_back { 0 } else { self.desired_percent },
             rolled_back,
@@ -413,6 +417,12 @@ impl Control {
         (self.lock().blocked(why.is_some()), why)
     }
 
+    /// Why `level` is active but does not move traffic, if it is blocked.
+    pub fn blocked_reason(&self, level: Level) -> Option<String> {
+        let (levels, why) = self.blocked();
+        levels.contains(&level).then_some(why).flatten()
+    }
+
     /// Tell `[[notify]]` (through the event consumer).
     pub fn notice(&self, event: &'static str, text: String, actor: &Actor, detail: serde_json::Value) {
         let _ = self.events.send(Event::Notice(Notice { event, text, actor: actor.to_string(), detail }));
@@ -572,9 +582,9 @@ impl Control {
         if self.fleet.is_some() {
             next.outbox.push(level);
         }
-        let blocked = next.blocked(true).contains(&level).then(|| self.past_stable()).flatten();
         let result = self.commit(&mut guard, next, true);
         drop(guard);
+        let blocked = self.blocked_reason(level);
         if let Some(fleet) = &self.fleet {
             fleet.wake.notify_one();
         }
@@ -653,8 +663,7 @@ impl Control {
         let action = if active { "rollback" } else { "resume" };
         self.audit(actor, action, json!({ "level": level, "old": old, "new": new }));
         tracing::warn!(%level, %actor, active, "rollback level changed through the fleet store");
-        let (levels, why) = self.blocked();
-        let blocked = if active && levels.contains(&level) { why } else { None };
+        let blocked = if active { self.blocked_reason(level) } else { None };
         self.send_level(level, active, reason, actor, blocked);
     }
 
