@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::{store, timed, Fleet, FleetError, CAS_ATTEMPTS};
 use crate::config::Level;
+use crate::control::release::ramp::Ramp;
 use crate::control::state::{Activation, Actor, ControlError};
 use crate::Shared;
 
@@ -32,12 +33,7 @@ impl Fleet {
             let state = shared.control.state();
             let next = state.set_percent_by(percent, actor)?;
             let (view, epoch) = (self.view(), self.epoch().unwrap_or_default());
-            let doc = store::PercentDoc {
-                percent: next.desired_percent,
-                actor: actor.to_string(),
-                replica: self.config.replica.clone(),
-                time: crate::control::state::now_rfc3339(),
-            };
+            let new = next.desired_percent;
             let compare = |rel: &str| Compare::mod_revision(self.key(rel), CompareOp::Equal, view.mod_revision(rel));
             let mut when = vec![
                 compare(store::PERCENT),
@@ -45,22 +41,11 @@ impl Fleet {
                 compare(&store::level_key(Level::L3)),
                 Compare::value(self.key(store::EPOCH), CompareOp::Equal, epoch),
             ];
-            let mut ops = vec![
-                TxnOp::put(self.key(store::PERCENT), serde_json::to_string(&doc).expect("serializes"), None),
-                self.audit_op(
-                    &actor.to_string(),
-                    "percent",
-                    json!({ "old": state.desired_percent, "new": doc.percent }),
-                ),
-            ];
+            let mut ops = self.percent_ops(state.desired_percent, new, actor).to_vec();
             // A percent set by hand pauses a running ramp, in the same change.
             if next.ramp != state.ramp {
                 when.push(compare(store::RAMP));
-                ops.push(TxnOp::put(
-                    self.key(store::RAMP),
-                    serde_json::to_string(&next.ramp).expect("serializes"),
-                    None,
-                ));
+                ops.push(self.ramp_op(&next.ramp));
             }
             let txn = Txn::new().when(when).and_then(ops);
             let resp = timed!(client.txn(txn.clone())).map_err(|e| self.unreachable(shared, e))?;
@@ -70,9 +55,9 @@ impl Fleet {
                 shared.control.audit(
                     actor,
                     "percent",
-                    json!({ "old": state.desired_percent, "new": doc.percent, "revision": revision }),
+                    json!({ "old": state.desired_percent, "new": new, "revision": revision }),
                 );
-                tracing::info!(old = state.desired_percent, new = doc.percent, %actor, revision, "desired percent changed (fleet)");
+                tracing::info!(old = state.desired_percent, new, %actor, revision, "desired percent changed (fleet)");
                 shared.control.ramp_paused_by_hand(&state.ramp, actor);
                 return Ok((state.desired_percent, revision));
             }
@@ -129,6 +114,25 @@ impl Fleet {
             return Ok(revision);
         }
         Err(ControlError::StoreUnreachable("the store kept changing under the decision; try again".into()))
+    }
+
+    /// Writing the desired percent: its key, and its audit entry.
+    pub(super) fn percent_ops(&self, old: u8, new: u8, actor: &Actor) -> [TxnOp; 2] {
+        let doc = store::PercentDoc {
+            percent: new,
+            actor: actor.to_string(),
+            replica: self.config.replica.clone(),
+            time: crate::control::state::now_rfc3339(),
+        };
+        [
+            TxnOp::put(self.key(store::PERCENT), serde_json::to_string(&doc).expect("serializes"), None),
+            self.audit_op(&actor.to_string(), "percent", json!({ "old": old, "new": new })),
+        ]
+    }
+
+    /// Writing the ramp's state.
+    pub(super) fn ramp_op(&self, ramp: &Ramp) -> TxnOp {
+        TxnOp::put(self.key(store::RAMP), serde_json::to_string(ramp).expect("serializes"), None)
     }
 
     /// A change failed on the store: 503 for this one. Whether the store is

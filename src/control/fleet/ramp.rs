@@ -59,23 +59,11 @@ impl Fleet {
             let (view, epoch) = (self.view(), self.epoch().unwrap_or_default());
             let compare = |rel: &str| Compare::mod_revision(self.key(rel), CompareOp::Equal, view.mod_revision(rel));
             let mut when = vec![compare(store::RAMP), Compare::value(self.key(store::EPOCH), CompareOp::Equal, epoch)];
-            let mut ops =
-                vec![TxnOp::put(self.key(store::RAMP), serde_json::to_string(&next.ramp).expect("serializes"), None)];
+            let mut ops = vec![self.ramp_op(&next.ramp)];
             if next.desired_percent != state.desired_percent {
                 when.push(compare(store::PERCENT));
                 when.extend(Level::ALL.map(|l| compare(&store::level_key(l))));
-                let doc = store::PercentDoc {
-                    percent: next.desired_percent,
-                    actor: actor.to_string(),
-                    replica: self.config.replica.clone(),
-                    time: crate::control::state::now_rfc3339(),
-                };
-                ops.push(TxnOp::put(self.key(store::PERCENT), serde_json::to_string(&doc).expect("serializes"), None));
-                ops.push(self.audit_op(
-                    &actor.to_string(),
-                    "percent",
-                    json!({ "old": state.desired_percent, "new": next.desired_percent }),
-                ));
+                ops.extend(self.percent_ops(state.desired_percent, next.desired_percent, actor));
             }
             if let Some(event) = &outcome.event {
                 ops.push(self.audit_op(
