@@ -9,6 +9,7 @@
 //! with a doubling backoff up to a minute; no request ever waits on it.
 
 pub mod recorder;
+pub mod rows;
 pub mod sink;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +23,8 @@ use crate::config::LedgerConfig;
 use crate::control::state::now_rfc3339;
 use crate::metrics::LedgerMetrics;
 pub use recorder::Recorder;
-use sink::{Pending, Row, Rows, Seen, Sink};
+use rows::{Pending, Row, Rows, Seen};
+use sink::Sink;
 
 /// How long the backoff between failed writes may grow.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -186,12 +188,12 @@ impl Ledger {
         let mut all = Rows::new();
         for row in rows {
             let (id, seen) = row.split();
-            sink::merge(&mut all, id, seen);
+            rows::merge(&mut all, id, seen);
         }
         for (_, source, key, seen) in writer.pending.iter().filter(|(r, ..)| *r == release) {
-            sink::merge(&mut all, (release.to_string(), source.to_string(), key.to_string()), *seen);
+            rows::merge(&mut all, (release.to_string(), source.to_string(), key.to_string()), *seen);
         }
-        Ok(sink::sorted(all))
+        Ok(rows::sorted(all))
     }
 
     /// Write the hook's CSV next to `state_file` and return its path.
