@@ -6,6 +6,7 @@
 
 mod fleet;
 mod ledger;
+mod notify;
 mod ramp;
 mod raw;
 mod schema;
@@ -158,32 +159,7 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         }
         rules.push(validate_rule(rule, fleet.is_some())?);
     }
-    let notify = raw
-        .notify
-        .iter()
-        .map(|n| {
-            let webhook = secret::one_of(
-                "webhook",
-                n.webhook.as_ref(),
-                n.webhook_env.as_ref(),
-                n.webhook_file.as_ref(),
-                0..0,
-            )?
-            .map_or_else(|| invalid(0..0, "[[notify]] needs `webhook` (or `webhook_env`, `webhook_file`)"), Ok)?;
-            Ok(NotifyConfig {
-                webhook: webhook.check(http_url)?,
-                timeout: positive_duration(&n.timeout, "5s")?,
-                ca: ca_file(&n.ca)?,
-                format: match n.format.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
-                    None | Some(("json", _)) => NotifyFormat::Json,
-                    Some(("slack", _)) => NotifyFormat::Slack,
-                    Some((other, span)) => {
-                        return invalid(span, format!("notify.format {other:?} must be \"json\" or \"slack\""))
-                    }
-                },
-            })
-        })
-        .collect::<Result<_, Invalid>>()?;
+    let notify = raw.notify.iter().map(notify::validate).collect::<Result<_, Invalid>>()?;
 
     let ledger = raw.ledger.as_ref().map(ledger::validate).transpose()?;
     let schema = raw.schema.as_ref().map(schema::validate).transpose()?;
