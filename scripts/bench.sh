@@ -106,15 +106,8 @@ done
 [ "$(nproc)" -ge 2 ] || log "warning: only $(nproc) CPU; proxy and load generator will share it"
 
 # --- build --------------------------------------------------------------------
-cd "$ROOT"
-if [ -z "${SKIP_BUILD:-}" ]; then
-    log "building grayshift and the open-loop generator (release)"
-    cargo build --release --quiet --bin grayshift --example openloop
-fi
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-GRAYSHIFT=${GRAYSHIFT_BIN:-$TARGET_DIR/release/grayshift}
-OPENLOOP="$TARGET_DIR/release/examples/openloop"
-[ -x "$GRAYSHIFT" ] && [ -x "$OPENLOOP" ] || die "release binaries not found in $TARGET_DIR/release"
+# shellcheck source=../benches/load/binaries.sh
+source "$ROOT/benches/load/binaries.sh"
 
 # --- processes ----------------------------------------------------------------
 WORK=$(mktemp -d /tmp/grayshift-bench.XXXXXX)

@@ -43,15 +43,8 @@ die() { log "error: $*"; exit 1; }
 for tool in nginx python3 curl; do command -v "$tool" >/dev/null || die "$tool is required"; done
 [ "$SECS" -ge 20 ] || die "SOAK_MINUTES must be at least 20 s worth"
 
-cd "$ROOT"
-if [ -z "${SKIP_BUILD:-}" ]; then
-    log "building grayshift and the open-loop generator (release)"
-    cargo build --release --quiet --bin grayshift --example openloop
-fi
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-GRAYSHIFT=${GRAYSHIFT_BIN:-$TARGET_DIR/release/grayshift}
-OPENLOOP="$TARGET_DIR/release/examples/openloop"
-[ -x "$GRAYSHIFT" ] && [ -x "$OPENLOOP" ] || die "release binaries not found in $TARGET_DIR/release"
+# shellcheck source=../benches/load/binaries.sh
+source "$ROOT/benches/load/binaries.sh"
 
 WORK=$(mktemp -d /tmp/grayshift-soak.XXXXXX)
 PIDS=()
