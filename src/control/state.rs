@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::{Level, StateConfig};
-use crate::control::release::ramp::{Outcome, Phase, Ramp};
+use crate::control::release::ramp::{Phase, Ramp};
 use crate::metrics::Metrics;
 
 /// Who made a change, as written to the audit log.
@@ -35,43 +35,6 @@ impl std::fmt::Display for Actor {
             Actor::Config => f.write_str("config"),
             Actor::Rule(name) => write!(f, "rule:{name}"),
             Actor::Ramp => f.write_str("ramp"),
-        }
-    }
-}
-
-/// What the request path needs to know, read with one atomic load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Route {
-    pub percent: u8,
-    /// L1 or L3 active: nobody goes to `new`, whatever the overrides say.
-    pub rolled_back: bool,
-    /// L2 active: new-feature entry points are shed.
-    pub shedding: bool,
-    /// The schema gate is closed: percent 0 and nobody on `new`, `force_new`
-    /// included (not persisted: the gate task re-reads the database).
-    pub gate_closed: bool,
-}
-
-impl Route {
-    fn pack(self) -> u32 {
-        self.percent as u32
-            | (self.rolled_back as u32) << 8
-            | (self.shedding as u32) << 9
-            | (self.gate_closed as u32) << 10
-    }
-
-    /// Nobody may go to `new`: an L1/L3 rollback or a closed schema gate.
-    #[inline]
-    pub fn new_refused(self) -> bool {
-        self.rolled_back || self.gate_closed
-    }
-
-    fn unpack(v: u32) -> Route {
-        Route {
-            percent: (v & 0xff) as u8,
-            rolled_back: v & 1 << 8 != 0,
-            shedding: v & 1 << 9 != 0,
-            gate_closed: v & 1 << 10 != 0,
         }
     }
 }
@@ -209,36 +172,6 @@ pub enum ControlError {
 pub struct StateFileError {
     pub path: String,
     pub message: String,
-}
-
-/// A level change, for the notifier and the L3 hook runner.
-#[derive(Debug, Clone)]
-pub struct LevelEvent {
-    pub level: Level,
-    pub active: bool,
-    pub reason: String,
-    pub actor: String,
-    /// Active but not moving traffic (the point of no return): why.
-    pub blocked: Option<String>,
-}
-
-/// Something else an on-call human is told about (`[[notify]]`): a schema
-/// gate change, a rollback blocked or unblocked, a ramp step.
-#[derive(Debug, Clone)]
-pub struct Notice {
-    /// `schema`, `rollback_blocked`, `rollback_unblocked`, `ramp`.
-    pub event: &'static str,
-    /// One sentence a human reads (Slack's `text`).
-    pub text: String,
-    pub actor: String,
-    pub detail: serde_json::Value,
-}
-
-/// What `Control` tells the notifier and the hook runner.
-#[derive(Debug, Clone)]
-pub enum Event {
-    Level(LevelEvent),
-    Notice(Notice),
 }
 
 pub struct Control {
@@ -479,53 +412,6 @@ impl Control {
         Ok(old)
     }
 
-    /// A percent set by hand paused a running ramp: say so.
-    pub fn ramp_paused_by_hand(&self, before: &Ramp, actor: &Actor) {
-        let after = self.lock().ramp.clone();
-        if before.phase == Phase::Running && after.phase == Phase::Paused {
-            let text = "ramp paused: the percent was set by hand (grayshift ctl ramp resume to go on)".to_string();
-            self.audit(actor, "ramp", json!({ "event": text, "step": after.step + 1, "phase": after.phase }));
-            self.notice("ramp", text, actor, json!({ "step": after.step + 1, "phase": after.phase }));
-        }
-    }
-
-    /// Single mode: decide a ramp change on the current state (a tick or an
-    /// operator's command) and apply it, persisted before it is published.
-    pub fn change_ramp(
-        &self,
-        actor: &Actor,
-        decide: impl FnOnce(&State) -> Result<Outcome, ControlError>,
-    ) -> Result<Outcome, ControlError> {
-        let mut guard = self.lock();
-        let outcome = decide(&guard)?;
-        let old = guard.desired_percent;
-        let next = guard.apply_ramp(&outcome)?;
-        if next == *guard {
-            return Ok(outcome);
-        }
-        self.commit(&mut guard, next, false)?;
-        drop(guard);
-        self.ramp_applied(&outcome, old, actor);
-        Ok(outcome)
-    }
-
-    /// A ramp change is in the state (here or through the store): audit the
-    /// percent it set and its event, and tell `[[notify]]`.
-    pub fn ramp_applied(&self, outcome: &Outcome, old_percent: u8, actor: &Actor) {
-        let state = self.state();
-        if outcome.set_percent.is_some() && state.desired_percent != old_percent {
-            self.audit(actor, "percent", json!({ "old": old_percent, "new": state.desired_percent }));
-        }
-        let Some(event) = &outcome.event else { return };
-        let detail =
-            json!({ "step": outcome.ramp.step + 1, "phase": outcome.ramp.phase, "percent": outcome.set_percent });
-        tracing::warn!(%actor, step = outcome.ramp.step + 1, phase = ?outcome.ramp.phase, "{event}");
-        let mut entry = detail.clone();
-        entry["event"] = json!(event);
-        self.audit(actor, "ramp", entry);
-        self.notice("ramp", event.clone(), actor, detail);
-    }
-
     /// Activate `level`. Returns false when it was already active (the
     /// first reason is kept; the L3 hook does not run twice).
     pub fn activate(
@@ -710,9 +596,14 @@ impl Control {
     }
 }
 
+mod events;
 mod file;
+mod ramp;
+mod route;
 #[cfg(test)]
 mod tests;
 
+pub use events::{Event, LevelEvent, Notice};
 use file::{append_line, read_state, write_state};
 pub use file::{now_rfc3339, read_audit};
+pub use route::Route;
