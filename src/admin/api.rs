@@ -269,6 +269,9 @@ fn metrics(shared: &Shared) -> Response<ResponseBody> {
 
 /// Everything an operator wants to see at 3 a.m., in one document.
 pub fn status(shared: &Shared) -> Value {
+    // Read before the route: the gate task publishes the gate, then its
+    // view, so a view read first never shows a gate the route has not got.
+    let schema = shared.schema.view();
     let snapshot = shared.snapshot.load();
     let state = shared.control.state();
     let route = shared.control.route();
@@ -317,7 +320,7 @@ pub fn status(shared: &Shared) -> Value {
         },
         "version": env!("CARGO_PKG_VERSION"),
         "ledger": shared.ledger.as_ref().map(|l| l.status()),
-        "schema": shared.schema.view(),
+        "schema": schema,
         "fleet": shared.fleet.as_ref().map(|f| f.status(shared)),
     })
 }
