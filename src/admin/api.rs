@@ -12,7 +12,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
@@ -23,7 +22,7 @@ use crate::control::release::driver;
 use crate::control::release::ramp::Command;
 use crate::control::reload;
 use crate::control::state::{self, Actor, ControlError};
-use crate::proxy::body::ResponseBody;
+use crate::proxy::body::{ClientBody, ResponseBody};
 use crate::proxy::handle::ConnInfo;
 use crate::Shared;
 
@@ -32,7 +31,7 @@ const MAX_BODY: usize = 64 * 1024;
 pub async fn handle(
     shared: Arc<Shared>,
     _conn: ConnInfo,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     Ok(route(&shared, req).await.unwrap_or_else(ApiError::into_response))
 }
@@ -55,7 +54,7 @@ impl ApiError {
     }
 }
 
-async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
+async fn route(shared: &Shared, req: Request<ClientBody>) -> Reply {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     if method == Method::GET {
@@ -199,7 +198,7 @@ fn parse_level(text: &str) -> Result<Level, ApiError> {
 }
 
 /// Authorise a change and parse its JSON body (an empty body is `null`).
-async fn change_body<T: serde::de::DeserializeOwned>(shared: &Shared, req: Request<Incoming>) -> Result<T, ApiError> {
+async fn change_body<T: serde::de::DeserializeOwned>(shared: &Shared, req: Request<ClientBody>) -> Result<T, ApiError> {
     authorize(shared, req.headers())?;
     if req.headers().contains_key(header::ORIGIN) && !console::same_origin_console(req.headers()) {
         return Err(error(StatusCode::FORBIDDEN, "cross-origin requests are refused on the admin API"));

@@ -18,12 +18,49 @@ use crate::proxy::upstream::Endpoint;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A client's request body as the server side hands it over: read off an
+/// HTTP/1 connection by grayshift's own server, or an HTTP/2 stream's.
+pub enum ClientBody {
+    Empty,
+    Http1(crate::proxy::h1_server::Body),
+    Http2(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::Http1(body) => Pin::new(body).poll_frame(cx),
+            ClientBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::Http1(body) => body.is_end_stream(),
+            ClientBody::Http2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::Http1(body) => body.size_hint(),
+            ClientBody::Http2(body) => body.size_hint(),
+        }
+    }
+}
+
 /// The client's request body on its way upstream, with the optional
 /// `server.max_body_bytes` limit and the `server.body_read_timeout` (the
 /// longest wait for the next piece of body; hyper has no such timeout)
 /// enforced while it streams.
 pub struct RequestBody {
-    inner: Incoming,
+    inner: ClientBody,
     remaining: Option<u64>,
     read_timeout: Duration,
     /// Armed only while the client keeps us waiting, so a body that is
@@ -40,7 +77,7 @@ pub struct BodyTooLarge;
 pub struct BodyTimeout;
 
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: Option<u64>, read_timeout: Duration) -> Self {
+    pub fn new(inner: ClientBody, limit: Option<u64>, read_timeout: Duration) -> Self {
         RequestBody { inner, remaining: limit, read_timeout, waiting: None }
     }
 }
@@ -69,7 +106,7 @@ impl Body for RequestBody {
             }
             *remaining -= len;
         }
-        Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -125,8 +162,8 @@ impl UpstreamBody {
     fn release(&mut self) {
         let Some(reader) = self.reader.take() else { return };
         if reader.is_uploading() {
-            // The client's body must still be read (sent on, or dropped), or
-            // hyper cannot find the client's next request.
+            // The client's body must still be read (sent on, or dropped):
+            // the client's next request comes after it.
             let endpoint = self.endpoint.clone();
             tokio::spawn(async move {
                 if let Some(conn) = reader.finish(FINISH_UPLOAD_LIMIT).await {

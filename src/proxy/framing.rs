@@ -1,9 +1,11 @@
 //! Request framing checks, run before anything is forwarded.
 //!
-//! hyper parses leniently for a server; a proxy must not, because whatever
-//! it lets through is re-framed for the upstream, and any disagreement on
-//! where a request ends is request smuggling (RFC 9112 §6.3, §11.2). Every
-//! refusal here is a 400 (501 for a transfer coding we do not implement)
+//! A proxy must parse strictly, because whatever it lets through is
+//! re-framed for the upstream, and any disagreement on where a request ends
+//! is request smuggling (RFC 9112 §6.3, §11.2). The body framing rules are
+//! applied by the HTTP/1 server as it parses a head (`h1_server/head.rs`);
+//! the target and Host rules by the request path, for every protocol.
+//! Every refusal is a 400 (501 for a transfer coding we do not implement)
 //! with `Connection: close`.
 
 use http::header::{HeaderMap, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
@@ -45,8 +47,8 @@ impl FramingError {
     }
 }
 
-/// Check one request's framing and Host. `max_uri` bounds the request
-/// target in bytes.
+/// Check one request's target and Host. `max_uri` bounds the request
+/// target in bytes. (Its body framing was checked as its head was parsed.)
 pub fn check<B>(req: &Request<B>, max_uri: usize) -> Result<(), FramingError> {
     if req.method() == Method::CONNECT {
         return Err(FramingError::Connect);
@@ -60,31 +62,14 @@ pub fn check<B>(req: &Request<B>, max_uri: usize) -> Result<(), FramingError> {
     if req.version() >= Version::HTTP_2 {
         return Ok(());
     }
-    // One pass over the headers instead of a lookup per name.
-    let (mut hosts, mut host_ok) = (0, true);
-    let (mut te, mut cl) = (false, false);
-    for (name, value) in req.headers() {
-        if name == HOST {
-            hosts += 1;
-            host_ok &= valid_host(value.as_bytes());
-        } else if name == TRANSFER_ENCODING {
-            te = true;
-        } else if name == CONTENT_LENGTH {
-            cl = true;
-        }
+    let mut hosts = req.headers().get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if req.version() == Version::HTTP_11 => Err(FramingError::MissingHost),
+        (None, _) => Ok(()),
+        (Some(host), None) if valid_host(host.as_bytes()) => Ok(()),
+        (Some(_), None) => Err(FramingError::BadHost),
+        (Some(_), Some(_)) => Err(FramingError::DuplicateHost),
     }
-    match hosts {
-        0 if req.version() == Version::HTTP_11 => return Err(FramingError::MissingHost),
-        0 | 1 if !host_ok => return Err(FramingError::BadHost),
-        0 | 1 => {}
-        _ => return Err(FramingError::DuplicateHost),
-    }
-    let chunked = te && check_transfer_encoding(req.headers())?;
-    let has_length = cl && check_content_length(req.headers())?;
-    if chunked && has_length {
-        return Err(FramingError::LengthAndChunked);
-    }
-    Ok(())
 }
 
 /// With `server.underscore_headers = "reject"`: refuse a request with any
@@ -111,7 +96,7 @@ fn valid_host(host: &[u8]) -> bool {
 
 /// Returns whether the body is chunked. Only exactly one `chunked`, last,
 /// is accepted; other codings are not implemented.
-fn check_transfer_encoding(headers: &HeaderMap) -> Result<bool, FramingError> {
+pub(crate) fn check_transfer_encoding(headers: &HeaderMap) -> Result<bool, FramingError> {
     let mut codings = 0;
     let mut chunked_at = None;
     for value in headers.get_all(TRANSFER_ENCODING) {
@@ -138,9 +123,9 @@ fn check_transfer_encoding(headers: &HeaderMap) -> Result<bool, FramingError> {
     }
 }
 
-/// Returns whether a Content-Length is present. Several are accepted only
-/// when they all carry the same digits (RFC 9112 §6.3 point 5).
-fn check_content_length(headers: &HeaderMap) -> Result<bool, FramingError> {
+/// The Content-Length, if any. Several are accepted only when they all
+/// carry the same digits (RFC 9112 §6.3 point 5).
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, FramingError> {
     let mut length: Option<u64> = None;
     for value in headers.get_all(CONTENT_LENGTH) {
         let text = value.to_str().map_err(|_| FramingError::BadContentLength)?;
@@ -156,7 +141,7 @@ fn check_content_length(headers: &HeaderMap) -> Result<bool, FramingError> {
             length = Some(n);
         }
     }
-    Ok(length.is_some())
+    Ok(length)
 }
 
 #[cfg(test)]
@@ -175,28 +160,42 @@ mod tests {
         check(&req(Version::HTTP_11, headers), 8192)
     }
 
+    fn te(values: &[&str]) -> Result<bool, FramingError> {
+        check_transfer_encoding(
+            req(Version::HTTP_11, &values.iter().map(|v| ("transfer-encoding", *v)).collect::<Vec<_>>()).headers(),
+        )
+    }
+
+    fn cl(values: &[&str]) -> Result<Option<u64>, FramingError> {
+        content_length(
+            req(Version::HTTP_11, &values.iter().map(|v| ("content-length", *v)).collect::<Vec<_>>()).headers(),
+        )
+    }
+
     #[test]
-    fn framing_cases() {
+    fn body_framing_fields() {
+        use FramingError::*;
+        assert_eq!(cl(&["5"]), Ok(Some(5)));
+        assert_eq!(cl(&["5", "5"]), Ok(Some(5)));
+        assert_eq!(cl(&[]), Ok(None));
+        assert_eq!(cl(&["5", "6"]), Err(BadContentLength));
+        assert_eq!(cl(&["5, 6"]), Err(BadContentLength));
+        assert_eq!(cl(&["+5"]), Err(BadContentLength));
+        assert_eq!(te(&["chunked"]), Ok(true));
+        assert_eq!(te(&["Chunked"]), Ok(true));
+        assert_eq!(te(&["chunked, chunked"]), Err(BadTransferEncoding));
+        assert_eq!(te(&["chunked", "chunked"]), Err(BadTransferEncoding));
+        assert_eq!(te(&["chunked, gzip"]), Err(BadTransferEncoding));
+        assert_eq!(te(&["gzip"]), Err(BadTransferEncoding));
+        assert_eq!(te(&["gzip, chunked"]), Err(UnsupportedTransferCoding));
+        assert_eq!(te(&[",chunked"]), Err(BadTransferEncoding));
+    }
+
+    #[test]
+    fn target_and_host_cases() {
         use FramingError::*;
         let h = ("host", "a");
         assert_eq!(check11(&[h]), Ok(()));
-        assert_eq!(check11(&[h, ("content-length", "5")]), Ok(()));
-        assert_eq!(check11(&[h, ("content-length", "5"), ("content-length", "5")]), Ok(()));
-        assert_eq!(check11(&[h, ("transfer-encoding", "chunked")]), Ok(()));
-        assert_eq!(check11(&[h, ("transfer-encoding", "Chunked")]), Ok(()));
-        assert_eq!(check11(&[h, ("content-length", "5"), ("transfer-encoding", "chunked")]), Err(LengthAndChunked));
-        assert_eq!(check11(&[h, ("content-length", "5"), ("content-length", "6")]), Err(BadContentLength));
-        assert_eq!(check11(&[h, ("content-length", "5, 6")]), Err(BadContentLength));
-        assert_eq!(check11(&[h, ("content-length", "+5")]), Err(BadContentLength));
-        assert_eq!(check11(&[h, ("transfer-encoding", "chunked, chunked")]), Err(BadTransferEncoding));
-        assert_eq!(
-            check11(&[h, ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")]),
-            Err(BadTransferEncoding)
-        );
-        assert_eq!(check11(&[h, ("transfer-encoding", "chunked, gzip")]), Err(BadTransferEncoding));
-        assert_eq!(check11(&[h, ("transfer-encoding", "gzip")]), Err(BadTransferEncoding));
-        assert_eq!(check11(&[h, ("transfer-encoding", "gzip, chunked")]), Err(UnsupportedTransferCoding));
-        assert_eq!(check11(&[h, ("transfer-encoding", ",chunked")]), Err(BadTransferEncoding));
         assert_eq!(check11(&[]), Err(MissingHost));
         assert_eq!(check11(&[h, ("host", "b")]), Err(DuplicateHost));
         assert_eq!(check11(&[("host", "a b")]), Err(BadHost));

@@ -9,14 +9,14 @@ use std::time::Instant;
 
 use http::{header, HeaderValue, Request, Response};
 use http_body::Body;
-use hyper::body::Incoming;
 
 use crate::config::{PoolName, ShedMode, UnderscoreHeaders};
 use crate::metrics::UpstreamErrorKind;
-use crate::proxy::body::{RequestBody, ResponseBody, UpstreamBody};
+use crate::proxy::body::{ClientBody, RequestBody, ResponseBody, UpstreamBody};
 use crate::proxy::error::{text_response, ProxyError};
 use crate::proxy::forward::{self, Answer, Forwarded};
 use crate::proxy::h1::Outgoing;
+use crate::proxy::h1_server::OnUpgrade;
 use crate::proxy::split::{self, IpText};
 use crate::Shared;
 
@@ -42,7 +42,7 @@ impl ConnInfo {
 pub async fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let method = shared.access_log.then(|| (req.method().clone(), req.uri().path().to_string()));
@@ -73,7 +73,7 @@ type Routed = (Response<ResponseBody>, Option<PoolName>, Option<u8>);
 async fn route_and_forward(
     shared: &Shared,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     started: Instant,
 ) -> Result<Routed, (ProxyError, Option<PoolName>)> {
     let snapshot = shared.snapshot.load_full();
@@ -144,7 +144,7 @@ async fn route_and_forward(
 
     // 8. Write the upstream's request head and send.
     let upgrade = forward::is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = upgrade.then(|| req.extensions_mut().remove::<OnUpgrade>()).flatten();
     let peer_trusted = split::is_trusted(conn.peer.ip(), &splitter.trusted_proxies);
     let has_body = !req.body().is_end_stream();
     let (head, chunked) = forward::upstream_head(
@@ -202,12 +202,11 @@ fn shed_response(features: &crate::config::FeaturesConfig) -> Response<ResponseB
 
 /// Copy bytes both ways between an upgraded client and upstream connection
 /// (`early`: what the upstream sent right after its 101).
-async fn tunnel(client: hyper::upgrade::OnUpgrade, (mut upstream, early): (tokio::net::TcpStream, bytes::Bytes)) {
-    let client = match client.await {
+async fn tunnel(client: OnUpgrade, (mut upstream, early): (tokio::net::TcpStream, bytes::Bytes)) {
+    let mut client = match client.upgraded().await {
         Ok(client) => client,
         Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
     };
-    let mut client = hyper_util::rt::TokioIo::new(client);
     let copied = async {
         tokio::io::AsyncWriteExt::write_all(&mut client, &early).await?;
         tokio::io::copy_bidirectional(&mut client, &mut upstream).await

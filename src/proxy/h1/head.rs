@@ -85,7 +85,7 @@ impl NameCache {
     /// Names past this place are parsed every time.
     const PLACES: usize = 32;
 
-    fn name(&mut self, place: usize, bytes: &[u8]) -> Result<HeaderName, Error> {
+    pub fn name(&mut self, place: usize, bytes: &[u8]) -> Result<HeaderName, Error> {
         if let Some((_, known)) = self.0.get(place).filter(|(raw, _)| **raw == *bytes) {
             return Ok(known.clone());
         }
