@@ -105,29 +105,13 @@ pub async fn serve<H, F>(
         tokio::spawn(async move {
             let started = Instant::now();
             let first_head_by = started + limits.handshake_timeout;
+            // The plain HTTP/1 path is the one kept inline: a task is as
+            // large as its largest state, and TLS and HTTP/2 connections
+            // (kilobytes of rustls and hyper state) are boxed on their own.
             let result: Result<(), BoxError> = match tls_config {
                 None => serve_plain(stream, started, info, handler, &protocols, drain).await,
-                Some((config, errors)) => {
-                    let handshake = TlsAcceptor::from(config).accept(stream);
-                    match tokio::time::timeout_at(first_head_by, handshake).await {
-                        Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                            serve_h2(&protocols, stream, info, handler, drain).await
-                        }
-                        Ok(Ok(stream)) => {
-                            let settings = protocols.http1;
-                            h1_server::serve(stream, BytesMut::new(), started, info, &handler, settings, drain)
-                                .await
-                                .map_err(Into::into)
-                        }
-                        Ok(Err(e)) => {
-                            errors.failed.inc();
-                            Err(format!("TLS handshake failed: {e}").into())
-                        }
-                        Err(_) => {
-                            errors.timeout.inc();
-                            Err("TLS handshake timed out".into())
-                        }
-                    }
+                Some(tls) => {
+                    Box::pin(serve_tls(stream, tls, started, first_head_by, info, handler, &protocols, drain)).await
                 }
             };
             if let Err(e) = result {
@@ -146,6 +130,45 @@ pub async fn serve<H, F>(
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A TLS connection: the handshake (bounded by the header read timeout),
+/// then HTTP/2 or HTTP/1.1 as ALPN chose.
+#[allow(clippy::too_many_arguments)]
+async fn serve_tls<H, F>(
+    stream: TcpStream,
+    (config, errors): (Arc<rustls::ServerConfig>, TlsHandshakeErrors),
+    started: Instant,
+    first_head_by: Instant,
+    info: ConnInfo,
+    handler: H,
+    protocols: &Protocols,
+    drain: DrainWatch,
+) -> Result<(), BoxError>
+where
+    H: Fn(ConnInfo, Request<ClientBody>) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
+{
+    let handshake = TlsAcceptor::from(config).accept(stream);
+    match tokio::time::timeout_at(first_head_by, handshake).await {
+        Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+            serve_h2(protocols, stream, info, handler, drain).await
+        }
+        Ok(Ok(stream)) => {
+            let settings = protocols.http1;
+            h1_server::serve(stream, BytesMut::new(), started, info, &handler, settings, drain)
+                .await
+                .map_err(Into::into)
+        }
+        Ok(Err(e)) => {
+            errors.failed.inc();
+            Err(format!("TLS handshake failed: {e}").into())
+        }
+        Err(_) => {
+            errors.timeout.inc();
+            Err("TLS handshake timed out".into())
+        }
+    }
+}
 
 /// A plain connection: its first bytes decide between HTTP/1.1 and h2c.
 /// Nothing within the header read timeout, or nothing before the drain
@@ -188,7 +211,7 @@ where
     };
     if h2c {
         let io = Rewind { ahead: first, stream };
-        return serve_h2(protocols, io, info, handler, drain).await;
+        return Box::pin(serve_h2(protocols, io, info, handler, drain)).await;
     }
     h1_server::serve(stream, first, started, info, &handler, protocols.http1, drain).await.map_err(Into::into)
 }

@@ -48,8 +48,9 @@ pub fn parse_head(
         // SAFETY: the loop above wrote the first `count` spans.
         let [ns, ne, vs, ve] = unsafe { span.assume_init() };
         let name = names.name(i, &head[ns as usize..ne as usize])?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
-            .map_err(|_| Error::Malformed("bad header value"))?;
+        // SAFETY: httparse accepted the value: no CR, LF, NUL or other
+        // control byte but HTAB, which is what `HeaderValue` refuses.
+        let value = unsafe { HeaderValue::from_maybe_shared_unchecked(head.slice(vs as usize..ve as usize)) };
         fields.see(&name, &value);
         if !is_hop_by_hop(&name) {
             headers.append(name, value);

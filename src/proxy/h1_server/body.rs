@@ -50,8 +50,8 @@ impl Reader {
 
     /// Read what the stream has, with at least `room` bytes free for it;
     /// `Ok(0)` at the end of the stream. An empty buffer that would have
-    /// to wait is given back to the allocator first: an idle connection
-    /// costs no buffer.
+    /// to wait is given back to the allocator if it grew past a head's
+    /// size (a body, a long head): an idle connection keeps 1 KiB at most.
     pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<usize>> {
         if self.buf.capacity() == 0 {
             ready!(self.io.poll_readable(cx))?;
@@ -70,7 +70,7 @@ impl Reader {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                if self.buf.is_empty() {
+                if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER {
                     self.buf = BytesMut::new();
                 }
                 Poll::Pending
@@ -99,6 +99,8 @@ pub enum BodyError {
 /// How much of chunk extensions and trailers one body may carry (they are
 /// read and dropped; hyper's limit too).
 const CHUNK_META_LIMIT: usize = 16 * 1024;
+/// The most buffer an idle connection keeps.
+const IDLE_BUFFER: usize = 1024;
 /// The room a body read asks for.
 const BODY_READ: usize = 16 * 1024;
 

@@ -164,11 +164,13 @@ where
             request.extensions_mut().insert(OnUpgrade(Arc::new(std::sync::Mutex::new(Some(take)))));
             give
         });
-        let answer = handler(info.clone(), request);
+        // Boxed: it is the largest part of a connection's state, and an
+        // idle connection should not hold it.
+        let answer = Box::pin(handler(info.clone(), request));
         let response = match continue_wanted {
             None => answer.await,
             Some(wanted) => {
-                let mut answer = std::pin::pin!(answer);
+                let mut answer = answer;
                 tokio::select! {
                     biased;
                     response = &mut answer => response,

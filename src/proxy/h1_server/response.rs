@@ -9,7 +9,7 @@ use std::task::Poll;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap};
+use http::header;
 use http::{Response, StatusCode, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -50,16 +50,25 @@ pub async fn write<W: AsyncWrite + Unpin>(
     let status = parts.status;
     let no_body =
         exchange.head_request || status.is_informational() || status == StatusCode::NO_CONTENT || status == 304;
-    let mut keep_alive = exchange.keep_alive && !says_close(&parts.headers);
     out.clear();
     status_line(out, status);
+    // One pass: the fields written, and what the framing needs of them.
+    let (mut date, mut declared, mut connection, mut close) = (false, None, false, false);
     for (name, value) in &parts.headers {
         field(out, name.as_str().as_bytes(), value.as_bytes());
+        if name == header::DATE {
+            date = true;
+        } else if name == header::CONTENT_LENGTH {
+            declared = std::str::from_utf8(value.as_bytes()).ok().and_then(|v| v.parse::<u64>().ok());
+        } else if name == header::CONNECTION {
+            connection = true;
+            close |= value.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
     }
-    if !parts.headers.contains_key(header::DATE) {
+    if !date {
         DATE.with(|date| field(out, b"date", date.borrow_mut().now()));
     }
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let mut keep_alive = exchange.keep_alive && !close;
     let framing = if no_body {
         Framing::None
     } else if let Some(n) = declared {
@@ -74,7 +83,7 @@ pub async fn write<W: AsyncWrite + Unpin>(
         keep_alive = false;
         Framing::UntilClose
     };
-    if !keep_alive && !parts.headers.contains_key(header::CONNECTION) && status != StatusCode::SWITCHING_PROTOCOLS {
+    if !keep_alive && !connection && status != StatusCode::SWITCHING_PROTOCOLS {
         field(out, b"connection", b"close");
     } else if keep_alive && exchange.version == Version::HTTP_10 {
         field(out, b"connection", b"keep-alive");
@@ -154,13 +163,6 @@ pub async fn write_refusal<W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     let exchange = Exchange { head_request: false, version: Version::HTTP_11, keep_alive: false };
     write(io, out, response, exchange).await.map(drop)
-}
-
-fn says_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")))
 }
 
 fn status_line(out: &mut Vec<u8>, status: StatusCode) {
