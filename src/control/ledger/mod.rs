@@ -122,7 +122,7 @@ impl Ledger {
         // Merging an interval's sightings (tens of thousands at a busy
         // edge) and writing the file are CPU and disk work: on the blocking
         // pool, so the runtime thread that serves requests never stalls.
-        let exposures = self.recorder.rotate();
+        let exposures = self.recorder.rotate_batch();
         let (max, dropped) = (self.max_pending, self.dropped.clone());
         let mut pending = writer.take_pending();
         writer.pending = tokio::task::spawn_blocking(move || {

@@ -109,7 +109,8 @@ pub struct Exposure {
 
 pub struct Recorder {
     seen: Box<[AtomicU64]>,
-    queue: ArrayQueue<Exposure>,
+    /// Shared with the [`Batch`] the flusher drains on the blocking pool.
+    queue: Arc<ArrayQueue<Exposure>>,
     /// The current interval's generation, 1..=0xffff (0 marks an empty slot).
     generation: AtomicU64,
     /// Unix seconds, set by [`Recorder::tick`] (every second, from the
@@ -124,7 +125,7 @@ impl Recorder {
         let slots = (capacity * 2).next_power_of_two();
         Recorder {
             seen: (0..slots).map(|_| AtomicU64::new(0)).collect(),
-            queue: ArrayQueue::new(capacity),
+            queue: Arc::new(ArrayQueue::new(capacity)),
             generation: AtomicU64::new(1),
             clock: AtomicU64::new(unix_now()),
             hasher: RandomState::new(),
@@ -200,9 +201,17 @@ impl Recorder {
     /// Start a new interval (every key is recorded again once) and take what
     /// was queued.
     pub fn rotate(&self) -> Vec<Exposure> {
+        self.rotate_batch().collect()
+    }
+
+    /// [`Recorder::rotate`] without collecting: the flusher pops the
+    /// interval's sightings straight into its map on the blocking pool
+    /// (no `Vec` of tens of thousands of 80-byte sightings to build, grow
+    /// and free every interval).
+    pub fn rotate_batch(&self) -> Batch {
         let next = self.generation.load(Ordering::Relaxed) % 0xffff + 1;
         self.generation.store(next, Ordering::Relaxed);
-        self.drain()
+        Batch { left: self.queue.len(), queue: self.queue.clone() }
     }
 
     /// Take what is queued, without starting a new interval.
@@ -219,6 +228,34 @@ impl Recorder {
 /// over the hash's bits. Pointers are 8-aligned, so bit 0 is free for `wrote`.
 fn mix(origin: &Arc<KeyOrigin>, wrote: bool) -> u64 {
     (Arc::as_ptr(origin) as u64 | wrote as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
+}
+
+/// What was queued when an interval ended, popped as it is read. Sightings
+/// queued after the rotation stay for the next batch; a batch dropped
+/// before it is read to its end leaves the rest queued.
+pub struct Batch {
+    queue: Arc<ArrayQueue<Exposure>>,
+    left: usize,
+}
+
+impl Iterator for Batch {
+    type Item = Exposure;
+
+    fn next(&mut self) -> Option<Exposure> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let exposure = self.queue.pop();
+        if exposure.is_none() {
+            self.left = 0;
+        }
+        exposure
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left))
+    }
 }
 
 pub fn unix_now() -> u64 {
@@ -268,6 +305,21 @@ mod tests {
         assert_eq!(&*Key::new(&long), &long[..]);
         assert_eq!(Key::new(b"user-42"), short);
         assert_eq!(Key::new(b""), Key::Heap(Box::default()), "equal bytes are equal keys, however kept");
+    }
+
+    #[test]
+    fn a_batch_takes_what_was_queued_at_the_rotation_only() {
+        let (r, _) = recorder(16);
+        let o = origin("client_ip");
+        r.offer(b"a", &o, false);
+        r.offer(b"b", &o, false);
+        let batch = r.rotate_batch();
+        r.offer(b"c", &o, false); // the next interval's
+        let keys: Vec<Key> = batch.map(|e| e.key).collect();
+        assert_eq!(keys, [Key::new(b"a"), Key::new(b"b")]);
+        let next: Vec<Key> = r.rotate_batch().map(|e| e.key).collect();
+        assert_eq!(next, [Key::new(b"c")]);
+        assert_eq!(r.rotate_batch().count(), 0);
     }
 
     #[test]

@@ -165,12 +165,16 @@ impl Pending {
 
     /// (release, source, key, seen) of every row.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &str, &Seen)> {
+        self.by_origin().flat_map(|(release, source, keys)| keys.map(move |(k, s)| (release, source, k, s)))
+    }
+
+    /// The rows origin by origin: (release, source, its (key, seen)s), for a
+    /// writer that formats what an origin's rows share once.
+    pub fn by_origin(&self) -> impl Iterator<Item = (&str, &str, impl Iterator<Item = (&str, &Seen)>)> {
         fn text(key: &Hashed) -> &str {
             std::str::from_utf8(&key.key).unwrap_or_default() // always text, see add
         }
-        self.groups
-            .iter()
-            .flat_map(move |(o, keys)| keys.iter().map(move |(k, s)| (&*o.release, &*o.source, text(k), s)))
+        self.groups.iter().map(|(o, keys)| (&*o.release, &*o.source, keys.iter().map(|(k, s)| (text(k), s))))
     }
 
     /// Empty, keeping the maps' memory for the next interval (an origin
