@@ -142,80 +142,129 @@ where
             }
             Ok(HeadRead::Refused(error)) => {
                 tracing::debug!(peer = %info.peer, %error, "request head refused");
-                response::write_refusal(&mut write, &mut out, refusal(error)).await?;
-                return linger(write, reader).await;
+                return Box::pin(refuse(write, out, reader, error)).await;
             }
             Err(e) => return Err(e),
         };
-        let Head { request, body: framing, keep_alive, expect_continue, upgrade } = head;
-        let (head_request, version) = (request.method() == Method::HEAD, request.version());
-        let (parts, ()) = request.into_parts();
-        // The read side goes with a body and comes back at its end.
-        let (body, here, returned, continue_wanted) = if framing == BodyFraming::Empty {
-            (ClientBody::Empty, Some(reader), None, None)
-        } else {
-            let wanted = expect_continue.then(|| Arc::new(Notify::new()));
-            let (body, returned) = Body::new(reader, framing, wanted.clone());
-            (ClientBody::Http1(body), None, Some(returned), wanted)
-        };
-        let mut request = Request::from_parts(parts, body);
-        let upgrade = upgrade.then(|| {
-            let (give, take) = oneshot::channel();
-            request.extensions_mut().insert(OnUpgrade(Arc::new(std::sync::Mutex::new(Some(take)))));
-            give
-        });
-        // Boxed: it is the largest part of a connection's state, and an
-        // idle connection should not hold it.
-        let answer = Box::pin(handler(info.clone(), request));
-        let response = match continue_wanted {
-            None => answer.await,
-            Some(wanted) => {
-                let mut answer = answer;
-                tokio::select! {
-                    biased;
-                    response = &mut answer => response,
-                    () = wanted.notified() => {
-                        write.write_all(CONTINUE).await?;
-                        write.flush().await?;
-                        answer.await
-                    }
-                }
+        // Boxed, with the request path's future in it: a task is as large
+        // as its largest state, and an idle connection should hold only
+        // what it needs to wait for the next head.
+        let exchange = exchange(head, reader, &mut write, &mut out, &info, handler, drain.started());
+        reader = match Box::pin(exchange).await? {
+            After::Next(reader) => reader,
+            After::Close => return Ok(()),
+            After::Linger(reader) => return Box::pin(linger(write, reader)).await,
+            After::Upgrade(reader, upgrade) => {
+                let _ = upgrade.send(Upgraded { reader, write: Box::new(write) });
+                return Ok(());
             }
         };
-        let Ok(response) = response;
-        let switching = upgrade.is_some() && response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        // A drain that started while the request was in flight closes the
-        // connection after its response.
-        let exchange = Exchange { head_request, version, keep_alive: keep_alive && !drain.started() };
-        let keep_alive = response::write(&mut write, &mut out, response, exchange).await?;
-        if !keep_alive && !switching {
-            // A body left unread (an error answer): linger, if it is back.
-            return match (here, returned.map(|mut r| r.try_recv())) {
-                (None, Some(Ok(Returned { reader, finished: false }))) => linger(write, reader).await,
-                _ => {
-                    let _ = write.shutdown().await;
-                    Ok(())
-                }
-            };
-        }
-        reader = match (here, returned) {
-            (Some(reader), _) => reader,
-            (None, Some(returned)) => match tokio::time::timeout(FINISH_BODY_LIMIT, returned).await {
-                Ok(Ok(Returned { reader, finished: true })) => reader,
-                Ok(Ok(Returned { reader, finished: false })) => return linger(write, reader).await,
-                _ => return Ok(()),
-            },
-            (None, None) => unreachable!("a body always has a way back"),
-        };
-        if let (true, Some(upgrade)) = (switching, upgrade) {
-            let _ = upgrade.send(Upgraded { reader, write: Box::new(write) });
-            return Ok(());
-        }
         if out.capacity() > 64 * 1024 {
             out = Vec::new();
         }
         waiting_since = Instant::now();
     }
+}
+
+/// What the connection does after a request.
+enum After {
+    /// Read the next head.
+    Next(Reader),
+    Close,
+    /// Close, reading and dropping what the client still sends.
+    Linger(Reader),
+    /// Hand the connection to the tunnel.
+    Upgrade(Reader, oneshot::Sender<Upgraded>),
+}
+
+/// One request: run the request path on it and write its response.
+async fn exchange<W, H, F>(
+    head: Head,
+    reader: Reader,
+    write: &mut W,
+    out: &mut Vec<u8>,
+    info: &ConnInfo,
+    handler: &H,
+    draining: bool,
+) -> io::Result<After>
+where
+    W: AsyncWrite + Unpin,
+    H: Fn(ConnInfo, Request<ClientBody>) -> F,
+    F: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+{
+    let Head { request, body: framing, keep_alive, expect_continue, upgrade } = head;
+    let (head_request, version) = (request.method() == Method::HEAD, request.version());
+    let (parts, ()) = request.into_parts();
+    // The read side goes with a body and comes back at its end.
+    let (body, here, returned, continue_wanted) = if framing == BodyFraming::Empty {
+        (ClientBody::Empty, Some(reader), None, None)
+    } else {
+        let wanted = expect_continue.then(|| Arc::new(Notify::new()));
+        let (body, returned) = Body::new(reader, framing, wanted.clone());
+        (ClientBody::Http1(body), None, Some(returned), wanted)
+    };
+    let mut request = Request::from_parts(parts, body);
+    let upgrade = upgrade.then(|| {
+        let (give, take) = oneshot::channel();
+        request.extensions_mut().insert(OnUpgrade(Arc::new(std::sync::Mutex::new(Some(take)))));
+        give
+    });
+    let answer = handler(info.clone(), request);
+    let response = match continue_wanted {
+        None => answer.await,
+        Some(wanted) => {
+            let mut answer = std::pin::pin!(answer);
+            tokio::select! {
+                biased;
+                response = &mut answer => response,
+                () = wanted.notified() => {
+                    write.write_all(CONTINUE).await?;
+                    write.flush().await?;
+                    answer.await
+                }
+            }
+        }
+    };
+    let Ok(response) = response;
+    let switching = upgrade.is_some() && response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    // A drain that started while the request was in flight closes the
+    // connection after its response.
+    let exchange = Exchange { head_request, version, keep_alive: keep_alive && !draining };
+    let keep_alive = response::write(write, out, response, exchange).await?;
+    if !keep_alive && !switching {
+        // A body left unread (an error answer): linger, if it is back.
+        return Ok(match (here, returned.map(|mut r| r.try_recv())) {
+            (None, Some(Ok(Returned { reader, finished: false }))) => After::Linger(reader),
+            _ => {
+                let _ = write.shutdown().await;
+                After::Close
+            }
+        });
+    }
+    let reader = match (here, returned) {
+        (Some(reader), _) => reader,
+        (None, Some(returned)) => match tokio::time::timeout(FINISH_BODY_LIMIT, returned).await {
+            Ok(Ok(Returned { reader, finished: true })) => reader,
+            Ok(Ok(Returned { reader, finished: false })) => return Ok(After::Linger(reader)),
+            _ => return Ok(After::Close),
+        },
+        (None, None) => unreachable!("a body always has a way back"),
+    };
+    Ok(match upgrade {
+        Some(upgrade) if switching => After::Upgrade(reader, upgrade),
+        _ => After::Next(reader),
+    })
+}
+
+/// Answer a refused head and close.
+async fn refuse<W: AsyncWrite + Unpin>(
+    mut write: W,
+    mut out: Vec<u8>,
+    reader: Reader,
+    error: HeadError,
+) -> io::Result<()> {
+    response::write_refusal(&mut write, &mut out, refusal(error)).await?;
+    linger(write, reader).await
 }
 
 // Returned once per request and taken apart at once: boxing the head
