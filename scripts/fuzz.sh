@@ -20,7 +20,7 @@ log() { printf 'fuzz.sh: %s\n' "$*" >&2; }
 
 seconds="${1:-60}"
 shift || true
-all=(config_parse client_ip routing_key framing request_bytes)
+all=(config_parse client_ip routing_key framing request_bytes request_head_diff)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 case "$seconds" in '' | *[!0-9]*) log "SECONDS must be a number, got '$seconds'"; exit 2 ;; esac
@@ -40,7 +40,7 @@ for target in "${targets[@]}"; do
     seeds=() dict=()
     case "$target" in
         config_parse) seeds=(config deploy/compose) dict=(-dict=fuzz/dict/config.dict) ;;
-        framing | request_bytes) seeds=("fuzz/seeds/$target") dict=(-dict=fuzz/dict/http.dict) ;;
+        framing | request_bytes | request_head_diff) seeds=("fuzz/seeds/$target") dict=(-dict=fuzz/dict/http.dict) ;;
     esac
     mkdir -p "fuzz/corpus/$target"
     log "$target: ${seconds}s"
