@@ -1073,6 +1073,12 @@ proptest! {
             want.insert("host".into(), one(b"10.9.9.9:8080"));
             fallback_host = true;
         }
+        // A Content-Length goes once, as its first list element (the
+        // parser accepted the request only if they were all the same).
+        if let Some(lengths) = want.get_mut("content-length") {
+            let first = lengths[0].split(|&b| b == b',').next().unwrap_or_default().to_vec();
+            *lengths = vec![first];
+        }
         // Several Cookie fields go as one, joined with "; ".
         if let Some(cookies) = want.get_mut("cookie") {
             *cookies = vec![cookies.join(&b"; "[..])];
@@ -1097,7 +1103,7 @@ proptest! {
         want.insert("x-gray-pool".into(), one(pool.as_str().as_bytes()));
         want.insert("x-gray-bucket".into(), one(case.bucket.to_string().as_bytes()));
         // On the wire a value's surrounding whitespace is not part of it
-        // (RFC 9110 §5.5); hyper never hands over a value with any.
+        // (RFC 9110 §5.5); the server side never hands over a value with any.
         let trim = |m: Multimap| -> Multimap {
             m.into_iter().map(|(n, vs)| (n, vs.into_iter().map(|v| v.trim_ascii().to_vec()).collect())).collect()
         };

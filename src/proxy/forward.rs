@@ -140,7 +140,15 @@ pub fn upstream_head(
             }
             host = host.or(Some(value.as_bytes()));
         } else if name == header::CONTENT_LENGTH {
-            has_length = true;
+            // One value, once: a list of equal values (`5, 5`, or the line
+            // repeated) was accepted as one length, and an upstream may
+            // refuse the list (hyper does).
+            if !has_length {
+                has_length = true;
+                let first = value.as_bytes().split(|&b| b == b',').next().unwrap_or_default();
+                field(&mut head, name.as_str(), first.trim_ascii());
+            }
+            continue;
         } else if name == header::COOKIE {
             // A map yields one name's values together: a second one
             // continues the line the first began.
@@ -414,6 +422,14 @@ mod tests {
         let (_, h, chunked) = head_of(&sized, &fwd(&peer), true);
         assert!(!chunked && !h.contains_key("transfer-encoding"));
         assert_eq!(h["content-length"], "5");
+        let listed = Request::post("/up")
+            .header("host", "a")
+            .header("content-length", "5, 5")
+            .header("content-length", "5")
+            .body(())
+            .unwrap();
+        let (_, h, _) = head_of(&listed, &fwd(&peer), true);
+        assert_eq!(h.get_all("content-length").iter().collect::<Vec<_>>(), ["5"], "one length, once");
     }
 
     #[test]
