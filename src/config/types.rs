@@ -112,7 +112,8 @@ pub struct ServerConfig {
     pub workers: Option<usize>,
     pub drain_timeout: Duration,
     /// Also bounds how long an idle keep-alive connection waits for its next
-    /// request: hyper starts this timer as soon as it waits for a head.
+    /// request: the HTTP/1 server counts it from when it starts waiting for
+    /// a head.
     pub header_read_timeout: Duration,
     /// Longest wait for the next piece of a request body: 408 beyond.
     pub body_read_timeout: Duration,

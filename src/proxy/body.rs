@@ -57,7 +57,7 @@ impl Body for ClientBody {
 
 /// The client's request body on its way upstream, with the optional
 /// `server.max_body_bytes` limit and the `server.body_read_timeout` (the
-/// longest wait for the next piece of body; hyper has no such timeout)
+/// longest wait for the next piece of body)
 /// enforced while it streams.
 pub struct RequestBody {
     inner: ClientBody,
@@ -141,7 +141,7 @@ const FINISH_UPLOAD_LIMIT: Duration = Duration::from_secs(60);
 
 /// An upstream response body that hands its connection back to the pool
 /// once read to the end. A body that fails mid-stream is counted as a
-/// `reset` upstream error and the error is passed on, so hyper aborts the
+/// `reset` upstream error and the error is passed on, so the server side aborts the
 /// client response instead of ending it cleanly.
 pub struct UpstreamBody {
     /// `None` once the body has ended (and the connection went back).

@@ -1,5 +1,5 @@
 //! The upstream's response body, read straight off the connection as
-//! hyper's server side polls it: by length, chunked, or until close.
+//! the client's server side polls it: by length, chunked, or until close.
 
 use std::task::{ready, Context, Poll};
 

@@ -5,7 +5,7 @@
 //! request to it through a channel and the response back through another;
 //! on a proxy that is most of the per-request cost above the kernel (see
 //! benches/README.md). Here the request task writes the request itself, and
-//! the response body reads from the socket as hyper's server side polls it,
+//! the response body reads from the socket as the client's server side polls it,
 //! so a request crosses no task boundary on the upstream leg.
 //!
 //! The response head is parsed in `head.rs`, the body read in `body.rs`.
