@@ -215,7 +215,8 @@ fn without_userinfo(authority: &str) -> &[u8] {
     authority.rsplit_once('@').map_or(authority, |(_, host)| host).as_bytes()
 }
 
-fn field(head: &mut Vec<u8>, name: &str, value: &[u8]) {
+/// One `name: value` line of a head.
+pub(crate) fn field(head: &mut Vec<u8>, name: &str, value: &[u8]) {
     head.extend_from_slice(name.as_bytes());
     head.extend_from_slice(b": ");
     head.extend_from_slice(value);

@@ -143,8 +143,10 @@ async fn route_and_forward(
     }
 
     // 8. Write the upstream's request head and send.
-    let upgrade = forward::is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| req.extensions_mut().remove::<OnUpgrade>()).flatten();
+    // The HTTP/1 server attached the upgrade when the head asked for one
+    // grayshift tunnels (`forward::is_upgrade`); HTTP/2 has none.
+    let client_upgrade = req.extensions_mut().remove::<OnUpgrade>();
+    let upgrade = client_upgrade.is_some();
     let peer_trusted = split::is_trusted(conn.peer.ip(), &splitter.trusted_proxies);
     let has_body = !req.body().is_end_stream();
     let (head, chunked) = forward::upstream_head(

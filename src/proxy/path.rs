@@ -30,7 +30,7 @@ fn needs_work(path: &[u8]) -> bool {
     })
 }
 
-/// The value of one hex digit (also read by `framing_guard`'s chunk sizes).
+/// The value of one hex digit (also read by the HTTP/1 server's chunk sizes).
 pub(crate) fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::rt::{Read, Write};
@@ -244,16 +244,10 @@ struct Rewind {
 
 impl AsyncRead for Rewind {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        if self.ahead.is_empty() {
-            return Pin::new(&mut self.stream).poll_read(cx, out);
+        if h1_server::replay(&mut self.ahead, out) {
+            return Poll::Ready(Ok(()));
         }
-        let n = self.ahead.len().min(out.remaining());
-        out.put_slice(&self.ahead[..n]);
-        self.ahead.advance(n);
-        if self.ahead.is_empty() {
-            self.ahead = BytesMut::new(); // free it: the connection may live long
-        }
-        Poll::Ready(Ok(()))
+        Pin::new(&mut self.stream).poll_read(cx, out)
     }
 }
 

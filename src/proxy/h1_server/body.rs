@@ -18,6 +18,7 @@ use tokio::sync::{oneshot, Notify};
 
 use super::head::BodyFraming;
 use crate::proxy::body::BoxError;
+use crate::proxy::path::hex;
 
 /// A client stream's read half.
 pub trait ReadIo: AsyncRead + Send + Unpin + 'static {
@@ -271,18 +272,13 @@ fn decode_chunked(chunk: &mut Chunk, meta: &mut usize, buf: &mut BytesMut) -> Re
         let Some(&b) = buf.get(used) else { break Step::More };
         used += 1;
         *chunk = match *chunk {
-            Chunk::Size { digits, size } => match b {
-                b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                    if digits == 16 {
-                        return Err("chunk size too large");
-                    }
-                    let digit = (b as char).to_digit(16).expect("a hex digit") as u64;
-                    Chunk::Size { digits: digits + 1, size: size << 4 | digit }
-                }
+            Chunk::Size { digits, size } => match (hex(b), b) {
+                (Some(_), _) if digits == 16 => return Err("chunk size too large"),
+                (Some(digit), _) => Chunk::Size { digits: digits + 1, size: size << 4 | u64::from(digit) },
                 _ if digits == 0 => return Err("chunk size is not a hex number"),
-                b'\r' => Chunk::SizeLf { size },
-                b' ' | b'\t' => Chunk::SizeWs { size },
-                b';' => Chunk::Extension { size },
+                (_, b'\r') => Chunk::SizeLf { size },
+                (_, b' ' | b'\t') => Chunk::SizeWs { size },
+                (_, b';') => Chunk::Extension { size },
                 _ => return Err("chunk size is not a hex number"),
             },
             Chunk::SizeWs { size } => match b {

@@ -390,14 +390,27 @@ pub struct Upgraded {
 impl AsyncRead for Upgraded {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let reader = &mut self.reader;
-        if !reader.buf.is_empty() {
-            let n = reader.buf.len().min(out.remaining());
-            out.put_slice(&reader.buf[..n]);
-            reader.buf.advance(n);
+        if replay(&mut reader.buf, out) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut *reader.io).poll_read(cx, out)
     }
+}
+
+/// Hand over bytes read ahead of a stream before the stream's own:
+/// whether there were any. The buffer is freed once empty (the connection
+/// may live long).
+pub(crate) fn replay(ahead: &mut BytesMut, out: &mut ReadBuf<'_>) -> bool {
+    if ahead.is_empty() {
+        return false;
+    }
+    let n = ahead.len().min(out.remaining());
+    out.put_slice(&ahead[..n]);
+    ahead.advance(n);
+    if ahead.is_empty() {
+        *ahead = BytesMut::new();
+    }
+    true
 }
 
 impl AsyncWrite for Upgraded {

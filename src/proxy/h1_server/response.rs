@@ -15,6 +15,7 @@ use http_body::Body as _;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::proxy::body::ResponseBody;
+use crate::proxy::forward::field;
 
 /// A body piece larger than this is written as it is rather than copied
 /// into the connection's buffer.
@@ -55,7 +56,7 @@ pub async fn write<W: AsyncWrite + Unpin>(
     // One pass: the fields written, and what the framing needs of them.
     let (mut date, mut declared, mut connection, mut close) = (false, None, false, false);
     for (name, value) in &parts.headers {
-        field(out, name.as_str().as_bytes(), value.as_bytes());
+        field(out, name.as_str(), value.as_bytes());
         if name == header::DATE {
             date = true;
         } else if name == header::CONTENT_LENGTH {
@@ -66,7 +67,7 @@ pub async fn write<W: AsyncWrite + Unpin>(
         }
     }
     if !date {
-        DATE.with(|date| field(out, b"date", date.borrow_mut().now()));
+        DATE.with(|date| field(out, "date", date.borrow_mut().now()));
     }
     let mut keep_alive = exchange.keep_alive && !close;
     let framing = if no_body {
@@ -74,19 +75,19 @@ pub async fn write<W: AsyncWrite + Unpin>(
     } else if let Some(n) = declared {
         Framing::Length(n)
     } else if let Some(n) = body.size_hint().exact() {
-        field(out, b"content-length", itoa::Buffer::new().format(n).as_bytes());
+        field(out, "content-length", itoa::Buffer::new().format(n).as_bytes());
         Framing::Length(n)
     } else if exchange.version == Version::HTTP_11 {
-        field(out, b"transfer-encoding", b"chunked");
+        field(out, "transfer-encoding", b"chunked");
         Framing::Chunked
     } else {
         keep_alive = false;
         Framing::UntilClose
     };
     if !keep_alive && !connection && status != StatusCode::SWITCHING_PROTOCOLS {
-        field(out, b"connection", b"close");
+        field(out, "connection", b"close");
     } else if keep_alive && exchange.version == Version::HTTP_10 {
-        field(out, b"connection", b"keep-alive");
+        field(out, "connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
     if framing == Framing::None {
@@ -174,13 +175,6 @@ fn status_line(out: &mut Vec<u8>, status: StatusCode) {
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
