@@ -83,8 +83,9 @@ H2_PROXIES=""
 for proxy in grayshift nginx; do [[ " $PROXIES " == *" $proxy "* ]] && H2_PROXIES+="$proxy "; done
 [ -n "$H2_PROXIES" ] || TLS_LEGS=""
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+TAG=bench
+# shellcheck source=../benches/load/lib.sh
+source "$LOAD/lib.sh"
 
 # --- tools ------------------------------------------------------------------
 missing=()
@@ -99,68 +100,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-export PATH="$PATH:/usr/sbin:/sbin"
 for tool in python3 taskset cargo; do
     command -v "$tool" >/dev/null || die "$tool is required"
 done
 [ "$(nproc)" -ge 2 ] || log "warning: only $(nproc) CPU; proxy and load generator will share it"
 
-# --- build --------------------------------------------------------------------
-# shellcheck source=../benches/load/binaries.sh
-source "$ROOT/benches/load/binaries.sh"
+# --- build and processes -------------------------------------------------------
+build_binaries
+start_work
 
-# --- processes ----------------------------------------------------------------
-WORK=$(mktemp -d /tmp/grayshift-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() { # port name
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    die "$2 did not listen on port $1 (logs in $WORK)"
-}
-
-render() { # template output key=value...
-    local template=$1 output=$2
-    shift 2
-    local args=()
-    for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
-    sed "${args[@]}" "$template" >"$output"
-}
-
-# Command prefixes: pinned to a CPU, at priority $NICE. Used on simple
-# commands only, so `$!` is the program's own PID (nice and taskset exec it).
-PIN_PROXY=(nice -n "$NICE" taskset -c "$PROXY_CPU")
-PIN_LOAD=(nice -n "$NICE" taskset -c "$LOAD_CPU")
-PIN_UPSTREAM=(nice -n "$NICE" taskset -c "$UPSTREAM_CPU")
-
-# CPU time of a process in clock ticks, all threads, live and exited:
-# "utime stime" (user space, kernel).
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-CLK_TCK=$(getconf CLK_TCK)
-
 nginx_worker() { # master PID → the worker's PID (the one that proxies)
     local worker=""
     for _ in $(seq 50); do
@@ -172,15 +121,7 @@ nginx_worker() { # master PID → the worker's PID (the one that proxies)
     echo "$worker"
 }
 
-STABLE_PORT=$(free_port)
-NEW_PORT=$(free_port)
-for name in stable new; do
-    port=$STABLE_PORT; [ "$name" = new ] && port=$NEW_PORT
-    render "$LOAD/upstream.nginx.conf" "$WORK/upstream-$name.conf" NAME="$name" PORT="$port" DIR="$WORK"
-    "${PIN_UPSTREAM[@]}" nginx -p "$WORK" -c "$WORK/upstream-$name.conf" 2>>"$WORK/upstream-$name.log" &
-    PIDS+=($!)
-    wait_port "$port" "upstream $name"
-done
+start_upstreams
 log "upstreams: stable 127.0.0.1:$STABLE_PORT, new 127.0.0.1:$NEW_PORT (CPU $UPSTREAM_CPU)"
 
 declare -A PORT PID MEASURE
@@ -329,6 +270,34 @@ if has_leg plain; then
             wrk_run "$port" "$WARMUP" >/dev/null
             measure "${MEASURE[$proxy]}" "kind=closed leg=plain round=$round proxy=$proxy conns=$CONNS" \
                 wrk_run "$port" "$DURATION"
+        done
+    done
+fi
+
+# --- the ledger's cost: both at once ---------------------------------------------
+# One after the other (above), the ledger's per cent or two drowns in a
+# shared host's swings from one run to the next (±15 % seen). Run at the
+# same time, each under its own wrk and both on PROXY_CPU, every moment's
+# noise hits both alike; which one starts first alternates by round.
+if has_leg plain && [[ " $PROXIES " == *" grayshift "* && " $PROXIES " == *" grayshift-ledger "* ]]; then
+    declare -A TICKS
+    for round in $(seq "$ROUNDS"); do
+        order="grayshift grayshift-ledger"
+        [ $((round % 2)) = 0 ] && order="grayshift-ledger grayshift"
+        for proxy in $order; do TICKS[$proxy]=$(cpu_ticks "${MEASURE[$proxy]}"); done
+        loads=()
+        for proxy in $order; do
+            wrk_run "${PORT[$proxy]}" "$DURATION" >"$WORK/paired-$proxy.txt" &
+            loads+=($!)
+        done
+        wait "${loads[@]}"
+        for proxy in $order; do
+            read -r u0 s0 <<<"${TICKS[$proxy]}"
+            read -r u1 s1 < <(cpu_ticks "${MEASURE[$proxy]}")
+            line=$(record "kind=paired leg=plain round=$round proxy=$proxy conns=$CONNS" \
+                "$(cat "$WORK/paired-$proxy.txt")" $((u1 - u0)) $((s1 - s0)))
+            echo "$line" >>"$RAW"
+            log "$line"
         done
     done
 fi

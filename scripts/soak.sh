@@ -35,42 +35,15 @@ OUT=${BENCH_OUT:-$ROOT/target/bench}
 MINUTES=${SOAK_MINUTES:-10}
 RATE=${SOAK_RATE:-2000}
 SECS=$(awk -v m="$MINUTES" 'BEGIN { printf "%d", m * 60 }')
-export PATH="$PATH:/usr/sbin:/sbin"
-
-log() { printf '[soak] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+TAG=soak
+# shellcheck source=../benches/load/lib.sh
+source "$LOAD/lib.sh"
 
 for tool in nginx python3 curl; do command -v "$tool" >/dev/null || die "$tool is required"; done
 [ "$SECS" -ge 20 ] || die "SOAK_MINUTES must be at least 20 s worth"
 
-# shellcheck source=../benches/load/binaries.sh
-source "$ROOT/benches/load/binaries.sh"
-
-WORK=$(mktemp -d /tmp/grayshift-soak.XXXXXX)
-PIDS=()
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    if [ "$status" -ne 0 ] && [ -z "${KEEP_WORK:-}" ]; then
-        log "logs: (removed; KEEP_WORK=1 keeps $WORK)"
-    fi
-    [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-    die "$2 did not listen on port $1"
-}
+build_binaries
+start_work
 
 # --- upstreams: nginx for the fast paths, soak_upstream.py for /upload and /ws --
 PY_PORT=$(free_port)

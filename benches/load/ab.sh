@@ -7,38 +7,23 @@
 #     benches/load/ab.sh OLD_BINARY NEW_BINARY [ROUNDS]
 #
 # Environment: DURATION (5s), CONNS (50), PROXY_CPU (0), LOAD_CPU (1),
-# UPSTREAM_CPU (1), NICE (0). Needs nginx and wrk (scripts/bench.sh installs them).
+# UPSTREAM_CPU (1), NICE (0), and:
+#   EXTRA_A, EXTRA_B  a file appended to A's or B's config (@DIR@ is its
+#                     dir): the same binary twice with EXTRA_B=
+#                     benches/load/ledger.toml is what the ledger costs
+#   TOGETHER=1        A and B measured at the same time, each under its own
+#                     wrk, both proxies sharing PROXY_CPU: a noisy host's
+#                     slow moments then hit both alike instead of whichever
+#                     ran then (the two share one core's caches, alike too)
+# Needs nginx and wrk (scripts/bench.sh installs them).
 set -euo pipefail
-LOAD=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TAG=ab
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 A=$(realpath "$1") B=$(realpath "$2") ROUNDS=${3:-6}
 DURATION=${DURATION:-5s} CONNS=${CONNS:-50}
-PROXY_CPU=${PROXY_CPU:-0} LOAD_CPU=${LOAD_CPU:-1} UPSTREAM_CPU=${UPSTREAM_CPU:-1} NICE=${NICE:-0}
-export PATH="$PATH:/usr/sbin"
-
-WORK=$(mktemp -d /tmp/grayshift-ab.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not up" >&2; exit 1; }
-# Prefixes for simple commands only, so `$!` is the program's own PID.
-PIN_PROXY=(nice -n "$NICE" taskset -c "$PROXY_CPU")
-PIN_LOAD=(nice -n "$NICE" taskset -c "$LOAD_CPU")
-PIN_UPSTREAM=(nice -n "$NICE" taskset -c "$UPSTREAM_CPU")
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-
-S=$(free_port) N=$(free_port)
-for name in stable new; do
-    port=$S; [ $name = new ] && port=$N
-    sed -e "s|@NAME@|$name|g; s|@PORT@|$port|g; s|@DIR@|$WORK|g" "$LOAD/upstream.nginx.conf" >"$WORK/up-$name.conf"
-    "${PIN_UPSTREAM[@]}" nginx -p "$WORK" -c "$WORK/up-$name.conf" 2>>"$WORK/up.log" &
-    PIDS+=($!)
-    wait_port "$port"
-done
+start_work
+start_upstreams
+S=$STABLE_PORT N=$NEW_PORT
 declare -A PORT PID
 for side in A B; do
     bin=$A; [ $side = B ] && bin=$B
@@ -46,24 +31,42 @@ for side in A B; do
     mkdir -p "$WORK/$side"
     sed -e "s|@DIR@|$WORK/$side|g; s|@LISTEN@|${PORT[$side]}|; s|@ADMIN@|$(free_port)|; s|@STABLE@|$S|; s|@NEW@|$N|" \
         "$LOAD/grayshift.toml" >"$WORK/$side/g.toml"
+    extra_var=EXTRA_$side
+    [ -z "${!extra_var:-}" ] || sed -e "s|@DIR@|$WORK/$side|g" "${!extra_var}" >>"$WORK/$side/g.toml"
     GRAYSHIFT_LOG=warn "${PIN_PROXY[@]}" "$bin" run --config "$WORK/$side/g.toml" 2>>"$WORK/$side/log" &
     PID[$side]=$!
     PIDS+=($!)
     wait_port "${PORT[$side]}"
     "${PIN_LOAD[@]}" wrk -t1 -c"$CONNS" -d2s -s "$LOAD/users.lua" "http://127.0.0.1:${PORT[$side]}/" >/dev/null
 done
-hz=$(getconf CLK_TCK)
+load() { # side → wrk's RESULT line in $WORK/$side/wrk.txt
+    "${PIN_LOAD[@]}" wrk -t1 -c"$CONNS" -d"$DURATION" -s "$LOAD/users.lua" "http://127.0.0.1:${PORT[$1]}/" \
+        | grep '^RESULT' >"$WORK/$1/wrk.txt"
+}
+report() { # side ticks
+    echo "$1 $(cat "$WORK/$1/wrk.txt") ticks=$2" | awk -v hz="$CLK_TCK" '{
+        for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+        printf "%s rps=%.0f cpu_us_per_req=%.2f p50_us=%d p99_us=%d errors=%d\n", $1,
+            v["requests"] / v["duration_us"] * 1e6, v["ticks"] / hz * 1e6 / v["requests"], v["p50_us"], v["p99_us"],
+            v["status_errors"] + v["socket_errors"] }'
+}
+ticks() { local u s; read -r u s < <(cpu_ticks "${PID[$1]}"); echo $((u + s)); }
 for round in $(seq "$ROUNDS"); do
-    for side in A B; do
-        before=$(cpu_ticks "${PID[$side]}")
-        r=$("${PIN_LOAD[@]}" wrk -t1 -c"$CONNS" -d"$DURATION" -s "$LOAD/users.lua" "http://127.0.0.1:${PORT[$side]}/" | grep '^RESULT')
-        after=$(cpu_ticks "${PID[$side]}")
-        echo "$side $r ticks=$((after - before))" | awk -v hz="$hz" '{
-            for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-            printf "%s rps=%.0f cpu_us_per_req=%.2f p50_us=%d p99_us=%d errors=%d\n", $1,
-                v["requests"] / v["duration_us"] * 1e6, v["ticks"] / hz * 1e6 / v["requests"], v["p50_us"], v["p99_us"],
-                v["status_errors"] + v["socket_errors"] }'
-    done
+    if [ -n "${TOGETHER:-}" ]; then
+        a0=$(ticks A) b0=$(ticks B)
+        load A & la=$!
+        load B & lb=$!
+        wait $la $lb
+        a1=$(ticks A) b1=$(ticks B)
+        report A $((a1 - a0))
+        report B $((b1 - b0))
+    else
+        for side in A B; do
+            t0=$(ticks $side)
+            load $side
+            report $side $(($(ticks $side) - t0))
+        done
+    fi
 done | tee "$WORK/ab.txt"
 echo "--- median CPU µs/request (and rps); median of the per-round ratios B/A"
 python3 - "$WORK/ab.txt" <<'PY'

@@ -18,33 +18,19 @@
 # callgrind_annotate. EXTRA=FILE appends FILE to every grayshift's config
 # (e.g. a [ledger] section, to count what it adds; @DIR@ is the run's dir).
 set -euo pipefail
-LOAD=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-OUT=$(cd "$LOAD/../.." && pwd)/target/bench
+TAG=callgrind
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+OUT=$ROOT/target/bench
 DURATION=${DURATION:-5s} CONNS=${CONNS:-10}
-export PATH="$PATH:/usr/sbin"
 command -v valgrind >/dev/null || { echo "needs valgrind" >&2; exit 1; }
 command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "needs nginx and wrk (scripts/bench.sh installs them)" >&2; exit 1; }
 
-WORK=$(mktemp -d /tmp/grayshift-cg.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not up" >&2; exit 1; }
+start_work
+WAIT_SECS=60 # valgrind starts slowly
 requests() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^grayshift_requests_total/ { n += $2 } END { print n + 0 }'; }
 
-S=$(free_port) N=$(free_port)
-for name in stable new; do
-    port=$S; [ $name = new ] && port=$N
-    sed -e "s|@NAME@|$name|g; s|@PORT@|$port|g; s|@DIR@|$WORK|g" "$LOAD/upstream.nginx.conf" >"$WORK/up-$name.conf"
-    nginx -p "$WORK" -c "$WORK/up-$name.conf" 2>>"$WORK/up.log" &
-    PIDS+=($!)
-    wait_port "$port"
-done
+start_upstreams
+S=$STABLE_PORT N=$NEW_PORT
 mkdir -p "$OUT"
 i=0
 for bin in "$@"; do

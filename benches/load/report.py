@@ -103,6 +103,17 @@ def ratios(closed):
     return out
 
 
+def ledger_paired(paired):
+    """Per round, grayshift-ledger's CPU per request over grayshift's, both
+    measured at the same time."""
+    out = []
+    for rnd in sorted({r["round"] for r in paired}, key=int):
+        cpu = {r["proxy"]: float(r["cpu_us_per_req"]) for r in paired if r["round"] == rnd}
+        if "grayshift" in cpu and "grayshift-ledger" in cpu:
+            out.append(cpu["grayshift-ledger"] / cpu["grayshift"])
+    return out
+
+
 def main():
     rows = load(sys.argv[1])
     machine = open(sys.argv[2]).read().strip()
@@ -129,9 +140,16 @@ def main():
         if leg == "plain" and "grayshift" in cpu and "grayshift-ledger" in cpu:
             out.append("")
             out.append(
-                f"**exposure ledger on / off, CPU per request: {cpu['grayshift-ledger'] / cpu['grayshift']:.3f}** "
-                f"(target ≤ 1.03)"
+                f"Exposure ledger on / off, CPU per request, one after the other: "
+                f"{cpu['grayshift-ledger'] / cpu['grayshift']:.3f} (ratio of medians)"
             )
+            paired = ledger_paired([r for r in rows if r["kind"] == "paired"])
+            if paired:
+                out.append("")
+                out.append(
+                    f"**exposure ledger on / off, CPU per request, both at once: {statistics.median(paired):.3f}** "
+                    f"(target ≤ 1.03; median of the per-round ratios: {', '.join(f'{x:.3f}' for x in paired)})"
+                )
     if len(summary) > 1:
         out.append("")
         out.append("### grayshift vs nginx, every leg (medians)\n")

@@ -16,41 +16,16 @@
 # LOAD_CPU (1), UPSTREAM_CPU (1), NICE (0), OUT (raw lines; default a temp
 # file). Needs nginx, wrk, h2load, openssl (scripts/bench.sh installs them).
 set -euo pipefail
-LOAD=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TAG=tls_ab
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 A=$(realpath "$1") B=$(realpath "$2") ROUNDS=${3:-4}
 DURATION=${DURATION:-5s} WARMUP=${WARMUP:-1s} CONNS=${CONNS:-50}
 H2_CONNS=${H2_CONNS:-10} H2_STREAMS=${H2_STREAMS:-10} TLS_KEY=${TLS_KEY:-ec}
 LEGS=${LEGS:-"tls handshake resume h2"}
-PROXY_CPU=${PROXY_CPU:-0} LOAD_CPU=${LOAD_CPU:-1} UPSTREAM_CPU=${UPSTREAM_CPU:-1} NICE=${NICE:-0}
-export PATH="$PATH:/usr/sbin"
-
-WORK=$(mktemp -d /tmp/grayshift-tls-ab.XXXXXX)
+start_work
 OUT=${OUT:-$WORK/raw.txt}
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-die() { echo "tls_ab: $*" >&2; exit 1; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; die "port $1 not up"; }
-# Prefixes for simple commands only, so `$!` is the program's own PID.
-PIN_PROXY=(nice -n "$NICE" taskset -c "$PROXY_CPU")
-PIN_LOAD=(nice -n "$NICE" taskset -c "$LOAD_CPU")
-PIN_UPSTREAM=(nice -n "$NICE" taskset -c "$UPSTREAM_CPU")
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
-hz=$(getconf CLK_TCK)
-
-S=$(free_port) N=$(free_port)
-for name in stable new; do
-    port=$S; [ $name = new ] && port=$N
-    sed -e "s|@NAME@|$name|g; s|@PORT@|$port|g; s|@DIR@|$WORK|g" "$LOAD/upstream.nginx.conf" >"$WORK/up-$name.conf"
-    "${PIN_UPSTREAM[@]}" nginx -p "$WORK" -c "$WORK/up-$name.conf" 2>>"$WORK/up.log" &
-    PIDS+=($!)
-    wait_port "$port"
-done
+start_upstreams
+S=$STABLE_PORT N=$NEW_PORT
 
 case $TLS_KEY in
     ec) key_args=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;
@@ -121,7 +96,7 @@ for round in $(seq "$ROUNDS"); do
             read -r u0 s0 < <(cpu_ticks "${PID[$side]}")
             r=$(leg_run "$leg" "$side" "$DURATION") || die "$leg against $side failed"
             read -r u1 s1 < <(cpu_ticks "${PID[$side]}")
-            echo "$side leg=$leg round=$round $r user=$((u1 - u0)) sys=$((s1 - s0))" | awk -v hz="$hz" '{
+            echo "$side leg=$leg round=$round $r user=$((u1 - u0)) sys=$((s1 - s0))" | awk -v hz="$CLK_TCK" '{
                 for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
                 per = 1e6 / hz / v["requests"]
                 printf "%s leg=%s round=%d rps=%.0f cpu_us_per_req=%.2f user_us=%.2f sys_us=%.2f p50_us=%d p99_us=%d errors=%d requests=%d%s\n",
