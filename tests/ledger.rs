@@ -101,6 +101,54 @@ async fn the_table_holds_exactly_the_users_new_served_and_who_wrote() {
     assert_eq!(rows.len(), expected.len());
 }
 
+/// Send every user's request (POSTs when `post`), 16 at a time.
+async fn send_all(proxy: &Arc<Proxy>, users: &[String], post: bool) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in users.chunks(users.len().div_ceil(16)) {
+        let (proxy, chunk) = (proxy.clone(), chunk.to_vec());
+        tasks.spawn(async move {
+            for user in &chunk {
+                let reply = if post { post_as(&proxy, user).await } else { proxy.get_as("/", Some(user)).await };
+                assert_eq!(reply.status, 200, "{user}");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_batches_reuse_their_statement_and_merge_across_flushes() {
+    // More than a batch (1 000 rows) per flush, twice on one connection:
+    // the second flush's full batches go through the statement the first
+    // one prepared, and must land on the same rows.
+    let table = unique("exposure_batches");
+    let _tables = Tables { names: vec![table.clone()] };
+    let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
+    let ledger = format!("postgres = \"{}\"\ntable = \"{table}\"", pg_url());
+    let config = ledger_config(&stable, &new, 100, &ledger, "").replace("flush = \"100ms\"", "flush = \"2s\"");
+    let proxy = Arc::new(Proxy::start(&config).await);
+    let users: Vec<String> = (0..3000).map(|i| format!("batch-{i}")).collect();
+
+    send_all(&proxy, &users, false).await;
+    let rows = eventually(DEADLINE, "every user, read-only", || async {
+        let rows = table_rows(&table).await;
+        (rows.len() == users.len()).then_some(rows)
+    })
+    .await;
+    assert!(rows.values().all(|(_, wrote)| !wrote));
+
+    send_all(&proxy, &users, true).await;
+    let rows = eventually(DEADLINE, "every user, now a writer", || async {
+        let rows = table_rows(&table).await;
+        rows.values().all(|(_, wrote)| *wrote).then_some(rows)
+    })
+    .await;
+    assert_eq!(rows.len(), users.len(), "the second flushes updated the rows, added none");
+    assert_eq!(proxy.status().await["ledger"]["errors"], 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_l3_hook_gets_the_csv_of_everyone_exposed() {
     let table = unique("exposure_hook");

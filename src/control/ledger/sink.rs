@@ -18,9 +18,11 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
 
 use super::rows::{merge, sorted, Pending, Row, Rows, Seen};
 use crate::config::LedgerSink;
@@ -34,11 +36,15 @@ pub struct Sink {
     kind: LedgerSink,
     pg: PgSlot,
     table_ready: bool,
+    /// The full batch's upsert, prepared on this connection: PostgreSQL
+    /// (the primary database, often) parses and plans the 6 000-parameter
+    /// statement once per connection instead of at every batch.
+    full_batch: Option<(Arc<Client>, Statement)>,
 }
 
 impl Sink {
     pub fn new(kind: LedgerSink) -> Sink {
-        Sink { kind, pg: PgSlot::default(), table_ready: false }
+        Sink { kind, pg: PgSlot::default(), table_ready: false, full_batch: None }
     }
 
     /// Write `rows` (handed back, to be kept on error); on error nothing is
@@ -76,9 +82,12 @@ impl Sink {
         }
         let rows: Vec<PendingRow> = rows.iter().collect();
         for batch in rows.chunks(BATCH) {
-            let result = upsert(&self.pg, url, table, batch).await;
-            if result.as_ref().is_err_and(|e| e.contains("does not exist")) {
-                self.table_ready = false; // dropped behind our back: create it again next time
+            let result = upsert(&self.pg, url, table, batch, &mut self.full_batch).await;
+            if let Err(e) = &result {
+                self.full_batch = None; // prepared against a table or connection that may be gone
+                if e.contains("does not exist") {
+                    self.table_ready = false; // dropped behind our back: create it again next time
+                }
             }
             result?;
         }
@@ -155,15 +164,51 @@ async fn create_table(slot: &PgSlot, url: &str, table: &str) -> Result<(), Strin
 }
 
 /// One multi-row `INSERT … ON CONFLICT DO UPDATE`: the earliest first_seen,
-/// the latest last_seen, wrote once true stays true.
-async fn upsert(slot: &PgSlot, url: &str, table: &str, rows: &[PendingRow<'_>]) -> Result<(), String> {
+/// the latest last_seen, wrote once true stays true. A full batch uses the
+/// statement in `full_batch`, preparing it when the connection is new.
+async fn upsert(
+    slot: &PgSlot,
+    url: &str,
+    table: &str,
+    rows: &[PendingRow<'_>],
+    full_batch: &mut Option<(Arc<Client>, Statement)>,
+) -> Result<(), String> {
+    let times: Vec<(f64, f64)> = rows.iter().map(|(.., s)| (s.first_seen as f64, s.last_seen as f64)).collect();
+    pg::with_client(slot, url, TIMEOUT, |client| async move {
+        let statement = match full_batch {
+            Some((prepared_on, statement)) if rows.len() == BATCH && Arc::ptr_eq(prepared_on, &client) => {
+                statement.clone()
+            }
+            _ => {
+                let statement = client.prepare(&upsert_sql(table, rows.len())).await?;
+                if rows.len() == BATCH {
+                    *full_batch = Some((client.clone(), statement.clone()));
+                }
+                statement
+            }
+        };
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(rows.len() * 6);
+        for ((release, source, key, seen), (first, last)) in rows.iter().zip(&times) {
+            let row: [&(dyn ToSql + Sync); 6] = [release, source, key, first, last, &seen.wrote];
+            params.extend(row);
+        }
+        client.execute(&statement, &params).await
+    })
+    .await
+    .map(|_| ())
+}
+
+/// The upsert's text for `rows` rows.
+fn upsert_sql(table: &str, rows: usize) -> String {
+    use std::fmt::Write as _;
     let mut sql = format!("INSERT INTO {table} AS t (release, source, key, first_seen, last_seen, wrote) VALUES ");
-    for i in 0..rows.len() {
+    for i in 0..rows {
         let p = i * 6;
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str(&format!(
+        let _ = write!(
+            sql,
             "(${}, ${}, ${}, to_timestamp(${}::float8), to_timestamp(${}::float8), ${})",
             p + 1,
             p + 2,
@@ -171,7 +216,7 @@ async fn upsert(slot: &PgSlot, url: &str, table: &str, rows: &[PendingRow<'_>]) 
             p + 4,
             p + 5,
             p + 6
-        ));
+        );
     }
     sql.push_str(
         " ON CONFLICT (release, source, key) DO UPDATE SET \
@@ -179,17 +224,7 @@ async fn upsert(slot: &PgSlot, url: &str, table: &str, rows: &[PendingRow<'_>]) 
          last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen), \
          wrote = t.wrote OR EXCLUDED.wrote",
     );
-    let times: Vec<(f64, f64)> = rows.iter().map(|(.., s)| (s.first_seen as f64, s.last_seen as f64)).collect();
-    pg::with_client(slot, url, TIMEOUT, |client| async move {
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(rows.len() * 6);
-        for ((release, source, key, seen), (first, last)) in rows.iter().zip(&times) {
-            let row: [&(dyn ToSql + Sync); 6] = [release, source, key, first, last, &seen.wrote];
-            params.extend(row);
-        }
-        client.execute(&sql, &params).await
-    })
-    .await
-    .map(|_| ())
+    sql
 }
 
 /// A row as the flusher writes it: (release, source, key, seen).
