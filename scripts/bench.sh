@@ -252,12 +252,17 @@ record() { # "fields…" result user_ticks sys_ticks
 }
 
 measure() { # pid "fields…" command… → appends the raw line to $RAW
-    local pid=$1 head=$2 result user_before sys_before user_after sys_after line
+    local pid=$1 head=$2 before
     shift 2
-    read -r user_before sys_before < <(cpu_ticks "$pid")
-    result=$("$@")
-    read -r user_after sys_after < <(cpu_ticks "$pid")
-    line=$(record "$head" "$result" $((user_after - user_before)) $((sys_after - sys_before)))
+    before=$(cpu_ticks "$pid")
+    record_since "$pid" "$before" "$head" "$("$@")"
+}
+
+record_since() { # pid "utime stime" before "fields…" result → appends the raw line to $RAW
+    local u0 s0 u1 s1 line
+    read -r u0 s0 <<<"$2"
+    read -r u1 s1 < <(cpu_ticks "$1")
+    line=$(record "$3" "$4" $((u1 - u0)) $((s1 - s0)))
     echo "$line" >>"$RAW"
     log "$line"
 }
@@ -292,12 +297,8 @@ if has_leg plain && [[ " $PROXIES " == *" grayshift "* && " $PROXIES " == *" gra
         done
         wait "${loads[@]}"
         for proxy in $order; do
-            read -r u0 s0 <<<"${TICKS[$proxy]}"
-            read -r u1 s1 < <(cpu_ticks "${MEASURE[$proxy]}")
-            line=$(record "kind=paired leg=plain round=$round proxy=$proxy conns=$CONNS" \
-                "$(cat "$WORK/paired-$proxy.txt")" $((u1 - u0)) $((s1 - s0)))
-            echo "$line" >>"$RAW"
-            log "$line"
+            record_since "${MEASURE[$proxy]}" "${TICKS[$proxy]}" \
+                "kind=paired leg=plain round=$round proxy=$proxy conns=$CONNS" "$(cat "$WORK/paired-$proxy.txt")"
         done
     done
 fi

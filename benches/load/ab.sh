@@ -23,14 +23,13 @@ A=$(realpath "$1") B=$(realpath "$2") ROUNDS=${3:-6}
 DURATION=${DURATION:-5s} CONNS=${CONNS:-50}
 start_work
 start_upstreams
-S=$STABLE_PORT N=$NEW_PORT
 declare -A PORT PID
 for side in A B; do
     bin=$A; [ $side = B ] && bin=$B
     PORT[$side]=$(free_port)
     mkdir -p "$WORK/$side"
-    sed -e "s|@DIR@|$WORK/$side|g; s|@LISTEN@|${PORT[$side]}|; s|@ADMIN@|$(free_port)|; s|@STABLE@|$S|; s|@NEW@|$N|" \
-        "$LOAD/grayshift.toml" >"$WORK/$side/g.toml"
+    render "$LOAD/grayshift.toml" "$WORK/$side/g.toml" DIR="$WORK/$side" LISTEN="${PORT[$side]}" \
+        ADMIN="$(free_port)" STABLE="$STABLE_PORT" NEW="$NEW_PORT"
     extra_var=EXTRA_$side
     [ -z "${!extra_var:-}" ] || sed -e "s|@DIR@|$WORK/$side|g" "${!extra_var}" >>"$WORK/$side/g.toml"
     GRAYSHIFT_LOG=warn "${PIN_PROXY[@]}" "$bin" run --config "$WORK/$side/g.toml" 2>>"$WORK/$side/log" &

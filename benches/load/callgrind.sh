@@ -30,7 +30,6 @@ WAIT_SECS=60 # valgrind starts slowly
 requests() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^grayshift_requests_total/ { n += $2 } END { print n + 0 }'; }
 
 start_upstreams
-S=$STABLE_PORT N=$NEW_PORT
 mkdir -p "$OUT"
 i=0
 for bin in "$@"; do
@@ -38,13 +37,12 @@ for bin in "$@"; do
     port=$(free_port) admin=$(free_port)
     mkdir -p "$WORK/$i"
     if [ "$bin" = nginx ]; then
-        sed -e "s|@DIR@|$WORK/$i|g; s|@LISTEN@|$port|; s|@STABLE@|$S|; s|@NEW@|$N|" \
-            "$LOAD/proxy.nginx.conf" >"$WORK/$i/n.conf"
+        render "$LOAD/proxy.nginx.conf" "$WORK/$i/n.conf" DIR="$WORK/$i" LISTEN="$port" STABLE="$STABLE_PORT" NEW="$NEW_PORT"
         # The config already says daemon off; -g may not repeat a directive.
         cmd=(nginx -p "$WORK/$i" -c "$WORK/$i/n.conf" -g "master_process off;")
     else
-        sed -e "s|@DIR@|$WORK/$i|g; s|@LISTEN@|$port|; s|@ADMIN@|$admin|; s|@STABLE@|$S|; s|@NEW@|$N|" \
-            "$LOAD/grayshift.toml" >"$WORK/$i/g.toml"
+        render "$LOAD/grayshift.toml" "$WORK/$i/g.toml" DIR="$WORK/$i" LISTEN="$port" ADMIN="$admin" \
+            STABLE="$STABLE_PORT" NEW="$NEW_PORT"
         [ -z "${EXTRA:-}" ] || sed -e "s|@DIR@|$WORK/$i|g; s|@ETCD@|${ETCD:-2379}|g" "$EXTRA" >>"$WORK/$i/g.toml"
         cmd=("$(realpath "$bin")" run --config "$WORK/$i/g.toml")
     fi

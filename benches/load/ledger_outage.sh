@@ -43,8 +43,11 @@ as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 [ "$(id -u)" = 0 ] && chown postgres "$WORK"
 PG_PORT=$(free_port)
 as_pg "$PG_BIN/initdb" -D "$WORK/pg" -U postgres -A trust >/dev/null
-pg() { as_pg taskset -c "${LOAD_CPU:-1}" "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w "$@" >/dev/null; }
-pg -o "-h 127.0.0.1 -p $PG_PORT -k $WORK" start
+start_pg() {
+    as_pg taskset -c "${LOAD_CPU:-1}" "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w \
+        -o "-h 127.0.0.1 -p $PG_PORT -k $WORK" start >/dev/null
+}
+start_pg
 stop_pg() { as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true; }
 trap 'stop_pg; stop_work' EXIT
 PG_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
@@ -83,7 +86,7 @@ for round in $(seq "$ROUNDS"); do
     for phase in up down back; do
         case $phase in
             down) stop_pg ;;
-            back) pg -o "-h 127.0.0.1 -p $PG_PORT -k $WORK" start ;;
+            back) start_pg ;;
         esac
         for side in $order; do
             line="round=$round phase=$phase side=$side $(load "$side") $(ledger_metrics)"

@@ -25,7 +25,6 @@ LEGS=${LEGS:-"tls handshake resume h2"}
 start_work
 OUT=${OUT:-$WORK/raw.txt}
 start_upstreams
-S=$STABLE_PORT N=$NEW_PORT
 
 case $TLS_KEY in
     ec) key_args=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;
@@ -41,9 +40,9 @@ for side in A B; do
     bin=$A; [ $side = B ] && bin=$B
     PORT[$side]=$(free_port)
     mkdir -p "$WORK/$side"
-    sed -e "s|@DIR@|$WORK/$side|g; s|@LISTEN@|${PORT[$side]}|; s|@ADMIN@|$(free_port)|; s|@STABLE@|$S|; s|@NEW@|$N|" \
-        -e "/^workers = 1/a tls = { cert = \"$WORK/tls.crt\", key = \"$WORK/tls.key\" }" \
-        "$LOAD/grayshift.toml" >"$WORK/$side/g.toml"
+    render "$LOAD/grayshift.toml" "$WORK/$side/g.toml" DIR="$WORK/$side" LISTEN="${PORT[$side]}" \
+        ADMIN="$(free_port)" STABLE="$STABLE_PORT" NEW="$NEW_PORT"
+    sed -i "/^workers = 1/a tls = { cert = \"$WORK/tls.crt\", key = \"$WORK/tls.key\" }" "$WORK/$side/g.toml"
     GRAYSHIFT_LOG=warn "${PIN_PROXY[@]}" "$bin" run --config "$WORK/$side/g.toml" 2>>"$WORK/$side/log" &
     PID[$side]=$!
     PIDS+=($!)
