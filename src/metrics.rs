@@ -32,6 +32,39 @@ impl UpstreamErrorKind {
     }
 }
 
+/// Kinds of client fault in a request body (`grayshift_client_errors_total{kind}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientErrorKind {
+    /// No piece of body within `server.body_read_timeout` (408).
+    BodyTimeout,
+    /// More than `server.max_body_bytes` (413).
+    BodyTooLarge,
+    /// The body broke off or was malformed (400).
+    BodyAborted,
+}
+
+impl ClientErrorKind {
+    pub const ALL: [ClientErrorKind; 3] = [Self::BodyTimeout, Self::BodyTooLarge, Self::BodyAborted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BodyTimeout => "body_timeout",
+            Self::BodyTooLarge => "body_too_large",
+            Self::BodyAborted => "body_aborted",
+        }
+    }
+}
+
+/// `grayshift_client_errors_total{kind}`, resolved at start-up. Shared by
+/// reference with every request body, which counts its own failure.
+pub struct ClientErrors([IntCounter; 3]);
+
+impl ClientErrors {
+    pub fn count(&self, kind: ClientErrorKind) {
+        self.0[kind as usize].inc();
+    }
+}
+
 /// Counters of one pool, resolved at start-up.
 pub struct PoolMetrics {
     /// Indexed by status class: 0 = 1xx … 4 = 5xx.
@@ -96,6 +129,9 @@ pub struct Metrics {
     /// Not in SPEC §5 (an addition): client TLS handshakes that failed or
     /// timed out (logged at `debug` only: any client can cause them).
     pub tls_handshake_errors: TlsHandshakeErrors,
+    /// Request bodies that failed by the client's fault: never counted
+    /// against a pool (README, "Timeouts").
+    pub client_errors: std::sync::Arc<ClientErrors>,
     /// Fleet mode (SPEC §8), registered only with `[fleet]`.
     pub fleet_connected: IntGauge,
     pub fleet_revision: IntGauge,
@@ -177,7 +213,7 @@ impl Metrics {
         let duration = prometheus::HistogramVec::new(
             HistogramOpts::new(
                 "grayshift_request_duration_seconds",
-                "Time from receiving a request to the upstream's response head, by pool.",
+                "Time from receiving a request to the upstream's response head, less any wait for the client's body, by pool.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["pool"],
@@ -209,7 +245,18 @@ impl Metrics {
             &["reason"],
         )
         .unwrap();
+        let client_errors = IntCounterVec::new(
+            Opts::new(
+                "grayshift_client_errors_total",
+                "Request bodies that failed by the client's fault (not counted against any pool), by kind.",
+            ),
+            &["kind"],
+        )
+        .unwrap();
         let m = Metrics {
+            client_errors: std::sync::Arc::new(ClientErrors(
+                ClientErrorKind::ALL.map(|k| client_errors.with_label_values(&[k.as_str()])),
+            )),
             tls_handshake_errors: TlsHandshakeErrors {
                 failed: handshake_errors.with_label_values(&["failed"]),
                 timeout: handshake_errors.with_label_values(&["timeout"]),
@@ -294,6 +341,7 @@ impl Metrics {
             Box::new(m.rollback_blocked.clone()),
             Box::new(m.ramp_step.clone()),
             Box::new(handshake_errors),
+            Box::new(client_errors),
             Box::new(TLS_CLIENT_WARNINGS.clone()),
         ];
         for c in collectors.into_iter().chain(m.ledger.collectors()) {

@@ -13,7 +13,8 @@ use hyper::body::Incoming;
 use prometheus::IntCounter;
 use tokio::time::Sleep;
 
-use crate::proxy::h1::ResponseReader;
+use crate::metrics::{ClientErrorKind, ClientErrors};
+use crate::proxy::h1::{self, ResponseReader};
 use crate::proxy::upstream::Endpoint;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -57,12 +58,15 @@ impl Body for ClientBody {
 
 /// The client's request body on its way upstream, with the optional
 /// `server.max_body_bytes` limit and the `server.body_read_timeout` (the
-/// longest wait for the next piece of body)
-/// enforced while it streams.
+/// longest wait for the next piece of body, so a steady slow upload never
+/// trips it) enforced while it streams. A failure is the client's: it is
+/// counted once, here, in `grayshift_client_errors_total`, whether it
+/// happens before the answer's head or while the answer streams.
 pub struct RequestBody {
     inner: ClientBody,
     remaining: Option<u64>,
     read_timeout: Duration,
+    errors: Arc<ClientErrors>,
     /// Armed only while the client keeps us waiting, so a body that is
     /// already there costs no timer.
     waiting: Option<Pin<Box<Sleep>>>,
@@ -77,8 +81,13 @@ pub struct BodyTooLarge;
 pub struct BodyTimeout;
 
 impl RequestBody {
-    pub fn new(inner: ClientBody, limit: Option<u64>, read_timeout: Duration) -> Self {
-        RequestBody { inner, remaining: limit, read_timeout, waiting: None }
+    pub fn new(inner: ClientBody, limit: Option<u64>, read_timeout: Duration, errors: Arc<ClientErrors>) -> Self {
+        RequestBody { inner, remaining: limit, read_timeout, errors, waiting: None }
+    }
+
+    fn fail(&self, kind: ClientErrorKind, error: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.errors.count(kind);
+        Poll::Ready(Some(Err(error)))
     }
 }
 
@@ -96,13 +105,17 @@ impl Body for RequestBody {
                 let timeout = self.read_timeout;
                 let waiting = self.waiting.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 ready!(waiting.as_mut().poll(cx));
-                return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+                return self.fail(ClientErrorKind::BodyTimeout, Box::new(BodyTimeout));
             }
+        };
+        let frame = match frame {
+            Some(Err(e)) => return self.fail(ClientErrorKind::BodyAborted, e),
+            frame => frame,
         };
         if let (Some(Ok(f)), Some(remaining)) = (&frame, self.remaining.as_mut()) {
             let len = f.data_ref().map_or(0, |d| d.len() as u64);
             if len > *remaining {
-                return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                return self.fail(ClientErrorKind::BodyTooLarge, Box::new(BodyTooLarge));
             }
             *remaining -= len;
         }
@@ -141,8 +154,10 @@ const FINISH_UPLOAD_LIMIT: Duration = Duration::from_secs(60);
 
 /// An upstream response body that hands its connection back to the pool
 /// once read to the end. A body that fails mid-stream is counted as a
-/// `reset` upstream error and the error is passed on, so the server side aborts the
-/// client response instead of ending it cleanly.
+/// `reset` upstream error (unless the failure was the client's request
+/// body, still going up: [`RequestBody`] counted that) and the error is
+/// passed on, so the server side aborts the client response instead of
+/// ending it cleanly. Either way the upstream connection is closed.
 pub struct UpstreamBody {
     /// `None` once the body has ended (and the connection went back).
     reader: Option<ResponseReader>,
@@ -197,7 +212,9 @@ impl Body for ResponseBody {
                         Poll::Ready(None)
                     }
                     Some(Err(e)) => {
-                        up.resets.inc();
+                        if !matches!(e, h1::Error::ClientBody(_)) {
+                            up.resets.inc();
+                        }
                         up.reader = None; // the connection is closed, not reused
                         Poll::Ready(Some(Err(e.into())))
                     }

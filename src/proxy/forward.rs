@@ -231,11 +231,13 @@ pub fn rewrite_response<B>(resp: &mut Response<B>, pool: PoolName, expose_pool: 
     }
 }
 
-/// An upstream's answer (its body still on the connection) and the
-/// endpoint it came from.
+/// An upstream's answer (its body still on the connection), the endpoint
+/// it came from, and how long the request waited for the client's body on
+/// the way (not the pool's time: left out of its latency).
 pub struct Answer {
     pub response: Response<ResponseReader>,
     pub endpoint: Arc<Endpoint>,
+    pub client_wait: std::time::Duration,
 }
 
 /// Idempotent methods (RFC 9110 §9.2.2): safe to retry.
@@ -267,7 +269,9 @@ pub async fn connect(pool: &Pool, metrics: &PoolMetrics, retry: bool) -> Result<
 }
 
 /// Send the request on `conn` and wait for the response head, within the
-/// pool's `request_timeout` (a deadline the connection checks). A request
+/// pool's `request_timeout`: the longest the upstream may keep the request
+/// waiting, never counting a wait for the client's body (see
+/// [`Outgoing::set_timeout`]). A request
 /// without a body whose pooled connection turns out closed by the upstream
 /// (before any answer came) goes out once more on a fresh connection: the
 /// keep-alive race.
@@ -278,7 +282,7 @@ pub async fn send(
     endpoint: Arc<Endpoint>,
     mut outgoing: Outgoing<RequestBody>,
 ) -> Result<Answer, ProxyError> {
-    outgoing.set_deadline(tokio::time::Instant::now() + pool.config.request_timeout);
+    outgoing.set_timeout(pool.config.request_timeout);
     let reused = conn.is_reused();
     let response = match conn.send(&mut outgoing).await {
         Ok(response) => Ok(response),
@@ -288,7 +292,7 @@ pub async fn send(
         Err(e) => Err(classify(pool, e.error)),
     };
     match response {
-        Ok(response) => Ok(Answer { response, endpoint }),
+        Ok(response) => Ok(Answer { response, endpoint, client_wait: outgoing.client_wait() }),
         Err(e @ ProxyError::Timeout { .. }) => {
             metrics.count_error(UpstreamErrorKind::Timeout);
             Err(e)

@@ -112,6 +112,7 @@ async fn route_and_forward(
     if let Some(limit) = config.server.max_body_bytes {
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limit) {
+            metrics.client_errors.count(crate::metrics::ClientErrorKind::BodyTooLarge);
             return Err((ProxyError::BodyTooLarge, None));
         }
     }
@@ -166,17 +167,26 @@ async fn route_and_forward(
         has_body,
     );
     let method = req.method().clone();
-    let body = has_body
-        .then(|| RequestBody::new(req.into_body(), config.server.max_body_bytes, config.server.body_read_timeout));
+    let body = has_body.then(|| {
+        let server = &config.server;
+        RequestBody::new(
+            req.into_body(),
+            server.max_body_bytes,
+            server.body_read_timeout,
+            metrics.client_errors.clone(),
+        )
+    });
     let outgoing = Outgoing::new(head, method, body, chunked).with_upgrade(upgrade);
     let pool_metrics = metrics.pool(pool);
-    let Answer { mut response, endpoint } =
+    let Answer { mut response, endpoint, client_wait } =
         forward::send(snapshot.pool(pool), pool_metrics, upstream_conn, endpoint, outgoing)
             .await
             .map_err(|e| (e, Some(pool)))?;
 
-    // 9. Respond: count, rewrite headers, stream the body back.
-    pool_metrics.count_response(response.status().as_u16(), started.elapsed().as_secs_f64());
+    // 9. Respond: count (a slow client's upload is not the pool's
+    //    latency), rewrite headers, stream the body back.
+    let pool_time = started.elapsed().saturating_sub(client_wait);
+    pool_metrics.count_response(response.status().as_u16(), pool_time.as_secs_f64());
     forward::rewrite_response(&mut response, pool, config.split.expose_pool);
     if response.body().is_upgrade() {
         // The upstream connection now belongs to the tunnel, not the pool.

@@ -183,8 +183,9 @@ impl Connection {
         B: Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let deadline = req.deadline;
         let Some(body) = req.body.take() else {
+            // Writing a head waits on the upstream alone: the clock runs from the start.
+            let deadline = req.timeout.map(|t| Instant::now() + t);
             let mut written = 0;
             let write = std::future::poll_fn(|cx| {
                 let polled = self.poll_write_all(&req.head, &mut written, cx);
@@ -214,23 +215,30 @@ impl Connection {
         let mut upload: Option<Box<dyn Upload>> =
             Some(Box::new(BodyUpload::new(std::mem::take(&mut req.head), body, req.chunked)));
         let mut upload_failed = false;
+        let mut clock = UploadClock::new(req.timeout);
         let head = std::future::poll_fn(|cx| {
             if let Some(up) = upload.as_mut() {
                 match up.poll_upload(&mut self.stream, cx) {
-                    Poll::Ready(Ok(())) => upload = None,
+                    Poll::Ready(Ok(())) => {
+                        upload = None;
+                        clock.sent();
+                    }
                     Poll::Ready(Err(e @ Error::ClientBody(_))) => return Poll::Ready(Err(e)),
                     // The upstream stopped reading; it may still answer.
                     Poll::Ready(Err(_)) => {
                         upload = None;
                         upload_failed = true;
+                        clock.sent();
                     }
-                    Poll::Pending => {}
+                    Poll::Pending if up.waits_on_client() => clock.waiting_on_client(),
+                    Poll::Pending => clock.waiting_on_upstream(up.bytes_sent()),
                 }
             }
             let polled = self.poll_head(&req.method, req.upgrade, cx);
-            self.or_deadline(polled, deadline, cx)
+            self.or_deadline(polled, clock.deadline, cx)
         })
         .await;
+        req.client_wait = clock.client_waited();
         match head {
             Ok(response) => Ok(response.map(|mut framing| {
                 framing.keep_alive &= !upload_failed;
@@ -287,9 +295,80 @@ impl Connection {
     }
 }
 
+/// The upstream's clock while a request body goes up (README,
+/// "Timeouts"): `request_timeout` counts only while the upstream is what
+/// the request waits for. While the client's body is awaited, no clock
+/// runs (`server.body_read_timeout` is the client's); while the upstream
+/// does not take more of the request, it runs from when it last took some;
+/// once the request is all sent, it runs to the response head. So a slow
+/// client is never an upstream timeout, and the time spent waiting for it
+/// is kept out of the pool's latency.
+struct UploadClock {
+    timeout: Option<std::time::Duration>,
+    /// When the upstream must next have made progress (`None`: no clock).
+    deadline: Option<Instant>,
+    /// The bytes sent when the upstream's current wait started.
+    stalled_at: Option<u64>,
+    client_since: Option<Instant>,
+    client_waited: std::time::Duration,
+}
+
+impl UploadClock {
+    fn new(timeout: Option<std::time::Duration>) -> Self {
+        UploadClock {
+            timeout,
+            deadline: None,
+            stalled_at: None,
+            client_since: None,
+            client_waited: std::time::Duration::ZERO,
+        }
+    }
+
+    fn start(&mut self) -> Instant {
+        let now = Instant::now();
+        if let Some(since) = self.client_since.take() {
+            self.client_waited += now - since;
+        }
+        self.deadline = self.timeout.map(|t| now + t);
+        now
+    }
+
+    fn waiting_on_client(&mut self) {
+        if self.client_since.is_none() {
+            self.client_since = Some(Instant::now());
+        }
+        self.deadline = None;
+        self.stalled_at = None;
+    }
+
+    /// The upstream does not take more; `sent`: the bytes it took so far.
+    fn waiting_on_upstream(&mut self, sent: u64) {
+        if self.stalled_at != Some(sent) {
+            self.stalled_at = Some(sent);
+            self.start();
+        }
+    }
+
+    /// The request is all sent (or the upstream stopped reading it).
+    fn sent(&mut self) {
+        self.stalled_at = None;
+        self.start();
+    }
+
+    /// The time spent waiting for the client's body, up to now.
+    fn client_waited(&self) -> std::time::Duration {
+        self.client_waited + self.client_since.map_or(std::time::Duration::ZERO, |since| since.elapsed())
+    }
+}
+
 /// A request body going up, as far as the socket takes it each poll.
 trait Upload: Send {
     fn poll_upload(&mut self, stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), Error>>;
+    /// After a pending [`Upload::poll_upload`]: whether it waits for the
+    /// client's body (else for the upstream to take more).
+    fn waits_on_client(&self) -> bool;
+    /// The request bytes the upstream has taken so far.
+    fn bytes_sent(&self) -> u64;
     /// Read the rest of the client's body and throw it away.
     fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 }
@@ -304,14 +383,28 @@ struct BodyUpload<B> {
     /// Written after `data`: a chunk's CRLF, or the last chunk.
     suffix: &'static [u8],
     ended: bool,
+    sent: u64,
+    /// The last wait was for the client's body, not the upstream's socket.
+    waits_on_client: bool,
 }
 
 impl<B> BodyUpload<B> {
     fn new(head: Vec<u8>, body: B, chunked: bool) -> Self {
-        BodyUpload { body, chunked, prefix: head, prefix_at: 0, data: Bytes::new(), suffix: b"", ended: false }
+        BodyUpload {
+            body,
+            chunked,
+            prefix: head,
+            prefix_at: 0,
+            data: Bytes::new(),
+            suffix: b"",
+            ended: false,
+            sent: 0,
+            waits_on_client: false,
+        }
     }
 
     fn consume(&mut self, mut n: usize) {
+        self.sent += n as u64;
         let from_prefix = n.min(self.prefix.len() - self.prefix_at);
         self.prefix_at += from_prefix;
         n -= from_prefix;
@@ -335,6 +428,7 @@ where
                     io::IoSlice::new(&self.data),
                     io::IoSlice::new(self.suffix),
                 ];
+                self.waits_on_client = false;
                 let n = ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &parts))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
@@ -344,6 +438,7 @@ where
             if self.ended {
                 return Poll::Ready(Ok(()));
             }
+            self.waits_on_client = true;
             match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
                 None => {
                     self.ended = true;
@@ -375,6 +470,14 @@ where
         while let Some(Ok(_)) = ready!(Pin::new(&mut self.body).poll_frame(cx)) {}
         Poll::Ready(())
     }
+
+    fn waits_on_client(&self) -> bool {
+        self.waits_on_client
+    }
+
+    fn bytes_sent(&self) -> u64 {
+        self.sent
+    }
 }
 
 fn is_closed(e: &io::Error) -> bool {
@@ -393,8 +496,10 @@ pub struct Outgoing<B> {
     method: Method,
     /// It asks for a WebSocket upgrade: a 101 is a valid answer.
     upgrade: bool,
-    /// The answer's head must have come by then.
-    deadline: Option<Instant>,
+    /// The longest the upstream may keep the request waiting ([`UploadClock`]).
+    timeout: Option<std::time::Duration>,
+    /// After sending: how long the request waited for the client's body.
+    client_wait: std::time::Duration,
 }
 
 impl<B> Outgoing<B> {
@@ -402,7 +507,7 @@ impl<B> Outgoing<B> {
     /// ([`crate::proxy::forward::upstream_head`]); `chunked`: it announced a
     /// chunked body, so the body's frames go up as chunks.
     pub fn new(head: Vec<u8>, method: Method, body: Option<B>, chunked: bool) -> Self {
-        Outgoing { head, body, chunked, method, upgrade: false, deadline: None }
+        Outgoing { head, body, chunked, method, upgrade: false, timeout: None, client_wait: std::time::Duration::ZERO }
     }
 
     /// The head asks for an upgrade grayshift tunnels.
@@ -411,8 +516,15 @@ impl<B> Outgoing<B> {
         self
     }
 
-    /// Give up with [`Error::Timeout`] if no answer has come by `deadline`.
-    pub fn set_deadline(&mut self, deadline: Instant) {
-        self.deadline = Some(deadline);
+    /// Give up with [`Error::Timeout`] when the upstream keeps the request
+    /// waiting this long: to take more of it, or to answer once it is all
+    /// sent. Time spent waiting for the client's body does not count.
+    pub fn set_timeout(&mut self, timeout: std::time::Duration) {
+        self.timeout = Some(timeout);
+    }
+
+    /// How long sending waited for the client's body (not the upstream's time).
+    pub fn client_wait(&self) -> std::time::Duration {
+        self.client_wait
     }
 }
