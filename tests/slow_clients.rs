@@ -183,6 +183,40 @@ async fn a_stalled_http1_upload_is_the_clients_408_and_its_upstream_connection_i
     assert_eq!(metric(&metrics, "grayshift_client_errors_total{kind=\"body_timeout\"}"), 2.0, "{metrics}");
 }
 
+#[tokio::test]
+async fn an_upstream_that_stops_reading_the_upload_is_still_a_504() {
+    // Reads the head, then holds the connection without reading on.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf).await;
+        std::future::pending::<()>().await;
+    });
+    let proxy = Proxy::start(&stall_config(upstream)).await;
+
+    let (mut read, mut write) = TcpStream::connect(proxy.proxy_addr).await.unwrap().into_split();
+    const LEN: usize = 64 << 20; // far more than the socket buffers on the way hold
+    let sender = tokio::spawn(async move {
+        let head = format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {LEN}\r\n\r\n");
+        write.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..LEN / chunk.len() {
+            if write.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = vec![0u8; 12];
+    tokio::time::timeout(Duration::from_secs(10), read.read_exact(&mut answer)).await.expect("answered").unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 504", "{}", String::from_utf8_lossy(&answer));
+    sender.abort();
+    let metrics = proxy.admin("GET", "/metrics", None, None).await.text();
+    assert_eq!(metric(&metrics, "grayshift_upstream_errors_total{kind=\"timeout\",pool=\"new\"}"), 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, "grayshift_client_errors_total{kind=\"body_timeout\"}"), 0.0, "{metrics}");
+}
+
 /// A request body that sends what it is given and then waits.
 struct HeldBody(mpsc::UnboundedReceiver<Bytes>);
 
