@@ -379,11 +379,15 @@ async fn every_admin_path_in_the_book_exists_and_every_route_is_documented() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// The subcommands and the `--flags` a `--help` text lists.
-fn help(args: &[&str]) -> (BTreeSet<String>, BTreeSet<String>) {
+fn help_text(args: &[&str]) -> String {
     let out = Command::new(GRAYSHIFT).args(args).arg("--help").output().unwrap();
     assert!(out.status.success(), "grayshift {args:?} --help failed");
-    let text = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The subcommands and the `--flags` a `--help` text lists.
+fn help(args: &[&str]) -> (BTreeSet<String>, BTreeSet<String>) {
+    let text = help_text(args);
     let (mut commands, mut flags) = (BTreeSet::new(), BTreeSet::new());
     let mut section = "";
     for line in text.lines() {
@@ -481,6 +485,40 @@ fn every_ctl_command_and_flag_in_the_book_exists_and_every_one_is_documented() {
             }
         }
     }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// `grayshift --help` and every subcommand's name a page of the book to read
+/// next, and the section it names (in parentheses) is a heading there.
+#[test]
+fn every_help_names_a_page_of_the_book() {
+    let mut commands: Vec<Vec<String>> = vec![vec![]];
+    for command in help(&[]).0 {
+        if command == "ctl" {
+            commands.extend(help(&["ctl"]).0.into_iter().map(|sub| vec!["ctl".to_string(), sub]));
+        }
+        commands.push(vec![command]);
+    }
+    let mut problems = Vec::new();
+    for args in &commands {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let text = help_text(&args);
+        let Some(next) = text.lines().find_map(|l| l.strip_prefix("Read next: docs/src/")) else {
+            problems.push(format!("grayshift {} --help names no page (\"Read next: docs/src/…\")", args.join(" ")));
+            continue;
+        };
+        let file = next.split_whitespace().next().unwrap();
+        let Ok(page) = std::fs::read_to_string(root().join("docs/src").join(file)) else {
+            problems.push(format!("grayshift {} --help names docs/src/{file}, which does not exist", args.join(" ")));
+            continue;
+        };
+        if let Some(section) = next.split_once(" (").and_then(|(_, r)| r.strip_suffix(')')) {
+            if !page.lines().any(|l| l.starts_with('#') && l.ends_with(section)) {
+                problems.push(format!("grayshift {} --help: no heading \"{section}\" in {file}", args.join(" ")));
+            }
+        }
+    }
+    assert!(commands.len() > 10, "{commands:?}");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 

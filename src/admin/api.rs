@@ -1,4 +1,4 @@
-//! The admin API (SPEC §3.4) on its own listener: JSON in and out, bearer
+//! The admin API (docs/src/admin-api.md) on its own listener: JSON in and out, bearer
 //! token for every change, compared in constant time.
 //!
 //! Changes are accepted only as PUT/POST with an `application/json` body
