@@ -229,7 +229,7 @@ fn main() -> ExitCode {
 
 /// `workers = 1` gets tokio's current-thread scheduler: one thread has no
 /// one to steal work from, and skipping the multi-thread machinery saves a
-/// few per cent of CPU per request (benches/README.md).
+/// few per cent of CPU per request (benches/runs/2026-12-01-where-the-time-goes.md).
 fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
     let mut builder = match workers {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
