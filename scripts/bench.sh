@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # grayshift vs nginx (split_clients) vs HAProxy, side by side on one machine
-# (SPEC §6). One command:
+# (docs/src/performance.md). One command:
 #
 #     scripts/bench.sh
 #

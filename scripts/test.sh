@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): makes sure what the tests need is there, then
 # runs the whole suite. On a fresh Debian machine it installs what is
-# missing (as root: protoc, etcd, Prometheus, cargo-nextest through
+# missing (as root: protoc, etcd, Prometheus, cargo-nextest, mdbook through
 # scripts/deps.sh, PostgreSQL here) and starts a throwaway PostgreSQL when
 # none answers. The fleet-mode tests start their own etcd servers (on free
 # loopback ports) from $GRAYSHIFT_TEST_ETCD.
@@ -71,6 +71,10 @@ fi
 # tests start and stop their own servers; nothing listens on 2379 for them.
 export GRAYSHIFT_TEST_ETCD=${GRAYSHIFT_TEST_ETCD:-$(command -v etcd)}
 export GRAYSHIFT_TEST_ETCDCTL=${GRAYSHIFT_TEST_ETCDCTL:-$(command -v etcdctl)}
+
+# --- mdBook (tests/docs.rs builds the book under docs/) ----------------------
+# (installed by scripts/deps.sh)
+export GRAYSHIFT_TEST_MDBOOK=${GRAYSHIFT_TEST_MDBOOK:-$(command -v mdbook)}
 
 # --- The suite ----------------------------------------------------------------
 cargo nextest run --no-fail-fast "$@"

@@ -9,7 +9,12 @@ use grayshift::admin::{ctl, exposure};
 use grayshift::config::{self, PoolName};
 
 #[derive(Parser)]
-#[command(name = "grayshift", version, about = "Gray-release (canary) reverse proxy with automatic L1/L2/L3 rollback")]
+#[command(
+    name = "grayshift",
+    version,
+    about = "Gray-release (canary) reverse proxy with automatic L1/L2/L3 rollback",
+    after_help = "Read next: docs/src/getting-started.md\nThe book: `mdbook build docs` renders docs/src/ into docs/book/."
+)]
 struct Cli {
     /// Log format: human-readable lines, or one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
@@ -27,6 +32,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Serve: proxy, admin API, hot reload and the rule engine.
+    #[command(after_help = "Read next: docs/src/configuration.md")]
     Run {
         #[arg(long, short)]
         config: PathBuf,
@@ -35,12 +41,14 @@ enum Command {
         access_log: bool,
     },
     /// Validate a config file: prints `ok`, or `FILE:LINE:COL: message` and exits 1.
+    #[command(after_help = "Read next: docs/src/configuration.md")]
     Check {
         #[arg(long, short)]
         config: PathBuf,
     },
     /// Print a key's bucket and the pool it gets at the current percent; or,
     /// with --percent and --sample, how many of a file's keys would move.
+    #[command(after_help = "Read next: docs/src/concepts.md (How users are split)")]
     Bucket {
         #[arg(long, short)]
         config: PathBuf,
@@ -55,6 +63,7 @@ enum Command {
         sample: Option<PathBuf>,
     },
     /// Print the exposure ledger's CSV: every key `new` served in this release.
+    #[command(after_help = "Read next: docs/src/ledger.md")]
     Exposure {
         #[arg(long, short)]
         config: PathBuf,
@@ -69,6 +78,7 @@ enum Command {
         release: Option<String>,
     },
     /// Talk to a running grayshift's admin API.
+    #[command(after_help = "Read next: docs/src/admin-api.md (grayshift ctl)")]
     Ctl {
         /// Admin API base URL.
         #[arg(long, default_value = "http://127.0.0.1:9090")]
@@ -80,11 +90,13 @@ enum Command {
         command: CtlCommand,
     },
     /// Two built-in upstreams (stable, new) and the proxy in front of them.
+    #[command(after_help = "Read next: docs/src/getting-started.md (A five-minute tour of the demo)")]
     Demo {
         #[arg(long, short, default_value = "config/demo.toml")]
         config: PathBuf,
     },
     /// A built-in demo upstream answering "hello from NAME" on every path.
+    #[command(after_help = "Read next: docs/src/getting-started.md")]
     Upstream {
         #[arg(long)]
         name: String,
@@ -96,12 +108,14 @@ enum Command {
 #[derive(Subcommand)]
 enum CtlCommand {
     /// Percent, rollback level, rules, pools, config version.
+    #[command(after_help = "Read next: docs/src/admin-api.md (grayshift ctl)")]
     Status {
         /// The raw JSON document, for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Set the desired percent of users on `new` (0..100).
+    #[command(after_help = "Read next: docs/src/concepts.md (Desired and effective percent)")]
     SetPercent {
         percent: i64,
         /// Fleet mode: return once every live member applied the change.
@@ -112,6 +126,7 @@ enum CtlCommand {
         timeout: std::time::Duration,
     },
     /// Trigger a rollback level by hand.
+    #[command(after_help = "Read next: docs/src/rules.md (Runbook at 3 a.m.)")]
     Rollback {
         level: String,
         #[arg(long)]
@@ -123,17 +138,20 @@ enum CtlCommand {
     },
     /// Drive the progressive ramp ([ramp]): start, pause, resume, promote
     /// (to the next step now) or abort (everyone back on stable).
+    #[command(after_help = "Read next: docs/src/migrations.md (Progressive ramp)")]
     Ramp {
         #[arg(value_parser = ["start", "pause", "resume", "promote", "abort"])]
         action: String,
     },
     /// Clear a rollback level (L3 needs --confirm).
+    #[command(after_help = "Read next: docs/src/rules.md (Runbook at 3 a.m.)")]
     Resume {
         level: String,
         #[arg(long)]
         confirm: bool,
     },
     /// Reload the config file now.
+    #[command(after_help = "Read next: docs/src/configuration.md (Hot reload)")]
     Reload,
 }
 
@@ -211,7 +229,7 @@ fn main() -> ExitCode {
 
 /// `workers = 1` gets tokio's current-thread scheduler: one thread has no
 /// one to steal work from, and skipping the multi-thread machinery saves a
-/// few per cent of CPU per request (benches/README.md).
+/// few per cent of CPU per request (benches/runs/2026-12-01-where-the-time-goes.md).
 fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
     let mut builder = match workers {
         Some(1) => tokio::runtime::Builder::new_current_thread(),

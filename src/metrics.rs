@@ -1,4 +1,4 @@
-//! The metric set of SPEC §5, registered once. The request path only touches
+//! The metric set (docs/src/metrics.md), registered once. The request path only touches
 //! pre-resolved handles (an atomic add each): no label lookup, no lock.
 
 use prometheus::{
@@ -114,9 +114,9 @@ pub struct Metrics {
     pub reloads_ok: IntCounter,
     pub reloads_error: IntCounter,
     pub endpoint_healthy: IntGaugeVec,
-    /// Not in SPEC §5 (an addition): L3 hook runs by result.
+    /// L3 hook runs by result.
     pub hook_runs: IntCounterVec,
-    /// Not in SPEC §5 (an addition): signal reads that failed, per rule.
+    /// Signal reads that failed, per rule.
     pub signal_errors: IntCounterVec,
     pub ledger: LedgerMetrics,
     /// 1 while the schema gate lets users reach `new` (1 without `[schema]`).
@@ -126,13 +126,13 @@ pub struct Metrics {
     pub rollback_blocked: IntGauge,
     /// The ramp's step, 1-based; 0 while no ramp was started.
     pub ramp_step: IntGauge,
-    /// Not in SPEC §5 (an addition): client TLS handshakes that failed or
+    /// Client TLS handshakes that failed or
     /// timed out (logged at `debug` only: any client can cause them).
     pub tls_handshake_errors: TlsHandshakeErrors,
     /// Request bodies that failed by the client's fault: never counted
-    /// against a pool (README, "Timeouts").
+    /// against a pool (docs/src/security.md, "Timeouts").
     pub client_errors: std::sync::Arc<ClientErrors>,
-    /// Fleet mode (SPEC §8), registered only with `[fleet]`.
+    /// Fleet mode (docs/src/fleet.md), registered only with `[fleet]`.
     pub fleet_connected: IntGauge,
     pub fleet_revision: IntGauge,
     pub fleet_members: IntGauge,

@@ -157,7 +157,7 @@ async fn the_page_loads_clean_shows_the_config_and_a_screenshot_is_taken() {
     .await;
     let png = c.screenshot().await.unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console.png");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/console.png");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, &png).unwrap();
 

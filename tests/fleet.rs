@@ -1,4 +1,4 @@
-//! Fleet mode (SPEC §8) against a real etcd: three real grayshift
+//! Fleet mode (docs/src/fleet.md) against a real etcd: three real grayshift
 //! replicas share one state. Each test starts its own etcd (a single node
 //! in well under a second, or a 3-node cluster) and uses its own prefix.
 //! The L3 hook's exactly-once is in `fleet_hook.rs`.

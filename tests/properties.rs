@@ -394,7 +394,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// SPEC §1.2 written out: right-most untrusted entry, walking back from the
+/// docs/src/concepts.md ("Client IP") written out: right-most untrusted entry, walking back from the
 /// peer; an unreadable entry or header ends the walk at the last good hop.
 fn client_ip_model(peer: IpAddr, headers: &[Xff], trusted: &[IpNet]) -> IpAddr {
     if !trusted_by(peer, trusted) {

@@ -3,7 +3,7 @@
 # unlike CPU time, the count is the same run after run whatever else the
 # machine is doing, so it shows a small change that benches/load/ab.sh
 # cannot see through the noise. It does not see the kernel (two thirds of
-# the CPU per request; the same system calls as nginx, see benches/README.md).
+# the CPU per request; the same system calls as nginx, see benches/runs/2026-12-01-where-the-time-goes.md).
 #
 #     benches/load/callgrind.sh BINARY|nginx [BINARY|nginx...]
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The exposure ledger's PostgreSQL going away under load (issue #15): does a
+# The exposure ledger's PostgreSQL going away under load: does a
 # request fail, or wait, while the sink is down? Latency is measured here,
 # not asserted in a test (tests/ledger.rs asserts that no request fails and
 # the rows arrive).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A/B two grayshift binaries on scripts/bench.sh's TLS legs, both serving
 # the same certificate at once, alternating A B B A … each round so machine
-# noise hits both alike. Made for ring vs aws-lc-rs (benches/README.md);
+# noise hits both alike. Made for ring vs aws-lc-rs (benches/runs/2026-12-02-rustls-ring-vs-aws-lc-rs.md);
 # works for any two builds that differ in their TLS side.
 #
 #     benches/load/tls_ab.sh A_BINARY B_BINARY [ROUNDS]

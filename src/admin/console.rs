@@ -1,4 +1,4 @@
-//! The operator console: `GET /ui` on the admin listener (issue #16).
+//! The operator console: `GET /ui` on the admin listener (docs/src/console.md).
 //!
 //! One page, its script and its stylesheet, embedded in the binary
 //! (`include_str!`), served with a strict Content-Security-Policy: no inline

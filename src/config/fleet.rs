@@ -1,4 +1,4 @@
-//! `[fleet]` validation (SPEC §8): etcd URLs, a non-empty key prefix name,
+//! `[fleet]` validation (docs/src/fleet.md, Configuration): etcd URLs, a non-empty key prefix name,
 //! the replica's member name, lease and sync durations, credentials.
 //!
 //! The replica default is resolved here (env `GRAYSHIFT_REPLICA`, else the

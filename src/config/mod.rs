@@ -545,7 +545,7 @@ fn validate_signal(raw: &S<RawSignal>, fleet: bool) -> Result<SignalConfig, Inva
             if window > MAX_LOCAL_WINDOW {
                 return invalid(s.window.as_ref().map_or(0..0, |w| w.span()), "window must be at most 1h");
             }
-            // Fleet-wide by default in fleet mode (SPEC §8.7).
+            // Fleet-wide by default in fleet mode (docs/src/fleet.md, Fleet-wide local signals).
             let fleet_wide = match s.scope.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
                 None => fleet,
                 Some(("replica", _)) => false,

@@ -85,7 +85,7 @@ pub struct Config {
     pub ledger: Option<LedgerConfig>,
     pub schema: Option<SchemaConfig>,
     pub ramp: Option<RampConfig>,
-    /// `[fleet]`: share the run-time state through etcd (SPEC §8).
+    /// `[fleet]`: share the run-time state through etcd (docs/src/fleet.md).
     pub fleet: Option<FleetConfig>,
 }
 
@@ -275,7 +275,7 @@ pub enum LocalMetric {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SignalConfig {
-    /// `fleet_wide`: the sum over the fleet's live members (SPEC §8.7),
+    /// `fleet_wide`: the sum over the fleet's live members (docs/src/fleet.md, Fleet-wide local signals),
     /// the default with `[fleet]`; otherwise this replica's own traffic.
     Local {
         metric: LocalMetric,
@@ -378,7 +378,7 @@ pub enum LedgerSink {
     File(PathBuf),
 }
 
-/// `[fleet]` (SPEC §8).
+/// `[fleet]` (docs/src/fleet.md).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetConfig {
     /// `http://` or `https://` URLs of the etcd members.

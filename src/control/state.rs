@@ -162,7 +162,7 @@ pub enum ControlError {
     Ramp(#[from] crate::control::release::ramp::RampError),
     #[error("no [ramp] is configured")]
     NoRamp,
-    /// Fleet mode: a change towards risk needs the store (SPEC §8.4).
+    /// Fleet mode: a change towards risk needs the store (docs/src/fleet.md, When something fails).
     #[error("fleet store unreachable: {0}; rollbacks still apply, changes towards risk wait for the store")]
     StoreUnreachable(String),
 }
@@ -220,7 +220,7 @@ impl Control {
         let state = match read_state(&paths.file)? {
             Some(state) => state,
             // Fleet mode with no cache: percent 0 until the store says
-            // otherwise (SPEC §8.4); the config's percent seeds a new store.
+            // otherwise (docs/src/fleet.md, When something fails); the config's percent seeds a new store.
             None if fleet.is_some() => State { config_percent, ..State::default() },
             None => State { desired_percent: config_percent, config_percent, ..State::default() },
         };

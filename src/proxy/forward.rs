@@ -78,7 +78,7 @@ pub struct Forwarded<'a> {
 /// encoding it after cost ~2,900 instructions per request more: a map
 /// growth, five hashed inserts and the lookups around them).
 ///
-/// What changes on the way (SPEC §1.4): origin-form target, HTTP/1.1;
+/// What changes on the way (docs/src/architecture.md, Forwarding): origin-form target, HTTP/1.1;
 /// `Host` from the request's authority when it has one (HTTP/2
 /// `:authority`, an absolute-form target: RFC 9113 §8.3.1, RFC 9112
 /// §3.2.2), else the client's `Host`, else the endpoint's `host:port`;

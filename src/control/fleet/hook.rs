@@ -1,4 +1,4 @@
-//! The L3 hook, exactly once across the fleet (SPEC §8.3).
+//! The L3 hook, exactly once across the fleet (docs/src/fleet.md, The L3 hook: once for the fleet).
 //!
 //! A replica that sees an L3 activation in the store whose `hook/<id>` is
 //! absent takes the lock `locks/hook` (create-if-absent, under its member

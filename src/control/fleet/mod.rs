@@ -1,4 +1,4 @@
-//! Fleet mode (SPEC §8): every replica shares the desired percent and the
+//! Fleet mode (docs/src/fleet.md): every replica shares the desired percent and the
 //! rollback levels through etcd v3.
 //!
 //! Decisions stay where they are: the pure transitions of

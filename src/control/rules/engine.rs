@@ -1,4 +1,4 @@
-//! The rule state machine (SPEC §4): given rule definitions, one sample per
+//! The rule state machine (docs/src/rules.md): given rule definitions, one sample per
 //! rule per evaluation and the time, it decides each rule's state
 //! (unknown / ok / pending / firing) and which levels to activate or clear.
 //!

@@ -146,7 +146,7 @@ impl LocalHistory {
     }
 }
 
-/// Every live member's history, summed per window (SPEC §8.7). Each member
+/// Every live member's history, summed per window (docs/src/fleet.md, Fleet-wide local signals). Each member
 /// is differenced against its own earlier snapshots, so a member that
 /// joins contributes from its second snapshot on (not its whole past), and
 /// one that restarted (counters back to 0) contributes nothing negative.

@@ -1,4 +1,4 @@
-//! The rollback rule engine (SPEC §4): every `rollback.interval` it reads
+//! The rollback rule engine (docs/src/rules.md): every `rollback.interval` it reads
 //! each rule's signal, feeds the [`engine`] state machine, and turns its
 //! decisions into `Control` calls — the same state, audit log and
 //! persistence as the admin API.

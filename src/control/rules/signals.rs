@@ -36,7 +36,7 @@ use crate::control::rules::local::{FleetHistory, LocalHistory};
 #[derive(Default)]
 pub struct Signals {
     pub local: LocalHistory,
-    /// Fleet mode: every live member's counters (SPEC §8.7).
+    /// Fleet mode: every live member's counters (docs/src/fleet.md, Fleet-wide local signals).
     pub fleet: FleetHistory,
     postgres: HashMap<String, PgSlot>,
     /// Remote reads, which may outlive one evaluation (up to their timeout).

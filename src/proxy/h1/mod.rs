@@ -4,7 +4,7 @@
 //! hyper's client runs every connection as a task of its own and hands each
 //! request to it through a channel and the response back through another;
 //! on a proxy that is most of the per-request cost above the kernel (see
-//! benches/README.md). Here the request task writes the request itself, and
+//! benches/runs/2026-12-01-where-the-time-goes.md). Here the request task writes the request itself, and
 //! the response body reads from the socket as the client's server side polls it,
 //! so a request crosses no task boundary on the upstream leg.
 //!
