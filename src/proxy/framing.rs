@@ -220,7 +220,9 @@ mod tests {
         assert_eq!(check(&long, 50), Err(UriTooLong));
         let connect = Request::connect("a:443").header("host", "a").body(()).unwrap();
         assert_eq!(check(&connect, 8192), Err(Connect));
-        let star = |method: Method| check(&Request::builder().method(method).uri("*").header("host", "a").body(()).unwrap(), 8192);
+        let star = |method: Method| {
+            check(&Request::builder().method(method).uri("*").header("host", "a").body(()).unwrap(), 8192)
+        };
         assert_eq!(star(Method::OPTIONS), Ok(()));
         assert_eq!(star(Method::POST), Err(AsteriskForm));
         assert_eq!(star(Method::GET), Err(AsteriskForm));
