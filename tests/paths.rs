@@ -104,22 +104,17 @@ async fn proxy_with_l2(app: &App, extra: &str) -> Proxy {
     proxy
 }
 
-type Sender =
-    fn(SocketAddr, &'static str, &'static str) -> std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)>>>;
+/// An answer on its way: status and body.
+type Answer = std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)>>>;
 
-fn over_h1(
-    addr: SocketAddr,
-    method: &'static str,
-    target: &'static str,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)>>> {
+/// HTTP/1.1 or HTTP/2, for the tests that must hold over both.
+type Sender = fn(SocketAddr, &'static str, &'static str) -> Answer;
+
+fn over_h1(addr: SocketAddr, method: &'static str, target: &'static str) -> Answer {
     Box::pin(h1(addr, method, target))
 }
 
-fn over_h2(
-    addr: SocketAddr,
-    method: &'static str,
-    target: &'static str,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)>>> {
+fn over_h2(addr: SocketAddr, method: &'static str, target: &'static str) -> Answer {
     Box::pin(h2(addr, method, target))
 }
 
