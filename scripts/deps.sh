@@ -17,6 +17,9 @@
 #   cargo-nextest              the test runner (cargo install)
 #   mdbook                     builds the book under docs/ (cargo install, pinned:
 #                              tests/docs.rs builds it and checks its links)
+#   python3, Werkzeug 3.1.8    tests/paths.rs runs a Werkzeug app as the upstream
+#                              that decodes %2F and does not resolve `..`, as
+#                              Flask apps do (pip, pinned; python3-pip from apt)
 #
 # PostgreSQL is handled by scripts/test.sh: it uses a running server when one
 # answers and only installs Debian's postgresql otherwise.
@@ -65,9 +68,19 @@ deps_main() {
     if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
         want+=(prometheus)
     fi
+    command -v python3 >/dev/null || want+=(python3)
+    if ! python3 -c 'import werkzeug' 2>/dev/null && ! python3 -m pip --version >/dev/null 2>&1; then
+        want+=(python3-pip)
+    fi
     if [ ${#want[@]} -gt 0 ]; then
         deps_log "installing ${want[*]}"
         apt_install "${want[@]}"
+    fi
+    if ! python3 -c 'import werkzeug' 2>/dev/null; then
+        deps_log "installing Werkzeug 3.1.8"
+        # Debian's python3 is "externally managed"; the variable lets pip
+        # install next to it (older pips ignore it).
+        PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet werkzeug==3.1.8 >/dev/null
     fi
     if ! cargo nextest --version >/dev/null 2>&1; then
         deps_log "installing cargo-nextest"

@@ -299,6 +299,16 @@ async fn ctl_drives_the_admin_api() {
     let (code, out, _) = ctl(&["status", "--json"]).await;
     assert_eq!(code, 0);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["percent"]["desired"], 40);
+    // The API takes a level exactly as its error says; ctl spells what was typed.
+    let body = serde_json::json!({ "level": "l1", "reason": "lower case" });
+    let r = proxy.admin("POST", "/rollback", Some(body), Some(TOKEN)).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"], r#"level must be "L1", "L2" or "L3", got "l1""#);
+    assert_eq!(ctl(&["--token", TOKEN, "rollback", "l1", "--reason", "typed"]).await.0, 0);
+    let (_, out, _) = ctl(&["status"]).await;
+    assert!(out.contains("L1 ACTIVE") && out.contains("typed"), "{out}");
+    assert_eq!(ctl(&["--token", TOKEN, "resume", "l1"]).await.0, 0);
+    assert!(ctl(&["status"]).await.1.contains("rollback  none"));
     assert_eq!(ctl(&["--token", TOKEN, "rollback", "L3", "--reason", "rows differ"]).await.0, 0);
     let (code, _, err) = ctl(&["--token", TOKEN, "resume", "L3"]).await;
     assert_eq!(code, 1);

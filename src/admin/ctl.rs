@@ -38,12 +38,16 @@ pub async fn run(admin: &str, token: Option<&str>, command: Command) -> Result<S
     let (method, path, body) = match &command {
         Command::Status { .. } => (Method::GET, "/status", None),
         Command::SetPercent { percent, .. } => (Method::PUT, "/percent", Some(json!({ "percent": percent }))),
-        Command::Rollback { level, reason, force } => {
-            (Method::POST, "/rollback", Some(json!({ "level": level, "reason": reason, "force": force })))
-        }
+        // The API takes exactly `L1`..`L3`; `ctl rollback l1` is what a user
+        // may type, so ctl spells it for them.
+        Command::Rollback { level, reason, force } => (
+            Method::POST,
+            "/rollback",
+            Some(json!({ "level": level.to_ascii_uppercase(), "reason": reason, "force": force })),
+        ),
         Command::Ramp { action } => (Method::POST, "/ramp", Some(json!({ "action": action }))),
         Command::Resume { level, confirm } => {
-            (Method::POST, "/resume", Some(json!({ "level": level, "confirm": confirm })))
+            (Method::POST, "/resume", Some(json!({ "level": level.to_ascii_uppercase(), "confirm": confirm })))
         }
         Command::Reload => (Method::POST, "/reload", None),
     };

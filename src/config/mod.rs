@@ -433,7 +433,14 @@ fn validate_features(raw: &raw::RawFeatures) -> Result<FeaturesConfig, Invalid> 
     };
     let retry_after = duration(&raw.retry_after, "30s")?;
     let case_insensitive = raw.case_insensitive.unwrap_or(false);
-    Ok(FeaturesConfig { paths, methods, status, retry_after, mode, case_insensitive })
+    let escaped_slashes = match raw.escaped_slashes.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+        None | Some(("reject", _)) => EscapedSlashes::Reject,
+        Some(("decode", _)) => EscapedSlashes::Decode,
+        Some((other, span)) => {
+            return invalid(span, format!("features.escaped_slashes must be \"reject\" or \"decode\", got {other:?}"))
+        }
+    };
+    Ok(FeaturesConfig { paths, methods, status, retry_after, mode, case_insensitive, escaped_slashes })
 }
 
 fn validate_rule(raw: &RawRule, fleet: bool) -> Result<RuleConfig, Invalid> {

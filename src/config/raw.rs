@@ -144,6 +144,7 @@ pub struct RawFeatures {
     pub retry_after: Option<S<String>>,
     pub mode: Option<S<String>>,
     pub case_insensitive: Option<bool>,
+    pub escaped_slashes: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

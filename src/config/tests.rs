@@ -51,6 +51,15 @@ fn underscore_headers_takes_three_words() {
 }
 
 #[test]
+fn escaped_slashes_default_to_reject() {
+    assert_eq!(parse(MINIMAL, "t.toml").unwrap().features.escaped_slashes, EscapedSlashes::Reject);
+    let text = format!("{MINIMAL}\n[features]\nescaped_slashes = \"decode\"\n");
+    assert_eq!(parse(&text, "t.toml").unwrap().features.escaped_slashes, EscapedSlashes::Decode);
+    let e = err(&format!("{MINIMAL}\n[features]\nescaped_slashes = \"Decode\"\n"));
+    assert_eq!((e.line, e.col), (13, 19), "{e}");
+}
+
+#[test]
 fn feature_paths_are_normalised() {
     let text = format!("{MINIMAL}\n[features]\npaths = [\"/api//v2/./checkout\"]\ncase_insensitive = true\n");
     let c = parse(&text, "t.toml").unwrap();
@@ -138,6 +147,8 @@ fn durations_addresses_and_rules_are_validated() {
         ("[features]\npaths = [\"api\"]", "must start with '/'"),
         ("[features]\nstatus = 200", "4xx or 5xx"),
         ("[features]\nmode = \"drop\"", "features.mode"),
+        ("[features]\nescaped_slashes = \"keep\"", "features.escaped_slashes must be \"reject\" or \"decode\""),
+        ("[[rules]]\nname = \"r\"\nlevel = \"l1\"\nsignal = { source = \"local\", metric = \"error_rate\" }\nabove = 1", "level must be"),
         ("[[rules]]\nname = \"r\"\nlevel = \"L4\"\nsignal = { source = \"local\", metric = \"error_rate\" }\nabove = 1", "level must be"),
         ("[[rules]]\nname = \"r\"\nlevel = \"L1\"\nsignal = { source = \"local\", metric = \"error_rate\" }", "needs `above` or `below`"),
         ("[[rules]]\nname = \"r\"\nlevel = \"L1\"\nsignal = { source = \"local\", metric = \"errors\" }\nabove = 1", "unknown local metric"),

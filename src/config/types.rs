@@ -54,11 +54,13 @@ impl Level {
         self as u8 + 1
     }
 
+    /// Exactly `L1`, `L2` or `L3`, as the config and the admin API spell it
+    /// (`grayshift ctl` upper-cases what a user types).
     pub fn parse(s: &str) -> Option<Level> {
         match s {
-            "L1" | "l1" => Some(Level::L1),
-            "L2" | "l2" => Some(Level::L2),
-            "L3" | "l3" => Some(Level::L3),
+            "L1" => Some(Level::L1),
+            "L2" => Some(Level::L2),
+            "L3" => Some(Level::L3),
             _ => None,
         }
     }
@@ -212,6 +214,16 @@ pub enum ShedMode {
     Stable,
 }
 
+/// What an escaped slash (`%2F`, `%5C`, `\`) becomes when reading it as a
+/// separator changes which path was asked (see [`crate::proxy::path`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    /// Refuse the request with 400.
+    Reject,
+    /// Read it as `/`, for matching and upstream.
+    Decode,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeaturesConfig {
     pub paths: Vec<String>,
@@ -222,6 +234,7 @@ pub struct FeaturesConfig {
     pub mode: ShedMode,
     /// Compare `paths` ignoring ASCII case.
     pub case_insensitive: bool,
+    pub escaped_slashes: EscapedSlashes,
 }
 
 impl FeaturesConfig {

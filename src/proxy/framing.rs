@@ -32,6 +32,12 @@ pub enum FramingError {
     UriTooLong,
     #[error("CONNECT is not supported by a reverse proxy")]
     Connect,
+    #[error("the asterisk-form target \"*\" is only for OPTIONS")]
+    AsteriskForm,
+    #[error("invalid request target")]
+    BadTarget,
+    #[error("an escaped slash (%2F, %5C or \\) that an upstream could read as a separator (features.escaped_slashes = \"reject\")")]
+    EscapedSlash,
     #[error("header name with an underscore (server.underscore_headers = \"reject\")")]
     UnderscoreHeader,
 }
@@ -52,6 +58,11 @@ impl FramingError {
 pub fn check<B>(req: &Request<B>, max_uri: usize) -> Result<(), FramingError> {
     if req.method() == Method::CONNECT {
         return Err(FramingError::Connect);
+    }
+    // `OPTIONS *` asks about the server; any other method on `*` has no
+    // resource an upstream could agree on (RFC 9112 §3.2.4).
+    if req.uri().path() == "*" && req.method() != Method::OPTIONS {
+        return Err(FramingError::AsteriskForm);
     }
     let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if target_len > max_uri {
@@ -209,5 +220,11 @@ mod tests {
         assert_eq!(check(&long, 50), Err(UriTooLong));
         let connect = Request::connect("a:443").header("host", "a").body(()).unwrap();
         assert_eq!(check(&connect, 8192), Err(Connect));
+        let star = |method: Method| {
+            check(&Request::builder().method(method).uri("*").header("host", "a").body(()).unwrap(), 8192)
+        };
+        assert_eq!(star(Method::OPTIONS), Ok(()));
+        assert_eq!(star(Method::POST), Err(AsteriskForm));
+        assert_eq!(star(Method::GET), Err(AsteriskForm));
     }
 }

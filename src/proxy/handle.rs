@@ -17,6 +17,7 @@ use crate::proxy::error::{text_response, ProxyError};
 use crate::proxy::forward::{self, Answer, Forwarded};
 use crate::proxy::h1::Outgoing;
 use crate::proxy::h1_server::OnUpgrade;
+use crate::proxy::path;
 use crate::proxy::split::{self, IpText};
 use crate::Shared;
 
@@ -81,10 +82,15 @@ async fn route_and_forward(
     let route = shared.control.route();
     let metrics = &shared.metrics;
 
-    // 1. Refuse what cannot be forwarded safely (smuggling, bad Host).
+    // 1. Refuse what cannot be forwarded safely (smuggling, bad Host), and
+    //    settle the path the upstream will route: from here on, L2 and the
+    //    upstream read the same one (`path.rs`).
     crate::proxy::framing::check(&req, config.server.max_uri_bytes).map_err(|e| (e.into(), None))?;
     if config.server.underscore_headers == UnderscoreHeaders::Reject {
         crate::proxy::framing::no_underscores(req.headers()).map_err(|e| (e.into(), None))?;
+    }
+    if let Some(uri) = path::upstream_uri(req.method(), req.uri(), &config.features).map_err(|e| (e.into(), None))? {
+        *req.uri_mut() = uri;
     }
 
     // 2. Who is the user, and which pool do they belong to?
