@@ -30,27 +30,20 @@ ARG RUST_VERSION=1
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 
-# 0) protoc: fleet mode talks to etcd through the etcd-client crate, whose
-#    build script generates its gRPC (tonic) code from etcd's .proto files
-#    with protoc at build time. protobuf-compiler is protoc itself;
-#    libprotobuf-dev brings the well-known types
-#    (google/protobuf/descriptor.proto, struct.proto) that those files import.
-#    Build stage only: nothing of it reaches the runtime image. Not pinned to
-#    a Debian revision (DL3008): a pinned revision disappears from the mirror
-#    with the next security update, and the build would break.
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
- && rm -rf /var/lib/apt/lists/*
+# No protoc and no system packages: the etcd client's gRPC code is generated
+# once and committed (vendor/etcd-client), so rust:*-bookworm (Rust and gcc)
+# is all the build needs.
 
 # 1) Dependencies only, in their own layer: this layer is rebuilt only when
 #    Cargo.toml / Cargo.lock (or the bench sources, which Cargo.toml names
-#    with [[bench]] and which cargo needs to exist to load the manifest)
+#    with [[bench]] and which cargo needs to exist to load the manifest, or
+#    vendor/, the patched etcd-client it names with [patch.crates-io])
 #    change, not on every edit under src/.
 #    The cache mounts keep the crates.io index and downloads between builds
 #    (BuildKit, the default builder of current Docker).
 COPY Cargo.toml Cargo.lock ./
 COPY benches ./benches
+COPY vendor ./vendor
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     mkdir -p src \

@@ -215,8 +215,7 @@ write_rules() {
 # Checks
 
 check_dockerfile_lint() {
-  # DL3007 (pinning :latest) does not apply. The one inline ignore (DL3008,
-  # protoc not pinned to a Debian revision) is reasoned in the Dockerfile.
+  # DL3007 (pinning :latest) does not apply.
   "$VENV/bin/hadolint" --failure-threshold warning Dockerfile
   echo "detail: hadolint clean (warnings fail)"
 }

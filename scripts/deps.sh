@@ -1,16 +1,14 @@
 #!/usr/bin/env bash
-# scripts/deps.sh: installs what building and testing grayshift needs, when
-# it is missing (Debian/Ubuntu, as root; otherwise it names the packages and
-# stops). Idempotent and quick when everything is there.
+# scripts/deps.sh: installs what testing grayshift needs, when it is missing
+# (Debian/Ubuntu, as root; otherwise it names the packages and stops).
+# Idempotent and quick when everything is there. Building needs nothing from
+# here: Rust and a C compiler are enough (no protoc: the etcd client's gRPC
+# code is committed under vendor/etcd-client, and tests/etcd_generated.rs
+# checks it with the protoc inside the protoc-bin-vendored crate).
 #
-#   bash scripts/deps.sh      # .ci/run's first step: before cargo builds anything
+#   bash scripts/deps.sh      # .ci/run's first step
 #   . scripts/deps.sh         # scripts/test.sh sources it (and reuses apt_install)
 #
-#   protoc + well-known types  protobuf-compiler, libprotobuf-dev: the etcd-client
-#                              crate's build script generates its gRPC code with
-#                              protoc, and its .proto files import
-#                              google/protobuf/descriptor.proto and struct.proto,
-#                              which protoc finds in /usr/include (libprotobuf-dev)
 #   etcd, etcdctl              etcd-server, etcd-client: the fleet-mode tests start
 #                              their own etcd on free loopback ports
 #   prometheus, promtool       prometheus: the `prometheus` signal tests, /metrics lint
@@ -60,9 +58,6 @@ apt_install() {
 
 deps_main() {
     local want=()
-    command -v protoc >/dev/null || want+=(protobuf-compiler)
-    [ -f /usr/include/google/protobuf/descriptor.proto ] || [ -n "${PROTOC_INCLUDE:-}" ] \
-        || want+=(libprotobuf-dev)
     command -v etcd >/dev/null || want+=(etcd-server)
     command -v etcdctl >/dev/null || want+=(etcd-client)
     if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then

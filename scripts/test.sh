@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): makes sure what the tests need is there, then
 # runs the whole suite. On a fresh Debian machine it installs what is
-# missing (as root: protoc, etcd, Prometheus, cargo-nextest, mdbook through
+# missing (as root: etcd, Prometheus, cargo-nextest, mdbook, Werkzeug through
 # scripts/deps.sh, PostgreSQL here) and starts a throwaway PostgreSQL when
 # none answers. The fleet-mode tests start their own etcd servers (on free
 # loopback ports) from $GRAYSHIFT_TEST_ETCD.
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 log() { printf 'test.sh: %s\n' "$*" >&2; }
 
-# protoc, etcd, Prometheus, cargo-nextest (and the apt_install helper used
+# etcd, Prometheus, cargo-nextest (and the apt_install helper used
 # below for PostgreSQL): scripts/deps.sh, which .ci/run also runs first.
 . scripts/deps.sh
 
