@@ -189,9 +189,9 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     }
 
     // Fail safe: nobody reaches `new` before the first good read of the
-    // migration version.
+    // migration version (a split held before a restart stays held).
     if shared.config().schema.is_some() {
-        shared.control.set_schema_gate(false);
+        shared.control.schema_unread();
     }
     let (shutdown, shutdown_rx) = watch::channel(false);
     let proxy_shared = shared.clone();
