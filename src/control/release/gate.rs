@@ -64,10 +64,16 @@ async fn read(slot: &PgSlot, schema: &SchemaConfig) -> Result<Reading, String> {
     Ok(Reading(values))
 }
 
+/// The read at start, before grayshift serves.
+pub async fn first_read(shared: &Shared, slot: &PgSlot) {
+    if let Some(schema) = &shared.config().schema {
+        evaluate(shared, slot, schema).await;
+    }
+}
+
 /// Run until shutdown. Follows reloads: a `[schema]` added later starts
 /// reading, one removed opens the gate.
-pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let slot = PgSlot::default();
+pub async fn run(shared: Arc<Shared>, slot: PgSlot, mut shutdown: watch::Receiver<bool>) {
     loop {
         let config = shared.config();
         let wait = match &config.schema {
