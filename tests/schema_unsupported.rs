@@ -69,11 +69,14 @@ async fn metric(proxy: &Proxy, name: &str) -> String {
     text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_default().to_string()
 }
 
+/// The gate read a version neither side runs on.
+fn neither_runs_it(s: &Value) -> bool {
+    s["schema"]["new_ready"] == false && s["schema"]["stable_supported"] == false
+}
+
 async fn wait_unsupported(proxy: &Proxy, unsupported: bool) -> Value {
-    wait_status(proxy, &format!("no_side_supports = {unsupported}"), |s| {
-        s["schema"]["no_side_supports"] == unsupported
-    })
-    .await
+    wait_status(proxy, &format!("no_side_supports = {unsupported}"), |s| s["schema"]["no_side_supports"] == unsupported)
+        .await
 }
 
 /// At percent 50 the unlisted version lands: the same users stay on `new`;
@@ -82,12 +85,13 @@ async fn holds_the_split(case: &Case) {
     let db = Scratch::new(case.setup).await;
     let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
     let proxy = Proxy::start(&config(&[&stable], &[&new], 50, &schema_section(&db, case))).await;
-    wait_status(&proxy, "the gate open", |s| s["schema"]["new_ready"] == true && s["percent"]["effective"] == 50)
-        .await;
+    wait_status(&proxy, "the gate open", |s| s["schema"]["new_ready"] == true && s["percent"]["effective"] == 50).await;
     let before = on_new(&proxy).await;
     assert!((300..700).contains(&before.len()), "about half of the users on new: {}", before.len());
 
     db.exec(case.to_unlisted).await;
+    wait_status(&proxy, "the version read", neither_runs_it).await;
+    assert_eq!(on_new(&proxy).await, before, "nobody moved");
     let status = wait_unsupported(&proxy, true).await;
     assert_eq!(status["percent"]["effective"], 50, "{status:#}");
     assert!(status["schema"]["why"].as_str().unwrap().contains(case.why), "{status:#}");
@@ -164,6 +168,8 @@ async fn the_held_split_survives_a_restart_and_changes_wait_for_a_supported_vers
     let before = on_new(&proxy).await;
 
     db.exec(ALEMBIC.to_unlisted).await;
+    wait_status(&proxy, "the version read", neither_runs_it).await;
+    assert_eq!(on_new(&proxy).await, before, "nobody moved");
     wait_unsupported(&proxy, true).await;
     // Audit and both webhooks say so at once.
     let audit = proxy.admin("GET", "/audit", None, None).await.json();
@@ -171,7 +177,10 @@ async fn the_held_split_survives_a_restart_and_changes_wait_for_a_supported_vers
     assert!(entries.iter().any(|e| e["action"] == "schema" && e["new"] == "no_side_supports"), "{audit:#}");
     for (hook, field) in [(&hook_json, "text"), (&hook_slack, "text")] {
         eventually(DEADLINE, "the notice", || async move {
-            hook.received().iter().any(|m| m[field].as_str().is_some_and(|t| t.contains("NO SIDE SUPPORTS"))).then_some(())
+            hook.received()
+                .iter()
+                .any(|m| m[field].as_str().is_some_and(|t| t.contains("NO SIDE SUPPORTS")))
+                .then_some(())
         })
         .await;
     }
@@ -213,6 +222,8 @@ async fn three_replicas_and_one_joining_hold_the_same_split() {
 
     db.exec(ALEMBIC.to_unlisted).await;
     for r in &fleet.replicas {
+        wait_status(r, "the version read", neither_runs_it).await;
+        assert_eq!(on_new(r).await, before, "nobody moved");
         wait_unsupported(r, true).await;
         assert_eq!(on_new(r).await, before, "nobody moved");
     }
@@ -246,6 +257,8 @@ fn check_warns_when_new_requires_lists_no_step_past_stable() {
     };
     let warned = write(ALEMBIC.bounds);
     assert!(warned.contains("lists no version past stable_supports"), "{warned}");
-    let listed = write("tool = \"alembic\"\nnew_requires = [\"b2new\", \"c3contract\"]\nstable_supports = [\"a1old\", \"b2new\"]");
+    let listed = write(
+        "tool = \"alembic\"\nnew_requires = [\"b2new\", \"c3contract\"]\nstable_supports = [\"a1old\", \"b2new\"]",
+    );
     assert!(!listed.contains("lists no version past"), "{listed}");
 }

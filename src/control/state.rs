@@ -231,7 +231,9 @@ impl Control {
         // Held before the restart: still held until the first read says
         // otherwise (never the fail-safe 0 % of a start).
         let (stance, past_stable) = match &state.schema_hold {
-            Some(hold) => (Stance::Neither, Some(format!("no side supports schema {} (held before the restart)", hold.version))),
+            Some(hold) => {
+                (Stance::Neither, Some(format!("no side supports schema {} (held before the restart)", hold.version)))
+            }
             None => (Stance::Both, None),
         };
         let control = Control {

@@ -255,8 +255,12 @@ impl Bounds {
     fn not_ready(&self, heads: &[String]) -> String {
         let version = heads.join(",");
         match self.tool {
-            Tool::Django => django_why(&self.new_requires, heads, |newest, need| newest.is_some_and(|n| n >= need), "below"),
-            _ if self.ordered_reading(heads) => format!("{version} is below new_requires {}", self.new_requires.join(",")),
+            Tool::Django => {
+                django_why(&self.new_requires, heads, |newest, need| newest.is_some_and(|n| n >= need), "below")
+            }
+            _ if self.ordered_reading(heads) => {
+                format!("{version} is below new_requires {}", self.new_requires.join(","))
+            }
             _ => format!("{version} is not in new_requires [{}]", self.new_requires.join(", ")),
         }
     }
@@ -460,7 +464,10 @@ mod tests {
         assert_eq!(why(&a, &["a1old"]), "schema gate closed: a1old is not in new_requires [b2new]");
         assert_eq!(b.judge(&Reading(s(&["garbage"]))).why.unwrap(), "no side supports schema garbage: garbage is not in new_requires [2.4]; garbage is not in stable_supports [2.4]");
         let d = bounds(Tool::Django, &["orders.0042_add_phone"], &["orders.0043_x"]);
-        assert_eq!(why(&d, &["orders.0041_a"]), "schema gate closed: orders is at 0041, below new_requires orders.0042_add_phone");
+        assert_eq!(
+            why(&d, &["orders.0041_a"]),
+            "schema gate closed: orders is at 0041, below new_requires orders.0042_add_phone"
+        );
         assert!(why(&d, &["orders.0044_y"]).contains("orders is at 0044, above stable_supports orders.0043_x"));
         assert!(why(&d, &["billing.0001_y"]).contains("orders has no migration, below new_requires"));
     }
