@@ -73,6 +73,7 @@ FLEET_METRICS=(
 RELEASE_METRICS=(
   grayshift_schema_ready
   grayshift_rollback_blocked
+  grayshift_schema_unsupported
   grayshift_ramp_step
 )
 # Histograms: the series names Prometheus derives from them.

@@ -189,9 +189,13 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     }
 
     // Fail safe: nobody reaches `new` before the first good read of the
-    // migration version.
+    // migration version (a split held before a restart stays held). The
+    // first read comes before serving (up to schema.timeout), so a replica
+    // that starts while no side supports the version holds the split at once.
+    let schema_slot = control::pg::PgSlot::default();
     if shared.config().schema.is_some() {
-        shared.control.set_schema_gate(false);
+        shared.control.schema_unread();
+        control::release::gate::first_read(&shared, &schema_slot).await;
     }
     let (shutdown, shutdown_rx) = watch::channel(false);
     let proxy_shared = shared.clone();
@@ -223,7 +227,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     if let Some(fleet) = &shared.fleet {
         fleet.spawn(shared.clone(), shutdown_rx.clone());
     }
-    tokio::spawn(control::release::gate::run(shared.clone(), shutdown_rx.clone()));
+    tokio::spawn(control::release::gate::run(shared.clone(), schema_slot, shutdown_rx.clone()));
     tokio::spawn(control::release::driver::run(shared.clone(), shutdown_rx.clone()));
     rules::spawn(shared.clone(), events_rx, shutdown_rx);
     tracing::info!(proxy = %proxy_addr, admin = %admin_addr, config = %options.config_path.display(), "grayshift started");

@@ -167,6 +167,12 @@ fn main() -> ExitCode {
                         s.bounds.new_requires, s.bounds.stable_supports
                     );
                 }
+                if let Some(s) = c.schema.as_ref().filter(|s| !s.bounds.lists_a_step_past_stable()) {
+                    eprintln!(
+                        "warning: [schema] new_requires {:?} lists no version past stable_supports {:?}: the contract migration that follows is in neither list, and while it is applied no side supports the schema (grayshift holds the split, nobody moves) — list it in new_requires",
+                        s.bounds.new_requires, s.bounds.stable_supports
+                    );
+                }
                 println!("ok");
                 ExitCode::SUCCESS
             }

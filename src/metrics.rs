@@ -124,6 +124,9 @@ pub struct Metrics {
     /// 1 while an L1/L3 is active but blocked: stable does not support the
     /// schema (the point of no return), so users stay where they are.
     pub rollback_blocked: IntGauge,
+    /// 1 while no side supports the schema (in neither list): the split is
+    /// held, nobody moves.
+    pub schema_unsupported: IntGauge,
     /// The ramp's step, 1-based; 0 while no ramp was started.
     pub ramp_step: IntGauge,
     /// Client TLS handshakes that failed or
@@ -306,6 +309,11 @@ impl Metrics {
                 "1 while an L1/L3 rollback is active but blocked: stable does not support the database schema.",
             )
             .unwrap(),
+            schema_unsupported: IntGauge::new(
+                "grayshift_schema_unsupported",
+                "1 while no side supports the database schema: the split is held, nobody moves.",
+            )
+            .unwrap(),
             ramp_step: IntGauge::new(
                 "grayshift_ramp_step",
                 "The progressive ramp's step (1-based); 0 before any ramp.",
@@ -339,6 +347,7 @@ impl Metrics {
             Box::new(m.signal_errors.clone()),
             Box::new(m.schema_ready.clone()),
             Box::new(m.rollback_blocked.clone()),
+            Box::new(m.schema_unsupported.clone()),
             Box::new(m.ramp_step.clone()),
             Box::new(handshake_errors),
             Box::new(client_errors),

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::config::{Level, StateConfig};
 use crate::control::release::ramp::{Phase, Ramp};
+use crate::control::release::schema::Stance;
 use crate::metrics::Metrics;
 
 /// Who made a change, as written to the audit log.
@@ -99,6 +100,9 @@ pub struct State {
     /// The progressive ramp (`[ramp]`): step, hold baked so far, requests.
     #[serde(default, skip_serializing_if = "Ramp::is_idle")]
     pub ramp: Ramp,
+    /// The split held while no side supports the schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_hold: Option<Hold>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -176,11 +180,11 @@ pub struct StateFileError {
 
 pub struct Control {
     gate: AtomicU32,
-    /// The schema gate is closed; only changed under the state lock, and
-    /// folded into `gate` whenever it is published.
-    schema_closed: std::sync::atomic::AtomicBool,
-    /// Past the point of no return: stable does not support the schema
-    /// (the sentence says which); only changed under the state lock.
+    /// Which sides run on the schema; only changed under the state lock,
+    /// and folded into `gate` whenever it is published.
+    stance: Mutex<Stance>,
+    /// Stable does not support the schema (the sentence says why); only
+    /// changed under the state lock, with `stance`.
     past_stable: Mutex<Option<String>>,
     state: Mutex<State>,
     paths: StateConfig,
@@ -224,10 +228,18 @@ impl Control {
             None if fleet.is_some() => State { config_percent, ..State::default() },
             None => State { desired_percent: config_percent, config_percent, ..State::default() },
         };
+        // Held before the restart: still held until the first read says
+        // otherwise (never the fail-safe 0 % of a start).
+        let (stance, past_stable) = match &state.schema_hold {
+            Some(hold) => {
+                (Stance::Neither, Some(format!("no side supports schema {} (held before the restart)", hold.version)))
+            }
+            None => (Stance::Both, None),
+        };
         let control = Control {
-            gate: AtomicU32::new(state.route().pack()),
-            schema_closed: std::sync::atomic::AtomicBool::new(false),
-            past_stable: Mutex::new(None),
+            gate: AtomicU32::new(state.route_for(stance).pack()),
+            stance: Mutex::new(stance),
+            past_stable: Mutex::new(past_stable),
             state: Mutex::new(state),
             paths: paths.clone(),
             events,
@@ -289,40 +301,69 @@ impl Control {
         written.map_err(|source| ControlError::Persist { path: self.paths.file.display().to_string(), source })
     }
 
-    /// Store `state`'s route, with the schema gate folded in (called with the
+    /// Store `state`'s route under the schema's stance (called with the
     /// state lock held, so the two never race).
     fn publish(&self, state: &State) {
-        let mut route = state.route_under(self.past_stable().is_some());
-        if self.schema_closed.load(Ordering::Acquire) {
-            route = Route { percent: 0, gate_closed: true, ..route };
+        self.gate.store(state.route_for(self.stance()).pack(), Ordering::Release);
+    }
+
+    /// Which sides run on the schema, as the gate last knew it.
+    pub fn stance(&self) -> Stance {
+        *self.stance.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `[schema]` is configured and nothing was read yet: the gate starts
+    /// closed (fail safe), unless a split is held from before a restart.
+    pub fn schema_unread(&self) {
+        let guard = self.lock();
+        let mut stance = self.stance.lock().unwrap_or_else(|e| e.into_inner());
+        if *stance != Stance::Neither {
+            *stance = Stance::Unread;
         }
-        self.gate.store(route.pack(), Ordering::Release);
-    }
-
-    /// Open or close the schema gate; returns whether it changed.
-    pub fn set_schema_gate(&self, open: bool) -> bool {
-        let guard = self.lock();
-        let changed = self.schema_closed.swap(!open, Ordering::AcqRel) == open;
+        drop(stance);
         self.publish(&guard);
-        changed
     }
 
-    /// `Some(why)`: the schema is past what stable supports (the point of no
-    /// return). Active L1/L3 levels stop (or start) moving traffic at once;
-    /// each change that affects an active level is audited and notified.
+    /// Open or close the schema gate, stable's support as last known;
+    /// returns whether the gate changed.
+    pub fn set_schema_gate(&self, open: bool) -> bool {
+        let before = self.stance();
+        let now = self.set_schema(open, self.past_stable(), "");
+        before.new_ready() != now.new_ready()
+    }
+
+    /// Stable's support changes, the gate as last known.
     pub fn set_stable_support(&self, unsupported: Option<String>) {
-        let guard = self.lock();
+        self.set_schema(self.stance().new_ready(), unsupported, "");
+    }
+
+    /// The gate's reading of `version`, in one step: whether `new` runs on
+    /// it, and `Some(why)` when stable does not. The route follows
+    /// [`State::route_for`]; entering "no side supports it" holds the split
+    /// the proxy used (persisted). Active L1/L3 levels stop (or start)
+    /// moving traffic at once; each change that affects an active level is
+    /// audited and notified. Returns the new stance.
+    pub fn set_schema(&self, new_ready: bool, unsupported: Option<String>, version: &str) -> Stance {
+        let mut guard = self.lock();
+        let before = self.stance();
+        let now = Stance::of(new_ready, unsupported.is_none());
         let was = self.past_stable().is_some();
         *self.past_stable.lock().unwrap_or_else(|e| e.into_inner()) = unsupported.clone();
-        self.publish(&guard);
-        let now = unsupported.is_some();
-        if was == now {
-            return;
+        *self.stance.lock().unwrap_or_else(|e| e.into_inner()) = now;
+        let next = guard.with_schema(before, now, self.route(), version);
+        if next != *guard {
+            // Holding protects traffic: it applies even if the file cannot be written.
+            let _ = self.commit(&mut guard, next, true);
+        } else {
+            self.publish(&guard);
+        }
+        if was == unsupported.is_some() {
+            return now;
         }
         let affected = guard.blocked(true);
         drop(guard);
         if affected.is_empty() {
-            return;
+            return now;
         }
         let (event, text) = match &unsupported {
             Some(why) => (
@@ -337,6 +378,7 @@ impl Control {
         tracing::warn!(levels = ?affected, event, "{text}");
         self.audit(&Actor::Config, event, json!({ "levels": affected, "why": unsupported }));
         self.notice(event, text, &Actor::Config, json!({ "levels": affected }));
+        now
     }
 
     /// Why stable cannot run on the schema, while it cannot.
@@ -600,6 +642,7 @@ mod events;
 mod file;
 mod ramp;
 mod route;
+mod schema;
 #[cfg(test)]
 mod tests;
 
@@ -607,3 +650,4 @@ pub use events::{Event, LevelEvent, Notice};
 use file::{append_line, read_state, write_state};
 pub use file::{now_rfc3339, read_audit};
 pub use route::Route;
+pub use schema::Hold;

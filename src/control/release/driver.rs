@@ -21,7 +21,7 @@ use crate::Shared;
 fn conditions(shared: &Shared, state: &State) -> Conditions {
     Conditions {
         quiet: shared.rules.quiet(),
-        gate_open: !shared.control.route().gate_closed,
+        gate_open: shared.control.stance().new_ready(),
         rolled_back: state.rollbacks.contains_key(&Level::L1) || state.rollbacks.contains_key(&Level::L3),
         shedding: state.rollbacks.contains_key(&Level::L2),
     }

@@ -1,9 +1,10 @@
 //! The schema gate's task: every `schema.interval` it reads the database's
 //! migration version (per tool, over the shared PostgreSQL connection code),
 //! asks [`Bounds::judge`](super::schema::Bounds::judge) for the verdict and
-//! opens or closes the gate in `Control`. Fail safe: the gate starts closed
-//! when `[schema]` is configured, and an unreadable version closes it.
-//! Each opening and closing is audited and logged once, not every read.
+//! hands `Control` the stance (which sides run on it). Fail safe: the gate
+//! starts closed when `[schema]` is configured, and an unreadable version
+//! closes it, unless no side supported the version last read (then nobody
+//! moves). Each change is audited, logged and notified once, not every read.
 
 use std::sync::{Arc, Mutex};
 
@@ -11,7 +12,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_postgres::SimpleQueryMessage;
 
-use super::schema::{Reading, Tool};
+use super::schema::{Reading, Stance, Tool};
 use crate::config::SchemaConfig;
 use crate::control::pg::{self, PgSlot};
 use crate::control::state::{now_rfc3339, Actor};
@@ -63,19 +64,27 @@ async fn read(slot: &PgSlot, schema: &SchemaConfig) -> Result<Reading, String> {
     Ok(Reading(values))
 }
 
+/// The read at start, before grayshift serves.
+pub async fn first_read(shared: &Shared, slot: &PgSlot) {
+    if let Some(schema) = &shared.config().schema {
+        evaluate(shared, slot, schema).await;
+    }
+}
+
 /// Run until shutdown. Follows reloads: a `[schema]` added later starts
 /// reading, one removed opens the gate.
-pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let slot = PgSlot::default();
+pub async fn run(shared: Arc<Shared>, slot: PgSlot, mut shutdown: watch::Receiver<bool>) {
     loop {
         let config = shared.config();
         let wait = match &config.schema {
             None => {
-                if shared.control.set_schema_gate(true) {
+                let before = shared.control.stance();
+                if shared.control.set_schema(true, None, "") != before {
                     shared.control.audit(&Actor::Config, "schema", json!({ "new": "open", "why": "no [schema]" }));
                 }
                 shared.schema.set(None);
                 shared.metrics.schema_ready.set(1);
+                shared.metrics.schema_unsupported.set(0);
                 std::time::Duration::from_secs(1)
             }
             Some(schema) => {
@@ -91,47 +100,78 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 }
 
 async fn evaluate(shared: &Shared, slot: &PgSlot, schema: &SchemaConfig) {
-    let (open, view) = match read(slot, schema).await {
-        Ok(reading) => {
+    let before = shared.control.stance();
+    // An unreadable version (or none yet) closes the gate (fail safe) and
+    // leaves stable's support as last read: if no side supported the last
+    // version read, nobody moves on a failed read either.
+    let (new_ready, past_stable, mut view) = match read(slot, schema).await {
+        Ok(reading) if !reading.0.is_empty() => {
             let v = schema.bounds.judge(&reading);
-            // An unreadable version changes nothing here: the closed gate
-            // already keeps everyone on stable.
-            shared.control.set_stable_support(
-                (!v.stable_supported).then(|| {
-                    format!("stable does not support schema {}; roll forward or restore the schema", v.version)
-                }),
-            );
+            let past_stable = (!v.stable_supported).then(|| v.why.clone().unwrap_or_default());
             let view = json!({
                 "tool": schema.bounds.tool, "version": v.version, "new_ready": v.new_ready,
                 "stable_supported": v.stable_supported, "error": Value::Null, "why": v.why, "read_at": now_rfc3339(),
             });
-            (v.new_ready, view)
+            (v.new_ready, past_stable, view)
         }
-        Err(e) => {
+        read => {
+            let (error, why) = match read {
+                Ok(_) => (Value::Null, "no migration has been applied yet: gate closed (fail safe)"),
+                Err(e) => (json!(e), "the version could not be read: gate closed (fail safe)"),
+            };
             let view = json!({
                 "tool": schema.bounds.tool, "version": Value::Null, "new_ready": false,
-                "stable_supported": false, "error": e, "why": "the version could not be read: gate closed (fail safe)",
+                "stable_supported": shared.control.past_stable().is_none(), "error": error, "why": why,
                 "read_at": now_rfc3339(),
             });
-            (false, view)
+            (false, shared.control.past_stable(), view)
         }
     };
-    if shared.control.set_schema_gate(open) {
-        let state = if open { "open" } else { "closed" };
-        let why = view["why"].as_str().unwrap_or("new_requires met").to_string();
-        tracing::warn!(gate = state, version = %view["version"], why, "schema gate changed");
-        shared.control.audit(
-            &Actor::Config,
-            "schema",
-            json!({ "new": state, "version": view["version"], "why": why, "error": view["error"] }),
-        );
-        let text = if open {
-            format!("schema gate OPEN at version {}: new gets its percent", view["version"])
-        } else {
-            format!("schema gate CLOSED, nobody on new: {why}")
-        };
-        shared.control.notice("schema", text, &Actor::Config, json!({ "gate": state, "version": view["version"] }));
+    let version = view["version"].as_str().unwrap_or_default().to_string();
+    let now = shared.control.set_schema(new_ready, past_stable, &version);
+    view["no_side_supports"] = json!(now == Stance::Neither);
+    if now == Stance::Neither {
+        view["held"] = json!(shared.control.state().schema_hold.map(|h| h.version));
     }
-    shared.metrics.schema_ready.set(open as i64);
+    announce(shared, before, now, &view);
+    shared.metrics.schema_ready.set(now.new_ready() as i64);
+    shared.metrics.schema_unsupported.set((now == Stance::Neither) as i64);
     shared.schema.set(Some(view));
+}
+
+/// Audit, log and notify a change of what the schema allows, once.
+fn announce(shared: &Shared, before: Stance, now: Stance, view: &Value) {
+    let (version, why) = (&view["version"], view["why"].as_str().unwrap_or("new_requires met").to_string());
+    let route = shared.control.route();
+    let (state, text) = if now == Stance::Neither && before != Stance::Neither {
+        let text = format!(
+            "NO SIDE SUPPORTS the schema, nobody moves (the split stays as it was, {}% on new): {why}.              Roll forward or restore the schema, or list the version in new_requires or stable_supports",
+            route.percent
+        );
+        ("no_side_supports", text)
+    } else if before == Stance::Neither && now != Stance::Neither {
+        let gate = if now.new_ready() { "open" } else { "closed" };
+        (gate, format!("schema {version} is supported again, the usual rules resume: schema gate {gate}"))
+    } else if before.new_ready() != now.new_ready() && now != Stance::Neither {
+        if now.new_ready() {
+            ("open", format!("schema gate OPEN at version {version}: new gets its percent"))
+        } else {
+            ("closed", format!("schema gate CLOSED, nobody on new: {why}"))
+        }
+    } else {
+        return;
+    };
+    tracing::warn!(gate = state, %version, why, "schema gate changed");
+    shared.control.audit(
+        &Actor::Config,
+        "schema",
+        json!({ "new": state, "version": version, "why": why, "error": view["error"],
+                "no_side_supports": now == Stance::Neither }),
+    );
+    shared.control.notice(
+        "schema",
+        text,
+        &Actor::Config,
+        json!({ "gate": state, "version": version, "no_side_supports": now == Stance::Neither }),
+    );
 }

@@ -49,6 +49,41 @@ impl Tool {
     }
 }
 
+/// Which sides can run on the schema, as the gate last knew it. The route
+/// the proxy uses is decided from it by `State::route_for` (see README,
+/// "Schema gate").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stance {
+    /// Both sides run on it, or there is no `[schema]`.
+    #[default]
+    Both,
+    /// `[schema]` is configured and nothing was read yet (fail safe: as
+    /// [`Stance::StableOnly`], but it is no verdict and nothing is held).
+    Unread,
+    /// `new` cannot run on it (or it could not be read): the gate is closed.
+    StableOnly,
+    /// `stable` cannot run on it: past the point of no return.
+    NewOnly,
+    /// In neither list (or neither bound): nobody moves.
+    Neither,
+}
+
+impl Stance {
+    pub fn of(new_ready: bool, stable_supported: bool) -> Stance {
+        match (new_ready, stable_supported) {
+            (true, true) => Stance::Both,
+            (false, true) => Stance::StableOnly,
+            (true, false) => Stance::NewOnly,
+            (false, false) => Stance::Neither,
+        }
+    }
+
+    /// `new` may get (more) users: the gate is open.
+    pub fn new_ready(self) -> bool {
+        matches!(self, Stance::Both | Stance::NewOnly)
+    }
+}
+
 /// What the database reported: the version rows as the tool keeps them
 /// (alembic: every head; flyway/rails/sql: the one current version; django:
 /// every applied `app.name` pair as `"app.0042_name"`).
@@ -152,15 +187,20 @@ impl Bounds {
         };
         let why = if reading.0.is_empty() {
             Some("no migration has been applied yet".to_string())
-        } else if !new_ready {
-            Some(format!("schema {version} is not yet at new_requires {}", self.new_requires.join(",")))
-        } else if !stable_supported {
-            Some(format!(
-                "stable does not support schema {version} (stable_supports {}): roll forward or restore the schema",
-                self.stable_supports.join(",")
-            ))
         } else {
-            None
+            match (new_ready, stable_supported) {
+                (true, true) => None,
+                (false, true) => Some(format!("schema gate closed: {}", self.not_ready(&reading.0))),
+                (true, false) => Some(format!(
+                    "stable does not support schema {version} ({}): roll forward or restore the schema",
+                    self.unsupported(&reading.0)
+                )),
+                (false, false) => Some(format!(
+                    "no side supports schema {version}: {}; {}",
+                    self.not_ready(&reading.0),
+                    self.unsupported(&reading.0)
+                )),
+            }
         };
         Verdict { new_ready, stable_supported, version, why }
     }
@@ -196,6 +236,63 @@ impl Bounds {
         }
     }
 
+    /// True when `new_requires` lists a version that `stable_supports` does
+    /// not: the step past what stable runs on (the contract migration). For
+    /// opaque ids only (ordered tools always have versions past a bound).
+    /// False means that the next migration after the expand is in neither
+    /// list, so when it lands no side supports it; `grayshift check` warns.
+    pub fn lists_a_step_past_stable(&self) -> bool {
+        let opaque = match self.tool {
+            Tool::Alembic => true,
+            Tool::Sql => !self.all_numeric(),
+            _ => false,
+        };
+        !opaque || self.new_requires.iter().any(|v| !self.stable_supports.contains(v))
+    }
+
+    /// What grayshift knows about why `new` cannot run on `heads`: the
+    /// version is not listed (opaque ids) or below the bound (ordered).
+    fn not_ready(&self, heads: &[String]) -> String {
+        let version = heads.join(",");
+        match self.tool {
+            Tool::Django => {
+                django_why(&self.new_requires, heads, |newest, need| newest.is_some_and(|n| n >= need), "below")
+            }
+            _ if self.ordered_reading(heads) => {
+                format!("{version} is below new_requires {}", self.new_requires.join(","))
+            }
+            _ => format!("{version} is not in new_requires [{}]", self.new_requires.join(", ")),
+        }
+    }
+
+    /// Why `stable` cannot run on `heads`: not listed, or above the bound.
+    fn unsupported(&self, heads: &[String]) -> String {
+        match self.tool {
+            Tool::Django => {
+                django_why(&self.stable_supports, heads, |newest, max| newest.is_none_or(|n| n <= max), "above")
+            }
+            _ if self.ordered_reading(heads) => {
+                format!("{} is above stable_supports {}", heads.join(","), self.stable_supports.join(","))
+            }
+            _ => {
+                let unknown: Vec<&str> =
+                    heads.iter().filter(|h| !self.stable_supports.contains(h)).map(String::as_str).collect();
+                format!("{} is not in stable_supports [{}]", unknown.join(","), self.stable_supports.join(", "))
+            }
+        }
+    }
+
+    /// The reading is compared by order (flyway, rails, numeric sql), not
+    /// looked up in a list.
+    fn ordered_reading(&self, heads: &[String]) -> bool {
+        let numeric = heads.first().and_then(|v| parse_dotted(v)).is_some();
+        match self.tool {
+            Tool::Flyway | Tool::Rails => numeric,
+            Tool::Sql => numeric && self.all_numeric(),
+            _ => false,
+        }
+    }
+
     fn all_numeric(&self) -> bool {
         self.new_requires.iter().chain(&self.stable_supports).all(|v| parse_dotted(v).is_some())
     }
@@ -217,6 +314,23 @@ fn django(new_requires: &[String], stable_supports: &[String], applied: &[String
     let supported =
         stable_supports.iter().filter_map(|v| django_key(v)).all(|(app, max)| newest(app).is_none_or(|n| n <= max));
     (ready, supported)
+}
+
+/// The first app in `bounds` whose newest applied migration fails `ok`,
+/// said as "orders is at 0041, below orders.0042_add_phone".
+fn django_why(bounds: &[String], applied: &[String], ok: impl Fn(Option<u32>, u32) -> bool, side: &str) -> String {
+    let key = if side == "below" { "new_requires" } else { "stable_supports" };
+    let newest =
+        |app: &str| applied.iter().filter_map(|v| django_key(v)).filter(|(a, _)| *a == app).map(|(_, n)| n).max();
+    for bound in bounds {
+        let Some((app, n)) = django_key(bound) else { continue };
+        let at = newest(app);
+        if !ok(at, n) {
+            let at = at.map_or("has no migration".to_string(), |n| format!("is at {n:04}"));
+            return format!("{app} {at}, {side} {key} {bound}");
+        }
+    }
+    format!("the applied migrations do not meet {key}")
 }
 
 /// `"orders.0042_add_phone"` → `("orders", 42)`.
@@ -335,13 +449,38 @@ mod tests {
     }
 
     #[test]
-    fn verdict_says_why() {
+    fn verdict_says_what_grayshift_knows() {
+        let why = |b: &Bounds, reading: &[&str]| b.judge(&Reading(s(reading))).why.unwrap_or_default();
         let b = bounds(Tool::Flyway, &["2.4"], &["2.4"]);
-        let closed = b.judge(&Reading(s(&["2.3"])));
-        assert!(closed.why.unwrap().contains("not yet at new_requires 2.4"));
-        let blocked = b.judge(&Reading(s(&["2.5"])));
-        assert!(blocked.why.unwrap().contains("stable does not support schema 2.5"));
+        assert_eq!(why(&b, &["2.3"]), "schema gate closed: 2.3 is below new_requires 2.4");
+        assert!(why(&b, &["2.5"]).starts_with("stable does not support schema 2.5 (2.5 is above stable_supports 2.4)"));
         assert_eq!(b.judge(&Reading(s(&["2.4"]))).why, None);
+        let a = bounds(Tool::Alembic, &["b2new"], &["a1old", "b2new"]);
+        assert_eq!(
+            why(&a, &["c3contract"]),
+            "no side supports schema c3contract: c3contract is not in new_requires [b2new]; \
+             c3contract is not in stable_supports [a1old, b2new]"
+        );
+        assert_eq!(why(&a, &["a1old"]), "schema gate closed: a1old is not in new_requires [b2new]");
+        assert_eq!(b.judge(&Reading(s(&["garbage"]))).why.unwrap(), "no side supports schema garbage: garbage is not in new_requires [2.4]; garbage is not in stable_supports [2.4]");
+        let d = bounds(Tool::Django, &["orders.0042_add_phone"], &["orders.0043_x"]);
+        assert_eq!(
+            why(&d, &["orders.0041_a"]),
+            "schema gate closed: orders is at 0041, below new_requires orders.0042_add_phone"
+        );
+        assert!(why(&d, &["orders.0044_y"]).contains("orders is at 0044, above stable_supports orders.0043_x"));
+        assert!(why(&d, &["billing.0001_y"]).contains("orders has no migration, below new_requires"));
+    }
+
+    #[test]
+    fn stance_and_the_listed_contract_step() {
+        assert_eq!(Stance::of(false, false), Stance::Neither);
+        assert!(Stance::NewOnly.new_ready() && !Stance::Unread.new_ready() && !Stance::Neither.new_ready());
+        assert!(!bounds(Tool::Alembic, &["b2"], &["a1", "b2"]).lists_a_step_past_stable());
+        assert!(bounds(Tool::Alembic, &["b2", "c3"], &["a1", "b2"]).lists_a_step_past_stable());
+        assert!(!bounds(Tool::Sql, &["v2"], &["v1", "v2"]).lists_a_step_past_stable());
+        assert!(bounds(Tool::Sql, &["7"], &["8"]).lists_a_step_past_stable(), "numbers are ordered");
+        assert!(bounds(Tool::Flyway, &["2.4"], &["2.4"]).lists_a_step_past_stable());
     }
 
     #[test]
