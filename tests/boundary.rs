@@ -128,16 +128,7 @@ async fn h2_client(proxy: &Proxy) -> h2::client::SendRequest<bytes::Bytes> {
 /// Send one bodiless h2 request; its status and body.
 async fn h2_send(client: &mut h2::client::SendRequest<bytes::Bytes>, req: http::Request<()>) -> (u16, Vec<u8>) {
     let (response, _) = client.clone().ready().await.unwrap().send_request(req, true).unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(10), response).await.unwrap().unwrap();
-    let status = response.status().as_u16();
-    let mut body = response.into_body();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.unwrap();
-        let _ = body.flow_control().release_capacity(chunk.len());
-        bytes.extend_from_slice(&chunk);
-    }
-    (status, bytes)
+    common::h2_read(response).await
 }
 
 fn metric(proxy: &Proxy, series: &str) -> f64 {

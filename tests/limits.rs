@@ -14,19 +14,6 @@ fn limited(stable: &Upstream, new: &Upstream, extra_server: &str) -> String {
         .replace("drain_timeout = \"5s\"", &format!("drain_timeout = \"5s\"\n{extra_server}"))
 }
 
-/// Read until the server closes; returns what it sent, or panics after `limit`.
-async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(limit, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return String::from_utf8_lossy(&out).into_owned(),
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            Err(_) => panic!("connection still open after {limit:?}; got {:?}", String::from_utf8_lossy(&out)),
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_slow_head_and_an_idle_keep_alive_connection_are_closed() {
     let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);

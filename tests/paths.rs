@@ -64,15 +64,7 @@ async fn h2(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     let uri = http::Uri::builder().scheme("http").authority("shop.example").path_and_query(path).build().unwrap();
     let req = http::Request::builder().method(method).uri(uri).body(()).unwrap();
     let (response, _) = client.ready().await.unwrap().send_request(req, true).unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(10), response).await.unwrap().unwrap();
-    let status = response.status().as_u16();
-    let mut body = response.into_body();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.unwrap();
-        let _ = body.flow_control().release_capacity(chunk.len());
-        bytes.extend_from_slice(&chunk);
-    }
+    let (status, bytes) = common::h2_read(response).await;
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 

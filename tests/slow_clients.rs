@@ -52,19 +52,6 @@ fn assert_nothing_against_new(metrics: &str) {
     assert_eq!(metric(metrics, "grayshift_rollback_level"), 0.0, "{metrics}");
 }
 
-/// Read until the peer closes (or `limit` passes: then panic).
-async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(limit, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return String::from_utf8_lossy(&out).into_owned(),
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            Err(_) => panic!("connection still open after {limit:?}; got {:?}", String::from_utf8_lossy(&out)),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_slow_uploads_complete_and_never_fire_l1() {
     let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);

@@ -423,3 +423,32 @@ pub fn localhost_cert(ca: &(rcgen::Certificate, rcgen::KeyPair)) -> (rcgen::Cert
         rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca.0, &ca.1).unwrap();
     (cert, key)
 }
+
+/// Read until the peer closes; what it sent. Panics when the connection is
+/// still open after `limit`.
+pub async fn read_until_closed(s: &mut tokio::net::TcpStream, limit: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return String::from_utf8_lossy(&out).into_owned(),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("connection still open after {limit:?}; got {:?}", String::from_utf8_lossy(&out)),
+        }
+    }
+}
+
+/// An HTTP/2 response (within 10 s) and its whole body.
+pub async fn h2_read(response: h2::client::ResponseFuture) -> (u16, Vec<u8>) {
+    let response = tokio::time::timeout(Duration::from_secs(10), response).await.unwrap().unwrap();
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    (status, bytes)
+}
