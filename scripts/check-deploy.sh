@@ -930,8 +930,8 @@ dash_text = open(files[0]).read()
 missing = [m for m in sorted(core | release) if m not in dash_text]
 if missing:
     errs.append(f"dashboard does not show: {', '.join(missing)}")
-page_text = open(page).read()
-undocumented = sorted(m for m in used if m not in page_text and not any(m == h + sfx for h in hist for sfx in ("_bucket", "_sum", "_count")))
+page_names = set(re.findall(r"grayshift_[A-Za-z0-9_]+", open(page).read()))
+undocumented = sorted(m for m in used if m not in page_names and not any(m == h + sfx for h in hist for sfx in ("_bucket", "_sum", "_count")))
 if undocumented:
     errs.append(f"used but not on {page}: {', '.join(undocumented)}")
 if errs:
