@@ -292,9 +292,11 @@ impl Metrics {
         )
         .unwrap();
         let m = Metrics {
-            flag_evaluations: FlagEvaluations(FlagProtocol::ALL.map(|p| {
-                PoolName::ALL.map(|pool| flag_evaluations.with_label_values(&[p.as_str(), pool.as_str()]))
-            })),
+            flag_evaluations: FlagEvaluations(
+                FlagProtocol::ALL.map(|p| {
+                    PoolName::ALL.map(|pool| flag_evaluations.with_label_values(&[p.as_str(), pool.as_str()]))
+                }),
+            ),
             client_errors: std::sync::Arc::new(ClientErrors(
                 ClientErrorKind::ALL.map(|k| client_errors.with_label_values(&[k.as_str()])),
             )),

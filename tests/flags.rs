@@ -138,7 +138,11 @@ fn check_ofrep(sdk: &str, answers: &[Value], pools: &[String], users: &[String],
         } else {
             "SPLIT"
         };
-        assert_eq!(answer, &json!([pool == "new", pool, reason]), "{sdk}: user {user} reached {pool} through the proxy");
+        assert_eq!(
+            answer,
+            &json!([pool == "new", pool, reason]),
+            "{sdk}: user {user} reached {pool} through the proxy"
+        );
     }
     pools.iter().filter(|p| *p == "new").count()
 }
@@ -152,10 +156,11 @@ async fn openfeature_sdks_agree_with_the_proxy_on_every_user() {
     let mut python = Sdk::python("ofrep_eval.py", &url, TOKEN, &users_file);
     let mut javascript = Sdk::javascript(&url, TOKEN, &users_file);
 
-    // 20 %, with the force lists.
+    // 20 %, with the force lists (the two SDKs evaluate at the same time).
     let pools = proxy_pools(&proxy, &users).await;
-    let on_new = check_ofrep("python", &python.round().await, &pools, &users, false);
-    check_ofrep("javascript", &javascript.round().await, &pools, &users, false);
+    let (py, js) = tokio::join!(python.round(), javascript.round());
+    let on_new = check_ofrep("python", &py, &pools, &users, false);
+    check_ofrep("javascript", &js, &pools, &users, false);
     assert!((300..500).contains(&on_new), "about 20 % of 2000 on new: {on_new}");
     for user in FORCE_NEW {
         assert_eq!(pools[users.iter().position(|u| u == user).unwrap()], "new");
@@ -165,16 +170,18 @@ async fn openfeature_sdks_agree_with_the_proxy_on_every_user() {
     let reply = proxy.admin("PUT", "/percent", Some(json!({ "percent": 60 })), None).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let pools = proxy_pools(&proxy, &users).await;
-    let on_new = check_ofrep("python", &python.round().await, &pools, &users, false);
-    check_ofrep("javascript", &javascript.round().await, &pools, &users, false);
+    let (py, js) = tokio::join!(python.round(), javascript.round());
+    let on_new = check_ofrep("python", &py, &pools, &users, false);
+    check_ofrep("javascript", &js, &pools, &users, false);
     assert!((1050..1350).contains(&on_new), "about 60 % of 2000 on new: {on_new}");
 
     // L1: everyone on stable, `force_new` included.
     let reply = proxy.admin("POST", "/rollback", Some(json!({ "level": "L1" })), None).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let pools = proxy_pools(&proxy, &users).await;
-    assert_eq!(check_ofrep("python", &python.round().await, &pools, &users, true), 0);
-    assert_eq!(check_ofrep("javascript", &javascript.round().await, &pools, &users, true), 0);
+    let (py, js) = tokio::join!(python.round(), javascript.round());
+    assert_eq!(check_ofrep("python", &py, &pools, &users, true), 0);
+    assert_eq!(check_ofrep("javascript", &js, &pools, &users, true), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,7 +233,14 @@ async fn the_unleash_sdk_agrees_with_the_proxy_and_follows_an_l1() {
 }
 
 /// A raw request to the admin listener (for the refusals the SDKs hide).
-async fn call(proxy: &Proxy, method: &str, path: &str, auth: Option<&str>, body: &str, extra: &[(&str, &str)]) -> Reply {
+async fn call(
+    proxy: &Proxy,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> Reply {
     let mut req = http::Request::builder().method(method).uri(proxy.admin_url(path));
     if let Some(auth) = auth {
         req = req.header("authorization", auth);
@@ -315,7 +329,15 @@ async fn bulk_etag_changes_exactly_when_a_decision_can() {
     assert_eq!(again.status, 304);
     assert!(again.body.is_empty());
     // Another user is another answer.
-    let bob = call(&proxy, "POST", bulk, Some(&bearer), r#"{"context": {"targetingKey": "bob"}}"#, &[("if-none-match", &etag)]).await;
+    let bob = call(
+        &proxy,
+        "POST",
+        bulk,
+        Some(&bearer),
+        r#"{"context": {"targetingKey": "bob"}}"#,
+        &[("if-none-match", &etag)],
+    )
+    .await;
     assert_eq!(bob.status, 200);
 
     // A percent change can change a decision: a new tag.

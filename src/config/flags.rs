@@ -12,7 +12,10 @@ pub(super) fn validate(raw: &S<RawFlags>) -> Result<FlagsConfig, Invalid> {
         return invalid(raw.span(), "give only one of `tokens_file` or `tokens_env`");
     }
     let Some(text) = secret::one_of("tokens", None, f.tokens_env.as_ref(), f.tokens_file.as_ref(), raw.span())? else {
-        return invalid(raw.span(), "[flags] needs `tokens_file = \"PATH\"` or `tokens_env = \"NAME\"` (one token a line)");
+        return invalid(
+            raw.span(),
+            "[flags] needs `tokens_file = \"PATH\"` or `tokens_env = \"NAME\"` (one token a line)",
+        );
     };
     let tokens: Vec<String> =
         text.value.get_ref().lines().map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect();

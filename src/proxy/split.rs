@@ -482,4 +482,34 @@ mod tests {
         assert_eq!(s.decide(b"x", 19, 20, false).0, PoolName::New);
         assert_eq!(s.decide(b"x", 20, 20, false).0, PoolName::Stable);
     }
+
+    #[test]
+    fn the_decision_reads_the_route_and_a_closed_gate_refuses_new() {
+        let s = splitter(&[KeySource::ClientIp]);
+        let route = Route { percent: 19, rolled_back: false, shedding: true, gate_closed: false };
+        // bucket("g", "qa-new") is whatever it is: the decision reports it.
+        let d = s.decision(b"qa-new", route);
+        assert_eq!((d.pool, d.reason, d.bucket), (PoolName::New, Reason::ForcedNew, s.bucket(b"qa-new")));
+        let closed = Route { gate_closed: true, ..route };
+        assert_eq!(s.decision(b"qa-new", closed).reason, Reason::RolledBack);
+        let all = Route { percent: 100, ..route };
+        assert_eq!(s.decision(b"anyone", all).pool, PoolName::New, "L2 alone moves nobody");
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_the_force_lists_and_only_them() {
+        let base = crate::config::parse(MINIMAL, "t").unwrap().split;
+        let with = |new: &[&str], stable: &[&str]| {
+            let config = SplitConfig {
+                force_new: new.iter().map(|k| k.to_string()).collect(),
+                force_stable: stable.iter().map(|k| k.to_string()).collect(),
+                ..base.clone()
+            };
+            Splitter::new(&config).fingerprint
+        };
+        assert_eq!(with(&["a", "b"], &[]), with(&["b", "a"], &[]), "order of a set does not matter");
+        assert_ne!(with(&["a"], &[]), with(&[], &["a"]));
+        assert_ne!(with(&["ab"], &[]), with(&["a", "b"], &[]));
+        assert_ne!(with(&[], &[]), Splitter::new(&SplitConfig { group: "h".into(), ..base.clone() }).fingerprint);
+    }
 }

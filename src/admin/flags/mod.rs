@@ -148,8 +148,7 @@ fn matches_any<'a>(presented: &[u8], tokens: impl Iterator<Item = &'a str>) -> b
 
 /// A flags token or the admin token.
 fn may_evaluate(flags: &FlagsConfig, admin_token: Option<&str>, headers: &HeaderMap) -> bool {
-    presented(headers)
-        .is_some_and(|p| matches_any(p, flags.tokens.0.iter().map(String::as_str).chain(admin_token)))
+    presented(headers).is_some_and(|p| matches_any(p, flags.tokens.0.iter().map(String::as_str).chain(admin_token)))
 }
 
 /// Whether a request presents a flags token (that is not also the admin
@@ -159,7 +158,8 @@ pub fn presents_flags_token(shared: &Shared, headers: &HeaderMap) -> bool {
     let (Some(flags), Some(p)) = (&config.flags, presented(headers)) else {
         return false;
     };
-    matches_any(p, flags.tokens.0.iter().map(String::as_str)) && !matches_any(p, shared.admin_token.as_deref().into_iter())
+    matches_any(p, flags.tokens.0.iter().map(String::as_str))
+        && !matches_any(p, shared.admin_token.as_deref().into_iter())
 }
 
 /// The body of a POST, under the admin API's rules: no cross-origin

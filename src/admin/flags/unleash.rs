@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 
 use super::{error, not_modified, not_modified_response, ok, with_etag, View};
 use crate::config::PoolName;
-use crate::proxy::split::KeySource;
 use crate::metrics::FlagProtocol;
 use crate::proxy::body::ResponseBody;
+use crate::proxy::split::KeySource;
 use crate::Shared;
 
 /// The Unleash context field that carries the routing key of `source`.
