@@ -99,6 +99,7 @@ const EXAMPLE_ENV: &[(&str, &str)] = &[
     ("GRAYSHIFT_ETCD_PASSWORD", "example"),
     ("GRAYSHIFT_DB_PASSWORD", "example"),
     ("GRAYSHIFT_ADMIN_TOKEN", "example"),
+    ("GRAYSHIFT_FLAG_TOKENS", "example"),
 ];
 
 /// `grayshift check` on `text`, run in `dir`; paths under /etc/grayshift/
