@@ -124,8 +124,9 @@ fn not_modified_response(etag: HeaderValue) -> Response<ResponseBody> {
     with_etag(response, etag)
 }
 
-/// The highest active level, for answers' metadata (the decision itself
-/// reads only the route).
+/// The highest active level, for answers' metadata and the ETag. It takes
+/// the control state's lock, which the request path never does; the
+/// decision itself reads only the lock-free route.
 fn highest_level(shared: &Shared) -> Option<Level> {
     shared.control.state().highest_level()
 }
