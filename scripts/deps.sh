@@ -18,6 +18,11 @@
 #   python3, Werkzeug 3.1.8    tests/paths.rs runs a Werkzeug app as the upstream
 #                              that decodes %2F and does not resolve `..`, as
 #                              Flask apps do (pip, pinned; python3-pip from apt)
+#   openfeature-sdk 0.10.0,    tests/flags.rs evaluates the release flag with the
+#   openfeature-provider-ofrep real SDKs a worker uses (pip, pinned)
+#   0.3.0, UnleashClient 6.9.1
+#   node, npm; tests/flags_js  the OpenFeature JavaScript SDK and its OFREP provider:
+#                              `npm ci` from the committed package-lock.json
 #
 # PostgreSQL is handled by scripts/test.sh: it uses a running server when one
 # answers and only installs Debian's postgresql otherwise.
@@ -76,6 +81,21 @@ deps_main() {
         # Debian's python3 is "externally managed"; the variable lets pip
         # install next to it (older pips ignore it).
         PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet werkzeug==3.1.8 >/dev/null
+    fi
+    if ! python3 -c 'import openfeature.contrib.provider.ofrep, UnleashClient' 2>/dev/null; then
+        deps_log "installing openfeature-sdk, openfeature-provider-ofrep, UnleashClient"
+        PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet openfeature-sdk==0.10.0 \
+            openfeature-provider-ofrep==0.3.0 UnleashClient==6.9.1 >/dev/null
+    fi
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        deps_log "installing nodejs, npm"
+        apt_install nodejs npm
+    fi
+    local flags_js
+    flags_js="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/flags_js"
+    if [ ! -d "$flags_js/node_modules/@openfeature/ofrep-provider" ]; then
+        deps_log "npm ci in tests/flags_js"
+        (cd "$flags_js" && npm ci --no-audit --no-fund --silent >/dev/null)
     fi
     if ! cargo nextest --version >/dev/null 2>&1; then
         deps_log "installing cargo-nextest"

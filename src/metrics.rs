@@ -65,6 +65,35 @@ impl ClientErrors {
     }
 }
 
+/// Who asked the flags API (`grayshift_flag_evaluations_total{protocol}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagProtocol {
+    Ofrep,
+    /// Counted from what Unleash SDKs report: they evaluate locally.
+    Unleash,
+}
+
+impl FlagProtocol {
+    pub const ALL: [FlagProtocol; 2] = [Self::Ofrep, Self::Unleash];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ofrep => "ofrep",
+            Self::Unleash => "unleash",
+        }
+    }
+}
+
+/// `grayshift_flag_evaluations_total{protocol, variant}`, resolved at
+/// start-up: an evaluation costs an atomic add.
+pub struct FlagEvaluations([[IntCounter; 2]; 2]);
+
+impl FlagEvaluations {
+    pub fn count(&self, protocol: FlagProtocol, variant: PoolName, n: u64) {
+        self.0[protocol as usize][variant.index()].inc_by(n);
+    }
+}
+
 /// Counters of one pool, resolved at start-up.
 pub struct PoolMetrics {
     /// Indexed by status class: 0 = 1xx … 4 = 5xx.
@@ -135,6 +164,7 @@ pub struct Metrics {
     /// Request bodies that failed by the client's fault: never counted
     /// against a pool (docs/src/security.md, "Timeouts").
     pub client_errors: std::sync::Arc<ClientErrors>,
+    pub flag_evaluations: FlagEvaluations,
     /// Fleet mode (docs/src/fleet.md), registered only with `[fleet]`.
     pub fleet_connected: IntGauge,
     pub fleet_revision: IntGauge,
@@ -256,7 +286,20 @@ impl Metrics {
             &["kind"],
         )
         .unwrap();
+        let flag_evaluations = IntCounterVec::new(
+            Opts::new(
+                "grayshift_flag_evaluations_total",
+                "Flag evaluations by protocol and variant (Unleash: as its SDKs report them).",
+            ),
+            &["protocol", "variant"],
+        )
+        .unwrap();
         let m = Metrics {
+            flag_evaluations: FlagEvaluations(
+                FlagProtocol::ALL.map(|p| {
+                    PoolName::ALL.map(|pool| flag_evaluations.with_label_values(&[p.as_str(), pool.as_str()]))
+                }),
+            ),
             client_errors: std::sync::Arc::new(ClientErrors(
                 ClientErrorKind::ALL.map(|k| client_errors.with_label_values(&[k.as_str()])),
             )),
@@ -351,6 +394,7 @@ impl Metrics {
             Box::new(m.ramp_step.clone()),
             Box::new(handshake_errors),
             Box::new(client_errors),
+            Box::new(flag_evaluations),
             Box::new(TLS_CLIENT_WARNINGS.clone()),
         ];
         for c in collectors.into_iter().chain(m.ledger.collectors()) {

@@ -71,11 +71,20 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/ui"),
     ("GET", "/ui/app.js"),
     ("GET", "/ui/app.css"),
+    ("POST", "/ofrep/v1/evaluate/flags/{key}"),
+    ("POST", "/ofrep/v1/evaluate/flags"),
+    ("GET", "/ofrep/v1/configuration"),
+    ("GET", "/api/client/features"),
+    ("POST", "/api/client/register"),
+    ("POST", "/api/client/metrics"),
 ];
 
 async fn route(shared: &Shared, req: Request<ClientBody>) -> Reply {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if super::flags::is_flags_path(&path) {
+        return Ok(super::flags::route(shared, req).await);
+    }
     if method == Method::GET {
         if let Some(page) = console::asset(&path) {
             return Ok(page);
@@ -238,7 +247,11 @@ async fn change_body<T: serde::de::DeserializeOwned>(shared: &Shared, req: Reque
 }
 
 /// Without a configured token (loopback only), changes are open.
+/// A flags token may evaluate flags and nothing else (403).
 fn authorize(shared: &Shared, headers: &http::HeaderMap) -> Result<(), ApiError> {
+    if super::flags::presents_flags_token(shared, headers) {
+        return Err(error(StatusCode::FORBIDDEN, "a flags token can evaluate flags and nothing else"));
+    }
     let Some(token) = &shared.admin_token else {
         return Ok(());
     };

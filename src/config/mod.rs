@@ -4,6 +4,7 @@
 //! reload apply exactly the same rules. Errors carry the byte span of the
 //! offending value and render as `FILE:LINE:COL: message`.
 
+mod flags;
 mod fleet;
 mod ledger;
 mod notify;
@@ -164,6 +165,7 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
     let ledger = raw.ledger.as_ref().map(ledger::validate).transpose()?;
     let schema = raw.schema.as_ref().map(schema::validate).transpose()?;
     let ramp = raw.ramp.as_ref().map(ramp::validate).transpose()?;
+    let flags = raw.flags.as_ref().map(flags::validate).transpose()?;
 
     Ok(Config {
         server,
@@ -180,6 +182,7 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         ledger,
         schema,
         ramp,
+        flags,
     })
 }
 

@@ -30,6 +30,7 @@ pub struct RawConfig {
     pub fleet: Option<S<RawFleet>>,
     pub schema: Option<S<RawSchema>>,
     pub ramp: Option<S<RawRamp>>,
+    pub flags: Option<S<RawFlags>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -272,4 +273,11 @@ impl OneOrMany {
             OneOrMany::Many(v) => v.clone(),
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlags {
+    pub tokens_file: Option<S<String>>,
+    pub tokens_env: Option<S<String>>,
 }

@@ -364,3 +364,24 @@ fn ramp_errors_point_at_the_key() {
     let e = err(&format!("{MINIMAL}\n[[notify]]\nwebhook = \"http://127.0.0.1:9/\"\nformat = \"teams\"\n")).to_string();
     assert!(e.contains("notify.format") && e.contains("slack"), "{e}");
 }
+
+#[test]
+fn flags_tokens_are_read_one_a_line_and_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, "  first-secret \n\nsecond-secret\n").unwrap();
+    let c = parse(&format!("{MINIMAL}\n[flags]\ntokens_file = {:?}\n", file.to_str().unwrap()), "t.toml").unwrap();
+    let flags = c.flags.as_ref().unwrap();
+    assert_eq!(flags.tokens.0, ["first-secret", "second-secret"]);
+    assert!(!format!("{c:?}").contains("secret"), "Debug shows no token");
+    assert!(parse(MINIMAL, "t.toml").unwrap().flags.is_none());
+
+    let e = err(&format!("{MINIMAL}\n[flags]\n"));
+    assert!(e.to_string().starts_with("t.toml:12:1: [flags] needs `tokens_file = \"PATH\"`"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[flags]\ntokens_file = \"/nonexistent/tokens\"\n"));
+    assert!(e.to_string().contains("t.toml:13:15: cannot read /nonexistent/tokens"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[flags]\ntokens_file = \"a\"\ntokens_env = \"B\"\n"));
+    assert!(e.to_string().contains("give only one of `tokens_file` or `tokens_env`"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[flags]\ntokens = \"x\"\n"));
+    assert!(e.to_string().contains("unknown field `tokens`"), "{e}");
+}

@@ -89,6 +89,24 @@ pub struct Config {
     pub ramp: Option<RampConfig>,
     /// `[fleet]`: share the run-time state through etcd (docs/src/fleet.md).
     pub fleet: Option<FleetConfig>,
+    /// `[flags]`: the flags API (docs/src/flags-ofrep.md); `None` = its paths are 404.
+    pub flags: Option<FlagsConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlagsConfig {
+    pub tokens: FlagTokens,
+}
+
+/// The flags tokens. Their `Debug` shows only how many there are, so a
+/// config printed in a log never carries one.
+#[derive(Clone, PartialEq)]
+pub struct FlagTokens(pub Vec<String>);
+
+impl std::fmt::Debug for FlagTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FlagTokens({} tokens)", self.0.len())
+    }
 }
 
 impl Config {

@@ -101,8 +101,8 @@ async fn route_and_forward(
     let ip_text = other_ip.as_ref().map_or(conn.peer_text.as_bytes(), IpText::as_bytes);
     // The key stays at hand for the exposure ledger (step 7).
     let (key, origin) = splitter.routing_key_origin(req.headers(), ip_text);
-    let bucket = splitter.bucket(key);
-    let mut pool = splitter.decide(key, bucket, route.percent, route.new_refused()).0;
+    let split::Decision { pool, bucket, .. } = splitter.decision(key, route);
+    let mut pool = pool;
 
     // 3. Under L2, the new-feature entry points are shed (or sent to stable).
     if route.shedding && config.features.matches(req.method(), req.uri().path()) {

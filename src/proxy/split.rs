@@ -1,7 +1,8 @@
 //! Who goes where: routing-key extraction, the murmur3 bucket and the
 //! stable/new decision. Pure functions, no I/O; the request path calls them
 //! in this order: [`client_ip`] → [`Splitter::routing_key`] → [`bucket`] →
-//! [`Splitter::decide`].
+//! [`Splitter::decision`]. The flags API (docs/src/flags-ofrep.md) asks
+//! [`Splitter::decision`] too, so a worker and a request agree.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -11,6 +12,7 @@ use http::header::{HeaderMap, HeaderName, COOKIE};
 use ipnet::IpNet;
 
 use crate::config::{PoolName, SplitConfig};
+use crate::control::state::Route;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -155,6 +157,17 @@ pub struct Splitter {
     force_new: HashSet<String>,
     force_stable: HashSet<String>,
     pub trusted_proxies: Vec<IpNet>,
+    /// Changes when the group, the key sources or the force lists do: with
+    /// the route, all that a decision depends on (the flags API's ETag).
+    pub fingerprint: u64,
+}
+
+/// Where a routing key goes, why, and its bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub pool: PoolName,
+    pub reason: Reason,
+    pub bucket: u8,
 }
 
 /// Why a request went where it went (for logs and tests).
@@ -176,7 +189,18 @@ impl Splitter {
             force_new: config.force_new.clone(),
             force_stable: config.force_stable.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
+            fingerprint: fingerprint(config),
         }
+    }
+
+    /// The pool `key` belongs to under `route`: the one decision the
+    /// request path and the flags API share. L2 shedding (it depends on the
+    /// path) and the fallback to stable (it depends on health) come after.
+    #[inline]
+    pub fn decision(&self, key: &[u8], route: Route) -> Decision {
+        let bucket = self.bucket(key);
+        let (pool, reason) = self.decide(key, bucket, route.percent, route.new_refused());
+        Decision { pool, reason, bucket }
     }
 
     /// The routing key: the first configured source present in the request.
@@ -224,6 +248,32 @@ impl Splitter {
         let pool = if bucket < percent { PoolName::New } else { PoolName::Stable };
         (pool, Reason::Percent)
     }
+}
+
+/// A hash of what the split decides with besides the route, the same on
+/// every replica (sets are hashed in sorted order).
+fn fingerprint(config: &SplitConfig) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = mur3::Hasher128::with_seed(0);
+    let mut field = |bytes: &[u8]| {
+        hasher.write(&(bytes.len() as u64).to_le_bytes());
+        hasher.write(bytes);
+    };
+    // Every list is preceded by its length, every field by its own.
+    field(config.group.as_bytes());
+    field(&(config.key.len() as u64).to_le_bytes());
+    for source in &config.key {
+        field(source.label().as_bytes());
+    }
+    for list in [&config.force_new, &config.force_stable] {
+        let mut keys: Vec<&String> = list.iter().collect();
+        keys.sort();
+        field(&(keys.len() as u64).to_le_bytes());
+        for key in keys {
+            field(key.as_bytes());
+        }
+    }
+    hasher.finish128().0
 }
 
 /// The value of cookie `name` from any `Cookie` header (RFC 6265 §5.4),
@@ -431,5 +481,35 @@ mod tests {
         assert_eq!(s.decide(b"qa-new", 0, 100, true), (PoolName::Stable, Reason::RolledBack));
         assert_eq!(s.decide(b"x", 19, 20, false).0, PoolName::New);
         assert_eq!(s.decide(b"x", 20, 20, false).0, PoolName::Stable);
+    }
+
+    #[test]
+    fn the_decision_reads_the_route_and_a_closed_gate_refuses_new() {
+        let s = splitter(&[KeySource::ClientIp]);
+        let route = Route { percent: 19, rolled_back: false, shedding: true, gate_closed: false };
+        // bucket("g", "qa-new") is whatever it is: the decision reports it.
+        let d = s.decision(b"qa-new", route);
+        assert_eq!((d.pool, d.reason, d.bucket), (PoolName::New, Reason::ForcedNew, s.bucket(b"qa-new")));
+        let closed = Route { gate_closed: true, ..route };
+        assert_eq!(s.decision(b"qa-new", closed).reason, Reason::RolledBack);
+        let all = Route { percent: 100, ..route };
+        assert_eq!(s.decision(b"anyone", all).pool, PoolName::New, "L2 alone moves nobody");
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_the_force_lists_and_only_them() {
+        let base = crate::config::parse(MINIMAL, "t").unwrap().split;
+        let with = |new: &[&str], stable: &[&str]| {
+            let config = SplitConfig {
+                force_new: new.iter().map(|k| k.to_string()).collect(),
+                force_stable: stable.iter().map(|k| k.to_string()).collect(),
+                ..base.clone()
+            };
+            Splitter::new(&config).fingerprint
+        };
+        assert_eq!(with(&["a", "b"], &[]), with(&["b", "a"], &[]), "order of a set does not matter");
+        assert_ne!(with(&["a"], &[]), with(&[], &["a"]));
+        assert_ne!(with(&["ab"], &[]), with(&["a", "b"], &[]));
+        assert_ne!(with(&[], &[]), Splitter::new(&SplitConfig { group: "h".into(), ..base.clone() }).fingerprint);
     }
 }
