@@ -2,7 +2,7 @@
 //! rollback levels ([`state`]), the rule engine that moves them by itself
 //! ([`rules`]), and the hot reload of the config file ([`reload`]).
 
-pub mod decide;
+pub mod change;
 pub mod fleet;
 pub mod ledger;
 pub mod notify;

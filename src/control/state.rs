@@ -552,7 +552,7 @@ impl Control {
     /// shared state, merged with the unpublished outbox. Returns whether the
     /// shared part changed. Remote changes send no level event: the replica
     /// that made a change notifies (and runs the hook), not all of them.
-    pub fn apply_remote(&self, remote: &crate::control::decide::Remote, revision: i64) -> bool {
+    pub fn apply_remote(&self, remote: &crate::control::change::Remote, revision: i64) -> bool {
         let mut guard = self.lock();
         let next = guard.merge_remote(remote, revision);
         if next == *guard {

@@ -2,7 +2,7 @@
 //! rollback levels through etcd v3.
 //!
 //! Decisions stay where they are: the pure transitions of
-//! [`crate::control::decide`] decide, [`Control`](crate::control::state::Control)
+//! [`crate::control::change`] decide, [`Control`](crate::control::state::Control)
 //! holds the gate the request path reads. This module is the other
 //! persistence behind the same seam: a change is a compare-and-set
 //! transaction on the revisions the decision was made on (with its audit
