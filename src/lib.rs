@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError};
 use crate::control::state::{Control, StateFileError};
+use crate::control::store::Store;
 use crate::control::{reload, rules};
 use crate::metrics::Metrics;
 use crate::proxy::snapshot::Snapshot;
@@ -48,6 +49,8 @@ pub struct Shared {
     /// The exposure ledger, when `[ledger]` is configured (read at start).
     pub ledger: Option<Arc<control::ledger::Ledger>>,
     /// `[fleet]`: the shared state through etcd; `None` in single mode.
+    /// Only for the wiring here and `/status`: changes go through
+    /// `control.submit`, whichever store keeps them.
     pub fleet: Option<Arc<control::fleet::Fleet>>,
 }
 
@@ -143,15 +146,10 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let fleet = config.fleet.as_ref().map(|f| {
         let wake = Arc::new(tokio::sync::Notify::new());
         let seed = (!config.state.file.exists()).then_some(config.split.percent);
-        let local = control::state::FleetLocal {
-            replica: f.replica.clone(),
-            wake: wake.clone(),
-            config_percent: Mutex::new(None),
-        };
-        (Arc::new(control::fleet::Fleet::new(f.clone(), wake, seed)), local)
+        Arc::new(control::fleet::Fleet::new(f.clone(), wake, seed))
     });
-    let (fleet, fleet_local) = fleet.map_or((None, None), |(f, l)| (Some(f), Some(l)));
-    let control = Control::open_with(&config.state, config.split.percent, events_tx, fleet_local)?;
+    let store = fleet.clone().map_or(Store::File, Store::etcd);
+    let control = Control::open_with(&config.state, config.split.percent, events_tx, store)?;
     let metrics = Metrics::new();
     if fleet.is_some() {
         metrics.register_fleet();

@@ -12,16 +12,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::console;
-use crate::config::{Level, PoolName};
+use crate::config::PoolName;
+use crate::control::change::{request, Change};
 use crate::control::release::driver;
-use crate::control::release::ramp::Command;
 use crate::control::reload;
-use crate::control::state::{self, Actor, ControlError};
+use crate::control::state::{Actor, ControlError};
 use crate::proxy::body::{ClientBody, ResponseBody};
 use crate::proxy::handle::ConnInfo;
 use crate::Shared;
@@ -100,79 +99,50 @@ async fn route(shared: &Shared, req: Request<ClientBody>) -> Reply {
             Err(error(StatusCode::METHOD_NOT_ALLOWED, "the console is read with GET"))
         }
         (Method::PUT, "/percent") => {
-            let body: PercentBody = change_body(shared, req).await?;
-            let result = match &shared.fleet {
-                // Towards risk: the store first (503 without it).
-                Some(fleet) => fleet.set_percent(shared, body.percent, &Actor::Admin).await.map(|(o, r)| (o, Some(r))),
-                None => shared.control.set_percent(body.percent, &Actor::Admin).map(|o| (o, None)),
-            };
-            match result {
-                Ok((old, revision)) => {
-                    let mut answer =
-                        json!({ "old": old, "desired": body.percent, "effective": shared.control.route().percent });
-                    if let Some(revision) = revision {
-                        answer["revision"] = json!(revision);
-                    }
-                    Ok(json_response(StatusCode::OK, answer))
-                }
-                Err(e) => Err(control_error(e)),
+            let body: request::SetPercent = change_body(shared, req).await?;
+            let applied = shared.control.submit(shared, body.change(), &Actor::Admin).await.map_err(control_error)?;
+            let mut answer = json!({
+                "old": applied.before.desired_percent, "desired": body.percent,
+                "effective": shared.control.route().percent,
+            });
+            if let Some(revision) = applied.revision {
+                answer["revision"] = json!(revision);
             }
+            Ok(json_response(StatusCode::OK, answer))
         }
         (Method::POST, "/rollback") => {
-            let body: RollbackBody = change_body(shared, req).await?;
-            let level = parse_level(&body.level)?;
-            let reason = body.reason.unwrap_or_else(|| "manual rollback".into());
-            let hook = shared.config().rollback.hook.is_some();
-            match shared.control.activate_with(level, &reason, &Actor::Admin, hook, body.force) {
-                Ok(activated) => {
-                    let blocked = shared.control.blocked_reason(level);
-                    Ok(json_response(
-                        StatusCode::OK,
-                        json!({
-                            "level": level, "activated": activated, "blocked": blocked.is_some(),
-                            "blocked_reason": blocked, "state": shared.control.state(),
-                        }),
-                    ))
-                }
-                Err(e) => Err(control_error(e)),
-            }
+            let body: request::Rollback = change_body(shared, req).await?;
+            let change = body.change(shared.config().rollback.hook.is_some()).map_err(bad_request)?;
+            let Change::Activate { level, .. } = change else { unreachable!("a rollback request activates a level") };
+            let applied = shared.control.submit(shared, change, &Actor::Admin).await.map_err(control_error)?;
+            let blocked = shared.control.blocked_reason(level);
+            Ok(json_response(
+                StatusCode::OK,
+                json!({
+                    "level": level, "activated": applied.changed(), "blocked": blocked.is_some(),
+                    "blocked_reason": blocked, "state": shared.control.state(),
+                }),
+            ))
         }
         (Method::POST, "/ramp") => {
-            let body: RampBody = change_body(shared, req).await?;
-            let cmd = Command::parse(&body.action).ok_or_else(|| {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    &format!(
-                        "action must be \"start\", \"pause\", \"resume\", \"promote\" or \"abort\", got {:?}",
-                        body.action
-                    ),
-                )
-            })?;
-            match driver::command(shared, cmd).await {
-                Ok(_) => Ok(json_response(
-                    StatusCode::OK,
-                    json!({ "ramp": driver::status(shared), "percent": percent_view(shared) }),
-                )),
-                Err(e) => Err(control_error(e)),
-            }
+            let body: request::Ramp = change_body(shared, req).await?;
+            let cmd = body.command().map_err(bad_request)?;
+            driver::command(shared, cmd).await.map_err(control_error)?;
+            Ok(json_response(
+                StatusCode::OK,
+                json!({ "ramp": driver::status(shared), "percent": percent_view(shared) }),
+            ))
         }
         (Method::POST, "/resume") => {
-            let body: ResumeBody = change_body(shared, req).await?;
-            let level = parse_level(&body.level)?;
-            let result = match &shared.fleet {
-                Some(fleet) => fleet.resume(shared, level, body.confirm, &Actor::Admin).await.map(Some),
-                None => shared.control.resume(level, body.confirm, &Actor::Admin).map(|()| None),
-            };
-            match result {
-                Ok(revision) => {
-                    let mut answer = json!({ "level": level, "resumed": true, "state": shared.control.state() });
-                    if let Some(revision) = revision {
-                        answer["revision"] = json!(revision);
-                    }
-                    Ok(json_response(StatusCode::OK, answer))
-                }
-                Err(e) => Err(control_error(e)),
+            let body: request::Resume = change_body(shared, req).await?;
+            let change = body.change().map_err(bad_request)?;
+            let Change::Resume { level, .. } = change else { unreachable!("a resume request resumes a level") };
+            let applied = shared.control.submit(shared, change, &Actor::Admin).await.map_err(control_error)?;
+            let mut answer = json!({ "level": level, "resumed": true, "state": shared.control.state() });
+            if let Some(revision) = applied.revision {
+                answer["revision"] = json!(revision);
             }
+            Ok(json_response(StatusCode::OK, answer))
         }
         (Method::POST, "/reload") => {
             let _: Option<Value> = change_body(shared, req).await?;
@@ -188,39 +158,8 @@ async fn route(shared: &Shared, req: Request<ClientBody>) -> Reply {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PercentBody {
-    percent: i64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RollbackBody {
-    level: String,
-    reason: Option<String>,
-    /// Send users to stable even past the point of no return.
-    #[serde(default)]
-    force: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RampBody {
-    action: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResumeBody {
-    level: String,
-    #[serde(default)]
-    confirm: bool,
-}
-
-fn parse_level(text: &str) -> Result<Level, ApiError> {
-    Level::parse(text)
-        .ok_or_else(|| error(StatusCode::BAD_REQUEST, &format!("level must be \"L1\", \"L2\" or \"L3\", got {text:?}")))
+fn bad_request(e: request::RequestError) -> ApiError {
+    error(StatusCode::BAD_REQUEST, &e.0)
 }
 
 /// Authorise a change and parse its JSON body (an empty body is `null`).
@@ -369,13 +308,8 @@ async fn audit(shared: &Shared, query: Option<&str>) -> Reply {
             .filter(|n| (1..=10_000).contains(n))
             .ok_or_else(|| error(StatusCode::BAD_REQUEST, "limit must be a number from 1 to 10000"))?,
     };
-    if let Some(fleet) = shared.fleet.as_ref().filter(|f| f.is_connected()) {
-        if let Ok(entries) = fleet.audit(limit).await {
-            return Ok(json_response(StatusCode::OK, json!({ "entries": entries, "source": "store" })));
-        }
-    }
-    match state::read_audit(shared.control.audit_path(), limit) {
-        Ok(entries) => Ok(json_response(StatusCode::OK, json!({ "entries": entries, "source": "local" }))),
+    match shared.control.store().audit(shared.control.audit_path(), limit).await {
+        Ok((entries, source)) => Ok(json_response(StatusCode::OK, json!({ "entries": entries, "source": source }))),
         Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot read audit log: {e}"))),
     }
 }

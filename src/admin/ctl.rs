@@ -5,10 +5,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::client;
+use crate::control::change::request;
 
+/// What `grayshift ctl` asks: a read, or one of the admin API's changes,
+/// sent as the request types the API parses
+/// ([`crate::control::change::request`]).
 pub enum Command {
     Status {
         json: bool,
@@ -37,17 +41,19 @@ pub enum Command {
 pub async fn run(admin: &str, token: Option<&str>, command: Command) -> Result<String, String> {
     let (method, path, body) = match &command {
         Command::Status { .. } => (Method::GET, "/status", None),
-        Command::SetPercent { percent, .. } => (Method::PUT, "/percent", Some(json!({ "percent": percent }))),
+        Command::SetPercent { percent, .. } => {
+            (Method::PUT, "/percent", body(&request::SetPercent { percent: *percent }))
+        }
         // The API takes exactly `L1`..`L3`; `ctl rollback l1` is what a user
         // may type, so ctl spells it for them.
-        Command::Rollback { level, reason, force } => (
-            Method::POST,
-            "/rollback",
-            Some(json!({ "level": level.to_ascii_uppercase(), "reason": reason, "force": force })),
-        ),
-        Command::Ramp { action } => (Method::POST, "/ramp", Some(json!({ "action": action }))),
+        Command::Rollback { level, reason, force } => {
+            let level = level.to_ascii_uppercase();
+            (Method::POST, "/rollback", body(&request::Rollback { level, reason: Some(reason.clone()), force: *force }))
+        }
+        Command::Ramp { action } => (Method::POST, "/ramp", body(&request::Ramp { action: action.clone() })),
         Command::Resume { level, confirm } => {
-            (Method::POST, "/resume", Some(json!({ "level": level.to_ascii_uppercase(), "confirm": confirm })))
+            let level = level.to_ascii_uppercase();
+            (Method::POST, "/resume", body(&request::Resume { level, confirm: *confirm }))
         }
         Command::Reload => (Method::POST, "/reload", None),
     };
@@ -73,6 +79,11 @@ pub async fn run(admin: &str, token: Option<&str>, command: Command) -> Result<S
         }
         _ => format!("{value:#}"),
     })
+}
+
+/// A change's request body as JSON.
+fn body<T: serde::Serialize>(request: &T) -> Option<Value> {
+    Some(serde_json::to_value(request).expect("request bodies serialize"))
 }
 
 /// Poll `/status` until every live member reports `revision` or later.
@@ -251,6 +262,8 @@ fn text(v: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

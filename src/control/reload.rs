@@ -57,7 +57,7 @@ pub fn reload(shared: &Shared, trigger: &str) -> Result<u64, ReloadError> {
             status.last_error = Some(error.to_string());
             status.last_error_at = Some(now_rfc3339());
             tracing::error!(trigger, %error, "config reload rejected; the previous config keeps serving");
-            shared.control.audit(
+            shared.control.effects().audit(
                 &Actor::Config,
                 "reload",
                 json!({ "result": "error", "trigger": trigger, "error": error.to_string() }),
@@ -82,7 +82,11 @@ pub fn reload(shared: &Shared, trigger: &str) -> Result<u64, ReloadError> {
         tracing::warn!(settings = ?status.restart_needed, "changed settings take effect only after a restart");
     }
     tracing::info!(trigger, version, "config reloaded");
-    shared.control.audit(&Actor::Config, "reload", json!({ "result": "ok", "trigger": trigger, "new": version }));
+    shared.control.effects().audit(
+        &Actor::Config,
+        "reload",
+        json!({ "result": "ok", "trigger": trigger, "new": version }),
+    );
     Ok(version)
 }
 

@@ -1,23 +1,28 @@
 //! Run-time control: the desired percent and the active rollback levels.
 //!
-//! The request path reads one packed atomic ([`Control::route`]); every
-//! change (admin API, rule engine, config reload) goes through the methods
-//! here, which take a mutex, write the state file atomically, append to the
-//! audit log and only then publish the new gate. A restart reads the state
-//! file back, so a rollback is never forgotten.
+//! The request path reads one packed atomic ([`Control::route`]). Every
+//! change (admin API, rule engine, config reload, ramp, schema gate, fleet
+//! store) is a [`Change`] handed to [`Control::submit`]: decided by
+//! [`change::apply`], kept by the [`Store`] (the state file is written
+//! atomically before the gate is published) and then its effects are
+//! written ([`Effects`]). A restart reads the state file back, so a
+//! rollback is never forgotten.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::config::{Level, StateConfig};
+use crate::control::change::{self, Change, Effect};
+use crate::control::effects::Effects;
 use crate::control::release::ramp::{Phase, Ramp};
 use crate::control::release::schema::Stance;
+use crate::control::store::Store;
 use crate::metrics::Metrics;
+use crate::Shared;
 
 /// Who made a change, as written to the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,20 +192,27 @@ pub struct Control {
     /// changed under the state lock, with `stance`.
     past_stable: Mutex<Option<String>>,
     state: Mutex<State>,
-    paths: StateConfig,
-    events: tokio::sync::mpsc::UnboundedSender<Event>,
-    /// Set in fleet mode: the state file becomes the replica's cache and
-    /// rollbacks also go to the outbox.
-    fleet: Option<FleetLocal>,
+    /// The state file: the state, or in fleet mode this replica's cache.
+    file: PathBuf,
+    store: Store,
+    effects: Effects,
 }
 
-/// What `Control` needs to know of the fleet: who we are, and whom to wake
-/// when the outbox or the config's percent has something to publish.
-pub struct FleetLocal {
-    pub replica: String,
-    pub wake: std::sync::Arc<tokio::sync::Notify>,
-    /// A `split.percent` change in the config file, for the store.
-    pub config_percent: Mutex<Option<u8>>,
+/// A change that went in: the state it was decided on, what it made known
+/// (already written), and the fleet store's revision when it went there.
+#[derive(Debug)]
+pub struct Applied {
+    pub before: State,
+    pub effects: Vec<Effect>,
+    pub revision: Option<i64>,
+}
+
+impl Applied {
+    /// Whether the change changed anything (an already active level, an
+    /// unchanged config percent do not).
+    pub fn changed(&self) -> bool {
+        !self.effects.is_empty()
+    }
 }
 
 impl Control {
@@ -211,21 +223,21 @@ impl Control {
         config_percent: u8,
         events: tokio::sync::mpsc::UnboundedSender<Event>,
     ) -> Result<Control, StateFileError> {
-        Control::open_with(paths, config_percent, events, None)
+        Control::open_with(paths, config_percent, events, Store::File)
     }
 
-    /// [`Control::open`], in fleet mode when `fleet` is set.
+    /// [`Control::open`] on `store`.
     pub fn open_with(
         paths: &StateConfig,
         config_percent: u8,
         events: tokio::sync::mpsc::UnboundedSender<Event>,
-        fleet: Option<FleetLocal>,
+        store: Store,
     ) -> Result<Control, StateFileError> {
         let state = match read_state(&paths.file)? {
             Some(state) => state,
             // Fleet mode with no cache: percent 0 until the store says
             // otherwise (docs/src/fleet.md, When something fails); the config's percent seeds a new store.
-            None if fleet.is_some() => State { config_percent, ..State::default() },
+            None if store.fleet().is_some() => State { config_percent, ..State::default() },
             None => State { desired_percent: config_percent, config_percent, ..State::default() },
         };
         // Held before the restart: still held until the first read says
@@ -241,9 +253,9 @@ impl Control {
             stance: Mutex::new(stance),
             past_stable: Mutex::new(past_stable),
             state: Mutex::new(state),
-            paths: paths.clone(),
-            events,
-            fleet,
+            file: paths.file.clone(),
+            store,
+            effects: Effects::new(paths.audit.clone(), events),
         };
         control.config_percent_seen(config_percent);
         Ok(control)
@@ -274,31 +286,108 @@ impl Control {
         self.lock().clone()
     }
 
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The audit log and the event consumer, for what is not a change of
+    /// the state (a reload, the schema gate's verdict, a store reset).
+    pub fn effects(&self) -> &Effects {
+        &self.effects
+    }
+
     pub fn audit_path(&self) -> &Path {
-        &self.paths.audit
+        self.effects.audit_path()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The one way in for a run-time change: decided by
+    /// [`change::apply`], taken by the store (in fleet mode a change towards
+    /// risk goes to etcd first, see `crate::control::store`), then its
+    /// effects are written once.
+    pub async fn submit(&self, shared: &Shared, change: Change, actor: &Actor) -> Result<Applied, ControlError> {
+        match self.store.remote_first(&change) {
+            Some(fleet) => {
+                let applied = fleet.submit(shared, &change, actor).await?;
+                self.write_effects(&applied.effects, actor, applied.revision);
+                Ok(applied)
+            }
+            None => self.submit_here(&change, actor),
+        }
+    }
+
+    /// [`Control::submit`] for a change that applies here first (anything
+    /// in single mode; in fleet mode what is not towards risk), from code
+    /// that cannot wait.
+    pub fn submit_here(&self, change: &Change, actor: &Actor) -> Result<Applied, ControlError> {
+        let (applied, written) = self.keep(change, actor)?;
+        self.write_effects(&applied.effects, actor, None);
+        written.map(|()| applied)
+    }
+
+    /// Fleet mode: a change the store took, applied to what only this
+    /// replica has (a resumed level leaves the outbox); its effects are
+    /// written by the caller.
+    pub(crate) fn settle(&self, change: &Change, actor: &Actor) {
+        match self.keep(change, actor) {
+            Ok(_) | Err(ControlError::NotActive(_)) => {}
+            Err(e) => tracing::error!(error = %e, "fleet: the change is in the store but not in the local cache"),
+        }
+    }
+
+    /// Decide, keep and publish `change`. A refusal changes nothing. A
+    /// write failure of the state file refuses what
+    /// [`Change::needs_persisting`]; everything else applies all the same
+    /// and reports the failure in the second result.
+    fn keep(&self, change: &Change, actor: &Actor) -> Result<(Applied, Result<(), ControlError>), ControlError> {
+        let mut guard = self.lock();
+        let before = guard.clone();
+        let (next, mut effects) = change::apply(&before, change, actor, &now_rfc3339())?;
+        let (next, own_effects) = self.store.keep_here(change, &before, next);
+        if !own_effects {
+            effects.clear();
+        }
+        let changed = next != before;
+        let written = match changed {
+            true => self.commit(&mut guard, next, !change.needs_persisting()),
+            false => Ok(()),
+        };
+        let written = match written {
+            // Refused when it cannot be persisted: nothing was applied.
+            Err(e) if change.needs_persisting() => return Err(e),
+            written => written,
+        };
+        drop(guard);
+        if changed {
+            self.store.kept(change);
+        }
+        Ok((Applied { before, effects, revision: None }, written))
+    }
+
+    fn write_effects(&self, effects: &[Effect], actor: &Actor, revision: Option<i64>) {
+        self.effects.write(effects, actor, revision, |level| self.blocked_reason(level));
+    }
+
     /// Write `next`, then publish it. On a write failure the in-memory
     /// state is left unchanged, except that `force` (rollbacks) applies
     /// anyway: protecting traffic wins over persisting.
     fn commit(&self, guard: &mut State, next: State, force: bool) -> Result<(), ControlError> {
-        let written = write_state(&self.paths.file, &next);
+        let written = write_state(&self.file, &next);
         if let Err(e) = &written {
-            tracing::error!(file = %self.paths.file.display(), error = %e, "cannot write state file");
+            tracing::error!(file = %self.file.display(), error = %e, "cannot write state file");
             if !force {
                 return Err(ControlError::Persist {
-                    path: self.paths.file.display().to_string(),
+                    path: self.file.display().to_string(),
                     source: written.unwrap_err(),
                 });
             }
         }
         *guard = next;
         self.publish(guard);
-        written.map_err(|source| ControlError::Persist { path: self.paths.file.display().to_string(), source })
+        written.map_err(|source| ControlError::Persist { path: self.file.display().to_string(), source })
     }
 
     /// Store `state`'s route under the schema's stance (called with the
@@ -347,37 +436,31 @@ impl Control {
         let mut guard = self.lock();
         let before = self.stance();
         let now = Stance::of(new_ready, unsupported.is_none());
-        let was = self.past_stable().is_some();
+        let was_unsupported = self.past_stable().is_some();
         *self.past_stable.lock().unwrap_or_else(|e| e.into_inner()) = unsupported.clone();
         *self.stance.lock().unwrap_or_else(|e| e.into_inner()) = now;
-        let next = guard.with_schema(before, now, self.route(), version);
-        if next != *guard {
-            // Holding protects traffic: it applies even if the file cannot be written.
-            let _ = self.commit(&mut guard, next, true);
-        } else {
-            self.publish(&guard);
-        }
-        if was == unsupported.is_some() {
-            return now;
-        }
-        let affected = guard.blocked(true);
-        drop(guard);
-        if affected.is_empty() {
-            return now;
-        }
-        let (event, text) = match &unsupported {
-            Some(why) => (
-                "rollback_blocked",
-                format!("rollback {affected:?} BLOCKED, users stay where they are: {why}"),
-            ),
-            None => (
-                "rollback_unblocked",
-                format!("rollback {affected:?} takes effect now: the schema is back within stable_supports, everyone goes to stable"),
-            ),
+        let change = Change::Schema {
+            before,
+            now,
+            shown: self.route(),
+            version: version.to_string(),
+            unsupported,
+            was_unsupported,
         };
-        tracing::warn!(levels = ?affected, event, "{text}");
-        self.audit(&Actor::Config, event, json!({ "levels": affected, "why": unsupported }));
-        self.notice(event, text, &Actor::Config, json!({ "levels": affected }));
+        let effects = match change::apply(&guard, &change, &Actor::Config, "") {
+            Ok((next, effects)) if next != *guard => {
+                // Holding protects traffic: it applies even if the file cannot be written.
+                let _ = self.commit(&mut guard, next, true);
+                effects
+            }
+            Ok((_, effects)) => {
+                self.publish(&guard);
+                effects
+            }
+            Err(_) => unreachable!("the schema's verdict is never refused"),
+        };
+        drop(guard);
+        self.write_effects(&effects, &Actor::Config, None);
         now
     }
 
@@ -398,233 +481,15 @@ impl Control {
         levels.contains(&level).then_some(why).flatten()
     }
 
-    /// Tell `[[notify]]` (through the event consumer).
-    pub fn notice(&self, event: &'static str, text: String, actor: &Actor, detail: serde_json::Value) {
-        let _ = self.events.send(Event::Notice(Notice { event, text, actor: actor.to_string(), detail }));
-    }
-
-    pub fn audit(&self, actor: &Actor, action: &str, detail: serde_json::Value) {
-        let mut entry = json!({ "time": now_rfc3339(), "actor": actor.to_string(), "action": action });
-        if let (Some(obj), serde_json::Value::Object(extra)) = (entry.as_object_mut(), detail) {
-            obj.extend(extra);
-        }
-        if let Err(e) = append_line(&self.paths.audit, &entry.to_string()) {
-            tracing::error!(file = %self.paths.audit.display(), error = %e, "cannot append to audit log");
-        }
-    }
-
     /// The config file's `split.percent` as loaded now; a changed value is a
     /// new desired percent (last writer wins against the admin API).
     pub fn config_percent_seen(&self, percent: u8) {
-        let mut guard = self.lock();
-        if guard.config_percent == percent {
-            return;
-        }
-        if let Some(fleet) = &self.fleet {
-            // A raise is a change towards risk: it goes to the store first
-            // (the fleet task publishes it), never straight to the gate.
-            let next = State { config_percent: percent, ..guard.clone() };
-            let _ = self.commit(&mut guard, next, true);
-            *fleet.config_percent.lock().unwrap_or_else(|e| e.into_inner()) = Some(percent);
-            fleet.wake.notify_one();
-            return;
-        }
-        let (old, old_ramp) = (guard.desired_percent, guard.ramp.clone());
-        let took_over = crate::control::release::ramp::operator_took_over(&guard.ramp);
-        let next = State { desired_percent: percent, config_percent: percent, ramp: took_over.ramp, ..guard.clone() };
-        let _ = self.commit(&mut guard, next, true);
-        drop(guard);
-        self.audit(&Actor::Config, "percent", json!({ "old": old, "new": percent }));
-        self.ramp_paused_by_hand(&old_ramp, &Actor::Config);
-        tracing::info!(old, new = percent, actor = "config", "desired percent changed");
+        let _ = self.submit_here(&Change::ConfigPercent { percent }, &Actor::Config);
     }
 
-    /// `PUT /percent`: 409-style refusals while L3 is active, or on a raise
-    /// while L2 is active.
-    pub fn set_percent(&self, percent: i64, actor: &Actor) -> Result<u8, ControlError> {
-        let mut guard = self.lock();
-        let (old, old_ramp) = (guard.desired_percent, guard.ramp.clone());
-        let next = guard.set_percent_by(percent, actor)?;
-        let percent = next.desired_percent;
-        self.commit(&mut guard, next, false)?;
-        drop(guard);
-        self.audit(actor, "percent", json!({ "old": old, "new": percent }));
-        tracing::info!(old, new = percent, %actor, "desired percent changed");
-        self.ramp_paused_by_hand(&old_ramp, actor);
-        Ok(old)
-    }
-
-    /// Activate `level`. Returns false when it was already active (the
-    /// first reason is kept; the L3 hook does not run twice).
-    pub fn activate(
-        &self,
-        level: Level,
-        reason: &str,
-        actor: &Actor,
-        hook_configured: bool,
-    ) -> Result<bool, ControlError> {
-        self.activate_with(level, reason, actor, hook_configured, false)
-    }
-
-    /// [`Control::activate`]; `force` sends users to stable even past the
-    /// point of no return, and forces an already active level too.
-    pub fn activate_with(
-        &self,
-        level: Level,
-        reason: &str,
-        actor: &Actor,
-        hook_configured: bool,
-        force: bool,
-    ) -> Result<bool, ControlError> {
-        let mut guard = self.lock();
-        if force && guard.rollbacks.get(&level).is_some_and(|a| !a.force) {
-            let mut next = guard.clone();
-            if let Some(a) = next.rollbacks.get_mut(&level) {
-                a.force = true;
-            }
-            if self.fleet.is_some() && !next.outbox.contains(&level) {
-                next.outbox.push(level);
-            }
-            let result = self.commit(&mut guard, next, true);
-            drop(guard);
-            if let Some(fleet) = &self.fleet {
-                fleet.wake.notify_one();
-            }
-            self.audit(actor, "rollback forced", json!({ "level": level, "reason": reason }));
-            tracing::warn!(%level, %actor, "rollback forced: users go to stable although it does not support the schema");
-            return result.map(|_| true);
-        }
-        let hook_status = if hook_configured { HookStatus::Pending } else { HookStatus::None };
-        let hook = (level == Level::L3).then_some(hook_status);
-        let activation = Activation {
-            reason: reason.to_string(),
-            actor: actor.to_string(),
-            since: now_rfc3339(),
-            hook,
-            hook_detail: None,
-            id: None,
-            replica: self.fleet.as_ref().map(|f| f.replica.clone()),
-            force,
-        };
-        let Some(mut next) = guard.activate(level, activation) else { return Ok(false) };
-        if self.fleet.is_some() {
-            next.outbox.push(level);
-        }
-        let result = self.commit(&mut guard, next, true);
-        drop(guard);
-        let blocked = self.blocked_reason(level);
-        if let Some(fleet) = &self.fleet {
-            fleet.wake.notify_one();
-        }
-        self.audit(
-            actor,
-            "rollback",
-            json!({ "level": level, "reason": reason, "old": "inactive", "new": "active", "force": force, "blocked": blocked }),
-        );
-        match &blocked {
-            Some(why) => {
-                tracing::error!(%level, reason, %actor, why, "rollback level activated but BLOCKED: traffic stays")
-            }
-            None => tracing::warn!(%level, reason, %actor, "rollback level activated"),
-        }
-        self.send_level(level, true, reason, actor, blocked);
-        result.map(|_| true)
-    }
-
-    /// Clear `level`; L3 needs `confirm`.
-    pub fn resume(&self, level: Level, confirm: bool, actor: &Actor) -> Result<(), ControlError> {
-        let mut guard = self.lock();
-        let next = guard.resume(level, confirm)?;
-        self.commit(&mut guard, next, false)?;
-        drop(guard);
-        self.audit(actor, "resume", json!({ "level": level, "old": "active", "new": "inactive" }));
-        tracing::warn!(%level, %actor, "rollback level resumed");
-        self.send_level(level, false, "resumed", actor, None);
-        Ok(())
-    }
-
-    fn send_level(&self, level: Level, active: bool, reason: &str, actor: &Actor, blocked: Option<String>) {
-        let event = LevelEvent { level, active, reason: reason.into(), actor: actor.to_string(), blocked };
-        let _ = self.events.send(Event::Level(event));
-    }
-
-    /// Fleet mode: the store's state (read at `revision`) replaces the local
-    /// shared state, merged with the unpublished outbox. Returns whether the
-    /// shared part changed. Remote changes send no level event: the replica
-    /// that made a change notifies (and runs the hook), not all of them.
-    pub fn apply_remote(&self, remote: &crate::control::decide::Remote, revision: i64) -> bool {
-        let mut guard = self.lock();
-        let next = guard.merge_remote(remote, revision);
-        if next == *guard {
-            return false;
-        }
-        let changed = next.desired_percent != guard.desired_percent || next.rollbacks != guard.rollbacks;
-        if changed {
-            tracing::info!(
-                revision,
-                desired = next.desired_percent,
-                effective = next.route().percent,
-                levels = ?next.rollbacks.keys().collect::<Vec<_>>(),
-                "fleet state applied"
-            );
-        }
-        // The store is the truth: applied even if the cache cannot be written.
-        let _ = self.commit(&mut guard, next, true);
-        changed
-    }
-
-    /// Fleet mode, store reset: every active rollback goes back to the
-    /// outbox, to be re-published (create-if-absent) — never dropped.
-    pub fn requeue_rollbacks(&self) -> Vec<Level> {
-        let mut guard = self.lock();
-        let mut next = guard.clone();
-        next.outbox = next.rollbacks.keys().copied().collect();
-        let levels = next.outbox.clone();
-        let _ = self.commit(&mut guard, next, true);
-        levels
-    }
-
-    /// A level change this replica made through the store: audit it and
-    /// tell the notifier, as the file path's `resume` does.
-    pub fn announce(&self, level: Level, active: bool, reason: &str, actor: &Actor) {
-        let (old, new) = if active { ("inactive", "active") } else { ("active", "inactive") };
-        let action = if active { "rollback" } else { "resume" };
-        self.audit(actor, action, json!({ "level": level, "old": old, "new": new }));
-        tracing::warn!(%level, %actor, active, "rollback level changed through the fleet store");
-        let blocked = if active { self.blocked_reason(level) } else { None };
-        self.send_level(level, active, reason, actor, blocked);
-    }
-
-    /// Fleet mode: the config file's percent waiting to go to the store.
-    pub fn take_config_percent(&self) -> Option<u8> {
-        self.fleet.as_ref().and_then(|f| f.config_percent.lock().unwrap_or_else(|e| e.into_inner()).take())
-    }
-
-    /// Fleet mode: the config's percent did not reach the store; keep it
-    /// pending (unless a newer one is) for the next time it is reachable.
-    pub fn retry_config_percent(&self, percent: u8) {
-        if let Some(fleet) = &self.fleet {
-            fleet.config_percent.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(percent);
-        }
-    }
-
-    /// Fleet mode: this replica's name.
-    pub fn replica(&self) -> Option<&str> {
-        self.fleet.as_ref().map(|f| f.replica.as_str())
-    }
-
-    /// Record the L3 hook's outcome.
-    pub fn set_hook_status(&self, status: HookStatus, detail: &str) {
-        let mut guard = self.lock();
-        let mut next = guard.clone();
-        let Some(activation) = next.rollbacks.get_mut(&Level::L3) else {
-            return;
-        };
-        activation.hook = Some(status.clone());
-        activation.hook_detail = Some(detail.to_string());
-        let _ = self.commit(&mut guard, next, true);
-        drop(guard);
-        self.audit(&Actor::Rule("hook".into()), "hook", json!({ "level": Level::L3, "new": status, "detail": detail }));
+    /// Record the L3 hook's outcome (audited, persisted).
+    pub fn hook_outcome(&self, status: HookStatus, detail: String) {
+        let _ = self.submit_here(&Change::HookOutcome { status, detail }, &Actor::Rule("hook".into()));
     }
 
     /// Keep the percent gauges and the level gauge in line with the state.
@@ -640,14 +505,14 @@ impl Control {
 
 mod events;
 mod file;
-mod ramp;
 mod route;
 mod schema;
 #[cfg(test)]
 mod tests;
 
 pub use events::{Event, LevelEvent, Notice};
-use file::{append_line, read_state, write_state};
+pub(crate) use file::append_line;
 pub use file::{now_rfc3339, read_audit};
+use file::{read_state, write_state};
 pub use route::Route;
 pub use schema::Hold;

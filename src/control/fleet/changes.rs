@@ -1,16 +1,18 @@
-//! The fleet's shared changes: set-percent and resume (towards risk: the
-//! store first, compare-and-set on the revisions the decision was made on,
-//! re-read and re-decide on a conflict), and the outbox publisher
-//! (rollbacks, create-if-absent). Each writes its audit entry in the same
-//! transaction.
+//! The fleet's shared changes: the changes towards risk (set-percent,
+//! resume, the ramp: the store first, one compare-and-set loop on the
+//! revisions the decision was made on, re-read and re-decide on a
+//! conflict), and the outbox publisher (rollbacks, create-if-absent). Each
+//! writes its audit entry in the same transaction.
 
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use serde_json::json;
 
-use super::{store, timed, Fleet, FleetError, CAS_ATTEMPTS};
+use super::store::{self, View};
+use super::{timed, Fleet, FleetError, CAS_ATTEMPTS};
 use crate::config::Level;
+use crate::control::change::{self, Change, Effect};
 use crate::control::release::ramp::Ramp;
-use crate::control::state::{Activation, Actor, ControlError};
+use crate::control::state::{now_rfc3339, Activation, Actor, Applied, ControlError, State};
 use crate::Shared;
 
 impl Fleet {
@@ -24,96 +26,112 @@ impl Fleet {
         self.client().await.map_err(|e| ControlError::StoreUnreachable(e.to_string()))
     }
 
-    /// `PUT /percent` in fleet mode. Returns the old percent and the
-    /// revision the change was written at (for `ctl set-percent --wait`).
-    pub async fn set_percent(&self, shared: &Shared, percent: i64, actor: &Actor) -> Result<(u8, i64), ControlError> {
+    /// A change towards risk (set-percent, resume, the ramp): decided on
+    /// the state this replica applied, written to the store compared on
+    /// the revisions it was decided on, with its audit entry in the same
+    /// transaction. On a conflict: re-read, decide again, up to
+    /// [`CAS_ATTEMPTS`] times. The caller writes the effects.
+    pub(crate) async fn submit(
+        &self,
+        shared: &Shared,
+        change: &Change,
+        actor: &Actor,
+    ) -> Result<Applied, ControlError> {
         let _one = self.write.lock().await;
         for _ in 0..CAS_ATTEMPTS {
             let mut client = self.ready().await?;
             let state = shared.control.state();
-            let next = state.set_percent_by(percent, actor)?;
-            let (view, epoch) = (self.view(), self.epoch().unwrap_or_default());
-            let new = next.desired_percent;
-            let compare = |rel: &str| Compare::mod_revision(self.key(rel), CompareOp::Equal, view.mod_revision(rel));
-            let mut when = vec![
-                compare(store::PERCENT),
-                compare(&store::level_key(Level::L2)),
-                compare(&store::level_key(Level::L3)),
-                Compare::value(self.key(store::EPOCH), CompareOp::Equal, epoch),
-            ];
-            let mut ops = self.percent_ops(state.desired_percent, new, actor).to_vec();
-            // A percent set by hand pauses a running ramp, in the same change.
-            if next.ramp != state.ramp {
-                when.push(compare(store::RAMP));
-                ops.push(self.ramp_op(&next.ramp));
+            let (next, effects) = change::apply(&state, change, actor, &now_rfc3339())?;
+            let view = self.view();
+            let revision = match self.txn(change, &state, &next, &effects, actor, &view) {
+                Write::Nothing => return Ok(Applied { before: state, effects, revision: None }),
+                Write::OnlyHere => {
+                    let _ = self.full_read(shared).await;
+                    view.header_revision
+                }
+                Write::Txn(txn) => {
+                    let resp = timed!(client.txn(txn.clone())).map_err(unreachable)?;
+                    let read = self.full_read(shared).await;
+                    if !resp.succeeded() {
+                        // Someone changed what we decided on: re-read, decide again.
+                        read.map_err(unreachable)?;
+                        continue;
+                    }
+                    resp.header().map_or(view.header_revision, |h| h.revision())
+                }
+            };
+            // A resumed level also leaves this replica's outbox.
+            if matches!(change, Change::Resume { .. }) {
+                shared.control.settle(change, actor);
             }
-            let txn = Txn::new().when(when).and_then(ops);
-            let resp = timed!(client.txn(txn.clone())).map_err(|e| self.unreachable(shared, e))?;
-            let read = self.full_read(shared).await;
-            if resp.succeeded() {
-                let revision = resp.header().map_or(0, |h| h.revision());
-                shared.control.audit(
-                    actor,
-                    "percent",
-                    json!({ "old": state.desired_percent, "new": new, "revision": revision }),
-                );
-                tracing::info!(old = state.desired_percent, new, %actor, revision, "desired percent changed (fleet)");
-                shared.control.ramp_paused_by_hand(&state.ramp, actor);
-                return Ok((state.desired_percent, revision));
-            }
-            // Someone changed what we decided on: re-read, decide again.
-            read.map_err(|e| self.unreachable(shared, e))?;
+            return Ok(Applied { before: state, effects, revision: Some(revision) });
         }
         Err(ControlError::StoreUnreachable("the store kept changing under the decision; try again".into()))
     }
 
-    /// `POST /resume` in fleet mode: delete the level's key (compared on
-    /// its revision), then clear any unpublished local activation of it.
-    pub async fn resume(
+    /// The transaction that writes `state` → `next` to the store.
+    fn txn(
         &self,
-        shared: &Shared,
-        level: Level,
-        confirm: bool,
+        change: &Change,
+        state: &State,
+        next: &State,
+        effects: &[Effect],
         actor: &Actor,
-    ) -> Result<i64, ControlError> {
-        let _one = self.write.lock().await;
-        for _ in 0..CAS_ATTEMPTS {
-            let mut client = self.ready().await?;
-            shared.control.state().resume(level, confirm)?;
-            let (view, epoch) = (self.view(), self.epoch().unwrap_or_default());
-            let key = store::level_key(level);
-            let mut revision = view.header_revision;
-            if let Some(entry) = view.keys.get(&key) {
-                let txn = Txn::new()
-                    .when([
-                        Compare::mod_revision(self.key(&key), CompareOp::Equal, entry.mod_revision),
-                        Compare::value(self.key(store::EPOCH), CompareOp::Equal, epoch),
-                    ])
-                    .and_then([
-                        TxnOp::delete(self.key(&key), None),
-                        TxnOp::delete(self.key(&store::hook_key(entry.create_revision)), None),
-                        self.audit_op(
-                            &actor.to_string(),
-                            "resume",
-                            json!({ "level": level, "old": "active", "new": "inactive" }),
-                        ),
-                    ]);
-                let resp = timed!(client.txn(txn.clone())).map_err(|e| self.unreachable(shared, e))?;
-                if !resp.succeeded() {
-                    self.full_read(shared).await.map_err(|e| self.unreachable(shared, e))?;
-                    continue;
+        view: &View,
+    ) -> Write {
+        let epoch = Compare::value(self.key(store::EPOCH), CompareOp::Equal, self.epoch().unwrap_or_default());
+        let compare = |rel: &str| Compare::mod_revision(self.key(rel), CompareOp::Equal, view.mod_revision(rel));
+        let (mut when, mut ops) = (vec![epoch], Vec::new());
+        match change {
+            Change::SetPercent { .. } => {
+                when.extend([
+                    compare(store::PERCENT),
+                    compare(&store::level_key(Level::L2)),
+                    compare(&store::level_key(Level::L3)),
+                ]);
+                ops.extend(self.percent_ops(state.desired_percent, next.desired_percent, actor));
+                // A percent set by hand pauses a running ramp, in the same change.
+                if next.ramp != state.ramp {
+                    when.push(compare(store::RAMP));
+                    ops.push(self.ramp_op(&next.ramp));
                 }
-                revision = resp.header().map_or(revision, |h| h.revision());
             }
-            let _ = self.full_read(shared).await;
-            match shared.control.resume(level, confirm, actor) {
-                Ok(()) => {}
-                Err(ControlError::NotActive(_)) => shared.control.announce(level, false, "resumed", actor),
-                Err(e) => return Err(e),
+            Change::Resume { level, .. } => {
+                let key = store::level_key(*level);
+                // Only in this replica's outbox: nothing to delete in the store.
+                let Some(entry) = view.keys.get(&key) else { return Write::OnlyHere };
+                when.push(Compare::mod_revision(self.key(&key), CompareOp::Equal, entry.mod_revision));
+                ops.extend([
+                    TxnOp::delete(self.key(&key), None),
+                    TxnOp::delete(self.key(&store::hook_key(entry.create_revision)), None),
+                    self.audit_op(
+                        &actor.to_string(),
+                        "resume",
+                        json!({ "level": level, "old": "active", "new": "inactive" }),
+                    ),
+                ]);
             }
-            return Ok(revision);
+            Change::Ramp(_) if next != state => {
+                when.push(compare(store::RAMP));
+                ops.push(self.ramp_op(&next.ramp));
+                if next.desired_percent != state.desired_percent {
+                    when.push(compare(store::PERCENT));
+                    when.extend(Level::ALL.map(|l| compare(&store::level_key(l))));
+                    ops.extend(self.percent_ops(state.desired_percent, next.desired_percent, actor));
+                }
+                for effect in effects {
+                    if let Effect::Ramp { event, .. } = effect {
+                        ops.push(self.audit_op(
+                            &actor.to_string(),
+                            "ramp",
+                            json!({ "event": event, "step": next.ramp.step + 1, "phase": next.ramp.phase }),
+                        ));
+                    }
+                }
+            }
+            _ => return Write::Nothing,
         }
-        Err(ControlError::StoreUnreachable("the store kept changing under the decision; try again".into()))
+        Write::Txn(Txn::new().when(when).and_then(ops))
     }
 
     /// Writing the desired percent: its key, and its audit entry.
@@ -133,13 +151,6 @@ impl Fleet {
     /// Writing the ramp's state.
     pub(super) fn ramp_op(&self, ramp: &Ramp) -> TxnOp {
         TxnOp::put(self.key(store::RAMP), serde_json::to_string(ramp).expect("serializes"), None)
-    }
-
-    /// A change failed on the store: 503 for this one. Whether the store is
-    /// lost is the watch loop's call (one slow call during an election is
-    /// not an outage).
-    fn unreachable(&self, _shared: &Shared, e: FleetError) -> ControlError {
-        ControlError::StoreUnreachable(e.to_string())
     }
 
     /// Publish the outbox: each level create-if-absent, with its audit
@@ -212,13 +223,30 @@ impl Fleet {
     /// A changed `split.percent` in the config file goes to the store like
     /// an admin change (actor `config`).
     pub async fn push_config_percent(&self, shared: &Shared) {
-        let Some(percent) = shared.control.take_config_percent() else { return };
-        if let Err(e) = self.set_percent(shared, percent as i64, &Actor::Config).await {
+        let Some(percent) = shared.control.store().take_config_percent() else { return };
+        let change = Change::SetPercent { percent: percent.into() };
+        if let Err(e) = shared.control.submit(shared, change, &Actor::Config).await {
             tracing::error!(percent, error = %e, "config split.percent not applied to the fleet");
             if matches!(e, ControlError::StoreUnreachable(_)) {
                 // Try again when the store is back.
-                shared.control.retry_config_percent(percent);
+                shared.control.store().retry_config_percent(percent);
             }
         }
     }
+}
+
+/// What a change writes to the store.
+enum Write {
+    /// Nothing changes: no write, no effects.
+    Nothing,
+    /// Nothing in the store to change; only this replica's state does.
+    OnlyHere,
+    Txn(Txn),
+}
+
+/// A change failed on the store: 503 for this one. Whether the store is
+/// lost is the watch loop's call (one slow call during an election is not
+/// an outage).
+fn unreachable(e: FleetError) -> ControlError {
+    ControlError::StoreUnreachable(e.to_string())
 }

@@ -118,7 +118,7 @@ async fn record(
     let resp = timed!(client.txn(Txn::new().when(when.clone()).and_then(ops.clone())))?;
     if resp.succeeded() {
         tracing::info!(activation = id, ?status, "fleet: L3 hook outcome recorded");
-        shared.control.set_hook_status(status, &detail);
+        shared.control.hook_outcome(status, detail);
     } else {
         tracing::error!(
             activation = id,

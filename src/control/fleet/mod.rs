@@ -1,17 +1,14 @@
 //! Fleet mode (docs/src/fleet.md): every replica shares the desired percent and the
 //! rollback levels through etcd v3.
 //!
-//! Decisions stay where they are: the pure transitions of
-//! [`crate::control::decide`] decide, [`Control`](crate::control::state::Control)
-//! holds the gate the request path reads. This module is the other
-//! persistence behind the same seam: a change is a compare-and-set
-//! transaction on the revisions the decision was made on (with its audit
-//! entry in the same transaction); on a conflict it re-reads and re-decides.
-//!
-//! Safety first (§8.4): rollbacks apply locally at once and wait in the
-//! outbox (persisted in the state file) until [`Fleet::publish_outbox`]
-//! gets them into the store, create-if-absent; changes towards risk
-//! (set-percent, resume) go to the store first and answer 503 without it.
+//! Decisions stay where they are: [`crate::control::change::apply`]
+//! decides, [`Control`](crate::control::state::Control) holds the gate the
+//! request path reads. This module is the other store behind the same seam
+//! (`crate::control::store`, which states fleet mode's safety rules): a
+//! change towards risk is a compare-and-set transaction on the revisions
+//! the decision was made on (with its audit entry in the same
+//! transaction), and rollbacks reach the store through the outbox
+//! ([`Fleet::publish_outbox`], create-if-absent).
 //!
 //! - [`store`]: key layout, decoding, the replica's view of the prefix.
 //! - `changes`: the compare-and-set changes and the outbox publisher.
@@ -38,6 +35,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use crate::config::{FleetConfig, PasswordSource, PoolName};
+use crate::control::change::Change;
 use crate::control::rules::local::PoolCounts;
 use crate::control::state::Actor;
 use crate::Shared;
@@ -309,12 +307,13 @@ impl Fleet {
         if reset {
             // Before anything from the (empty) store is applied: the
             // rollbacks must survive it.
-            let levels = shared.control.requeue_rollbacks();
+            let requeued = shared.control.submit_here(&Change::Requeue, &Actor::Rule("fleet".into()));
+            let levels: Vec<_> = requeued.map(|a| a.before.rollbacks.into_keys().collect()).unwrap_or_default();
             tracing::warn!(
                 ?levels,
                 "fleet store reset detected (data lost or replaced): re-publishing local rollbacks"
             );
-            shared.control.audit(&Actor::Rule("fleet".into()), "store reset", json!({ "republish": levels }));
+            shared.control.effects().audit(&Actor::Rule("fleet".into()), "store reset", json!({ "republish": levels }));
         }
         if view.epoch().is_none() {
             self.init_store(&mut client, shared, reset).await?;
@@ -370,7 +369,10 @@ impl Fleet {
                 *old = errors;
             }
         }
-        let changed = shared.control.apply_remote(&remote, view.state_revision);
+        // Remote changes send no level event: the replica that made a change
+        // notifies (and runs the hook), not all of them.
+        let change = Change::Remote { remote, revision: view.state_revision };
+        let changed = shared.control.submit_here(&change, &Actor::Rule("fleet".into())).is_ok_and(|a| a.changed());
         shared.metrics.fleet_revision.set(view.state_revision);
         shared.metrics.fleet_members.set(members.len() as i64);
         shared.control.export(&shared.metrics);

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Level;
-use crate::control::decide::Remote;
+use crate::control::change::Remote;
 use crate::control::release::ramp::Ramp;
 use crate::control::rules::local::PoolCounts;
 use crate::control::state::{Activation, HookStatus};

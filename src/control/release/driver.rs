@@ -12,52 +12,30 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::ramp::{self, Command, Conditions, Outcome, Phase, Plan};
-use crate::config::{Level, PoolName};
-use crate::control::state::{Actor, ControlError, State};
+use super::ramp::{self, Command, Phase, Plan};
+use crate::control::change::{Change, RampMove, RampStep};
+use crate::control::state::{Actor, ControlError};
 use crate::Shared;
 
-/// What the rest of grayshift says, for the ramp's decisions.
-fn conditions(shared: &Shared, state: &State) -> Conditions {
-    Conditions {
+/// A ramp move on `plan`, decided on the state it applies to.
+fn ramp_move(shared: &Shared, plan: &Plan, step: RampStep) -> Change {
+    Change::Ramp(RampMove {
+        plan: plan.clone(),
+        step,
         quiet: shared.rules.quiet(),
         gate_open: shared.control.stance().new_ready(),
-        rolled_back: state.rollbacks.contains_key(&Level::L1) || state.rollbacks.contains_key(&Level::L3),
-        shedding: state.rollbacks.contains_key(&Level::L2),
-    }
-}
-
-/// Requests `new` served so far: this replica's, or in fleet mode every
-/// live member's (a member that left takes its count with it, so the
-/// difference is floored at 0).
-fn served_so_far(shared: &Shared) -> u64 {
-    match &shared.fleet {
-        Some(fleet) => fleet.member_counters(shared).iter().map(|(_, pools)| pools[1].requests()).sum(),
-        None => shared.metrics.pool(PoolName::New).total_requests(),
-    }
-}
-
-/// Decide on the current state and apply, wherever the state lives.
-async fn change(
-    shared: &Shared,
-    actor: &Actor,
-    decide: impl Fn(&State) -> Result<Outcome, ControlError>,
-) -> Result<Outcome, ControlError> {
-    match &shared.fleet {
-        Some(fleet) => fleet.change_ramp(shared, actor, decide).await,
-        None => shared.control.change_ramp(actor, decide),
-    }
+    })
 }
 
 /// `POST /ramp`, `grayshift ctl ramp ACTION`.
-pub async fn command(shared: &Shared, cmd: Command) -> Result<Outcome, ControlError> {
+pub async fn command(shared: &Shared, cmd: Command) -> Result<(), ControlError> {
     let config = shared.config();
     let plan = &config.ramp.as_ref().ok_or(ControlError::NoRamp)?.plan;
-    change(shared, &Actor::Admin, |state| Ok(ramp::command(&state.ramp, plan, cmd, conditions(shared, state))?)).await
+    shared.control.submit(shared, ramp_move(shared, plan, RampStep::Command(cmd)), &Actor::Admin).await.map(drop)
 }
 
 pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let (mut last, mut served_before) = (Instant::now(), served_so_far(&shared));
+    let (mut last, mut served_before) = (Instant::now(), shared.control.store().served_by_new(&shared));
     loop {
         let interval = shared.config().rollback.interval;
         tokio::select! {
@@ -66,7 +44,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         }
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(last);
-        let served_now = served_so_far(&shared);
+        let served_now = shared.control.store().served_by_new(&shared);
         let served = served_now.saturating_sub(served_before);
         (last, served_before) = (now, served_now);
         if let Err(e) = once(&shared, elapsed, served).await {
@@ -78,24 +56,19 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 async fn once(shared: &Shared, elapsed: Duration, served: u64) -> Result<(), ControlError> {
     let config = shared.config();
     let Some(ramp_config) = &config.ramp else { return Ok(()) };
-    if let Some(fleet) = &shared.fleet {
-        if !fleet.holds_ramp_lock().await {
-            return Ok(());
-        }
+    if !shared.control.store().advances_ramp().await {
+        return Ok(());
     }
     let plan = &ramp_config.plan;
     if ramp_config.auto_start && shared.control.state().ramp.is_idle() {
-        let start = change(shared, &Actor::Config, |state| {
-            Ok(ramp::command(&state.ramp, plan, Command::Start, conditions(shared, state))?)
-        });
-        if let Err(e) = start.await {
+        let start = ramp_move(shared, plan, RampStep::Command(Command::Start));
+        if let Err(e) = shared.control.submit(shared, start, &Actor::Config).await {
             tracing::info!(error = %e, "ramp.auto_start: not started yet");
         }
         return Ok(());
     }
-    change(shared, &Actor::Ramp, |state| Ok(ramp::tick(&state.ramp, plan, elapsed, served, conditions(shared, state))))
-        .await
-        .map(drop)
+    let tick = ramp_move(shared, plan, RampStep::Tick { elapsed, served });
+    shared.control.submit(shared, tick, &Actor::Ramp).await.map(drop)
 }
 
 /// `/status.ramp` (`null` without `[ramp]` and no ramp ever started).

@@ -80,7 +80,11 @@ pub async fn run(shared: Arc<Shared>, slot: PgSlot, mut shutdown: watch::Receive
             None => {
                 let before = shared.control.stance();
                 if shared.control.set_schema(true, None, "") != before {
-                    shared.control.audit(&Actor::Config, "schema", json!({ "new": "open", "why": "no [schema]" }));
+                    shared.control.effects().audit(
+                        &Actor::Config,
+                        "schema",
+                        json!({ "new": "open", "why": "no [schema]" }),
+                    );
                 }
                 shared.schema.set(None);
                 shared.metrics.schema_ready.set(1);
@@ -162,13 +166,13 @@ fn announce(shared: &Shared, before: Stance, now: Stance, view: &Value) {
         return;
     };
     tracing::warn!(gate = state, %version, why, "schema gate changed");
-    shared.control.audit(
+    shared.control.effects().audit(
         &Actor::Config,
         "schema",
         json!({ "new": state, "version": version, "why": why, "error": view["error"],
                 "no_side_supports": now == Stance::Neither }),
     );
-    shared.control.notice(
+    shared.control.effects().notice(
         "schema",
         text,
         &Actor::Config,

@@ -6,7 +6,7 @@
 //! rule or the admin API). Nothing here can block the rule loop or the
 //! proxy: every call runs in its own task with a timeout.
 //!
-//! The hook's outcome is recorded with `Control::set_hook_status` (audited,
+//! The hook's outcome is recorded with `Control::hook_outcome` (audited,
 //! persisted) and counted in `grayshift_hook_runs_total{result}`. A failed
 //! hook keeps L3 active; `/status` shows `hook: failed` and why. If
 //! grayshift stops while a hook runs (or before it starts), the state file
@@ -76,15 +76,13 @@ impl HookRunner {
         }
         // Fleet mode: the hook runs exactly once across the fleet, under
         // the store's lock (control::fleet::hook), not here.
-        if self.shared.fleet.is_some() {
+        if !self.shared.control.store().runs_hook_here() {
             return;
         }
         let Some(hook) = self.shared.config().rollback.hook.clone() else {
             // Configured when L3 fired, removed by a reload since.
-            self.shared.control.set_hook_status(
-                HookStatus::Failed,
-                "rollback.hook is no longer configured; run the data rollback by hand",
-            );
+            let detail = "rollback.hook is no longer configured; run the data rollback by hand".to_string();
+            self.shared.control.hook_outcome(HookStatus::Failed, detail);
             self.shared.metrics.hook_runs.with_label_values(&["failed"]).inc();
             return;
         };
@@ -109,7 +107,7 @@ impl HookRunner {
             .get(&Level::L3)
             .is_some_and(|a| activation_key(a) == activation_key(activation));
         if still_active {
-            self.shared.control.set_hook_status(status.clone(), &detail);
+            self.shared.control.hook_outcome(status.clone(), detail.clone());
         }
         if status == HookStatus::Succeeded {
             tracing::warn!(detail, "L3 data-rollback hook succeeded");

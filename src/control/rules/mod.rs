@@ -1,7 +1,7 @@
 //! The rollback rule engine (docs/src/rules.md): every `rollback.interval` it reads
 //! each rule's signal, feeds the [`engine`] state machine, and turns its
-//! decisions into `Control` calls — the same state, audit log and
-//! persistence as the admin API.
+//! decisions into [`Change`]s for `Control::submit` — the same state, audit
+//! log and persistence as the admin API.
 //!
 //! - [`engine`]: the pure state machine (no I/O, injected clock).
 //! - [`local`]: sliding windows over the proxy's own counters.
@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{Condition, Config, Level, RuleConfig, SignalConfig};
+use crate::control::change::Change;
 use crate::control::state::{Actor, ControlError, Event};
 use crate::Shared;
 use engine::{fmt_duration, Decision, Engine, RuleState, Sample, Status};
@@ -150,10 +151,10 @@ async fn evaluate_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
     let mut active = active_levels(&shared);
     // The baseline: traffic from now on counts in the first window.
     signals.local.record(Instant::now(), &shared.metrics, history_needed(&shared.config()));
-    if let Some(fleet) = &shared.fleet {
+    if let Some(members) = shared.control.store().member_counters(&shared) {
         // The members seen now get their baseline too; one that appears
         // later counts from its first snapshot here (its past is unknown).
-        signals.fleet.record(Instant::now(), fleet.member_counters(&shared), history_needed(&shared.config()));
+        signals.fleet.record(Instant::now(), members, history_needed(&shared.config()));
     }
     let mut next = tokio::time::Instant::now();
     loop {
@@ -179,8 +180,8 @@ async fn tick(shared: &Shared, signals: &mut Signals, exported: &mut HashSet<Str
     let config = shared.config();
     let now = Instant::now();
     signals.local.record(now, &shared.metrics, history_needed(&config));
-    if let Some(fleet) = &shared.fleet {
-        signals.fleet.record(now, fleet.member_counters(shared), history_needed(&config));
+    if let Some(members) = shared.control.store().member_counters(shared) {
+        signals.fleet.record(now, members, history_needed(&config));
     }
 
     // Levels resumed since the last evaluation re-arm their rules.
@@ -201,7 +202,8 @@ async fn act(shared: &Shared, config: &Config, decision: &Decision) {
     let hook = config.rollback.hook.is_some();
     for action in &decision.activate {
         let actor = Actor::Rule(action.rule.clone());
-        if let Err(e) = shared.control.activate(action.level, &action.reason, &actor, hook) {
+        let change = Change::Activate { level: action.level, reason: action.reason.clone(), force: false, hook };
+        if let Err(e) = shared.control.submit(shared, change, &actor).await {
             // Applied in memory all the same: protecting traffic wins.
             tracing::error!(level = %action.level, error = %e, "rollback applied but not persisted");
         }
@@ -212,13 +214,9 @@ async fn act(shared: &Shared, config: &Config, decision: &Decision) {
     let state = shared.control.state();
     let Some(rule) = state.rollbacks.get(&Level::L2).and_then(|a| a.actor.strip_prefix("rule:")) else { return };
     let actor = Actor::Rule(rule.to_string());
-    let result = match &shared.fleet {
-        // Clearing L2 raises risk: it goes through the store.
-        Some(fleet) => fleet.resume(shared, Level::L2, false, &actor).await.map(|_| ()),
-        None => shared.control.resume(Level::L2, false, &actor),
-    };
-    match result {
-        Ok(()) => tracing::warn!(reason, "L2 cleared by itself"),
+    // Clearing L2 raises risk: in fleet mode it goes through the store.
+    match shared.control.submit(shared, Change::Resume { level: Level::L2, confirm: false }, &actor).await {
+        Ok(_) => tracing::warn!(reason, "L2 cleared by itself"),
         Err(ControlError::NotActive(_)) => {}
         Err(e) => tracing::error!(error = %e, "cannot clear L2"),
     }

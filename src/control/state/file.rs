@@ -40,7 +40,7 @@ pub(super) fn write_state(path: &Path, state: &State) -> std::io::Result<()> {
     std::fs::File::open(&dir)?.sync_all()
 }
 
-pub(super) fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
+pub(crate) fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }

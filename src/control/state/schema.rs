@@ -91,6 +91,13 @@ mod tests {
     use crate::config::Level;
     use crate::control::state::Activation;
 
+    /// The operator's percent, decided as every change is.
+    fn set_percent(s: State, percent: i64) -> State {
+        use crate::control::change::{apply, Change};
+        use crate::control::state::Actor;
+        apply(&s, &Change::SetPercent { percent }, &Actor::Admin, "").unwrap().0
+    }
+
     fn route(percent: u8, rolled_back: bool, gate_closed: bool) -> Route {
         Route { percent, rolled_back, shedding: false, gate_closed }
     }
@@ -137,7 +144,7 @@ mod tests {
             // Neither: the held route, whatever changed since.
             (held(state(50, None), at50), Neither, at50),
             (held(state(50, None), closed), Neither, closed),
-            (held(state(50, None), at50).set_percent(90).unwrap(), Neither, at50),
+            (set_percent(held(state(50, None), at50), 90), Neither, at50),
             (held(state(50, Some(false)), at50), Neither, at50),
             (held(state(50, None), route(0, true, false)), Neither, route(0, true, false)),
             // A forced rollback is the operator's call.
