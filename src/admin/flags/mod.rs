@@ -102,13 +102,14 @@ impl View<'_> {
     }
 }
 
-/// `If-None-Match` names `etag` (or `*`).
+/// `If-None-Match` names `etag`. `*` is not honoured: the bulk evaluation is a
+/// POST, and a client that has no tag yet must get the answer, not a 304.
 fn not_modified(headers: &HeaderMap, etag: &HeaderValue) -> bool {
     let Ok(etag) = etag.to_str() else { return false };
     headers.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
         |tag| {
             let tag = tag.trim();
-            tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag
+            tag.strip_prefix("W/").unwrap_or(tag) == etag
         },
     )
 }

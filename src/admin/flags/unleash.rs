@@ -83,6 +83,11 @@ pub(super) fn register(body: &[u8]) -> Response<ResponseBody> {
     }
 }
 
+/// The most one SDK report may add per variant: an SDK reports every few
+/// seconds, so this is far above any real count, and a flags token cannot
+/// wrap or swamp the counter with one request.
+const MAX_REPORTED: u64 = 10_000_000;
+
 /// `POST /api/client/metrics`: the SDK's own counts of the release toggle
 /// (`yes` = new, `no` = stable) go to `grayshift_flag_evaluations_total`.
 pub(super) fn metrics(shared: &Shared, view: &View, body: &[u8]) -> Response<ResponseBody> {
@@ -93,7 +98,7 @@ pub(super) fn metrics(shared: &Shared, view: &View, body: &[u8]) -> Response<Res
     let toggle = &report["bucket"]["toggles"][view.snapshot.config.split.group.as_str()];
     for (field, pool) in [("yes", PoolName::New), ("no", PoolName::Stable)] {
         if let Some(n) = toggle[field].as_u64() {
-            shared.metrics.flag_evaluations.count(FlagProtocol::Unleash, pool, n);
+            shared.metrics.flag_evaluations.count(FlagProtocol::Unleash, pool, n.min(MAX_REPORTED));
         }
     }
     super::json_response(StatusCode::ACCEPTED, json!({}))
