@@ -13,6 +13,8 @@ pub mod demo;
 pub mod logging;
 pub mod metrics;
 pub mod outbound_tls;
+pub mod path_normal;
+pub mod pg_target;
 pub mod proxy;
 
 use std::net::SocketAddr;

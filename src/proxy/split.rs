@@ -10,29 +10,10 @@ use std::sync::Arc;
 use http::header::{HeaderMap, HeaderName, COOKIE};
 use ipnet::IpNet;
 
+pub use crate::config::KeySource;
 use crate::config::{PoolName, SplitConfig};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-
-/// Where a routing key may come from, in `split.key` order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    Header(HeaderName),
-    Cookie(String),
-    ClientIp,
-}
-
-impl KeySource {
-    /// As the exposure ledger writes it: `header:x-user-id` (header names
-    /// in lower case), `cookie:NAME`, `client_ip`.
-    pub fn label(&self) -> String {
-        match self {
-            KeySource::Header(name) => format!("header:{name}"),
-            KeySource::Cookie(name) => format!("cookie:{name}"),
-            KeySource::ClientIp => "client_ip".into(),
-        }
-    }
-}
 
 /// Where a routing key came from: the release (`split.group`) and the
 /// source, shared by every exposure the ledger records from it.
