@@ -436,7 +436,7 @@ pub const MAX_LOCAL_WINDOW: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchemaConfig {
     pub url: String,
-    pub bounds: crate::control::release::schema::Bounds,
+    pub bounds: crate::migration::Bounds,
     pub interval: Duration,
     pub timeout: Duration,
     /// `tool = "sql"` only: the query whose first column of the first row is the version.

@@ -1,6 +1,6 @@
 //! The schema gate's task: every `schema.interval` it reads the database's
 //! migration version (per tool, over the shared PostgreSQL connection code),
-//! asks [`Bounds::judge`](super::schema::Bounds::judge) for the verdict and
+//! asks [`Bounds::judge`](crate::migration::Bounds::judge) for the verdict and
 //! opens or closes the gate in `Control`. Fail safe: the gate starts closed
 //! when `[schema]` is configured, and an unreadable version closes it.
 //! Each opening and closing is audited and logged once, not every read.
@@ -11,10 +11,10 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_postgres::SimpleQueryMessage;
 
-use super::schema::{Reading, Tool};
 use crate::config::SchemaConfig;
 use crate::control::pg::{self, PgSlot};
 use crate::control::state::{now_rfc3339, Actor};
+use crate::migration::{Reading, Tool};
 use crate::Shared;
 
 /// What `/status.schema` shows (`None`: no `[schema]`).
