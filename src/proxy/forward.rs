@@ -10,8 +10,8 @@ use crate::config::{PoolName, UnderscoreHeaders};
 use crate::metrics::{PoolMetrics, UpstreamErrorKind};
 use crate::proxy::body::RequestBody;
 use crate::proxy::error::ProxyError;
-use crate::proxy::h1::{self, Outgoing, ResponseReader};
-use crate::proxy::hop_by_hop::{connection_listed, is_hop_by_hop, upgrade_allowed};
+use crate::proxy::h1::{self, field, Outgoing, ResponseReader};
+use crate::proxy::hop_by_hop::{connection_listed, is_hop_by_hop};
 use crate::proxy::underscore::{has_underscore, is_ours};
 use crate::proxy::upstream::{Conn, Endpoint, Pool};
 
@@ -38,33 +38,16 @@ fn bucket_header(bucket: u8) -> HeaderValue {
     HeaderValue::from_static(text)
 }
 
-/// True for a request asking to switch to a protocol grayshift tunnels
-/// (WebSocket, see [`upgrade_allowed`]). Any other `Upgrade` is dropped
-/// with the hop-by-hop fields.
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.get(header::UPGRADE).is_some_and(|v| upgrade_allowed(v.as_bytes()))
-        && has_token(headers, &header::CONNECTION, "upgrade")
-}
-
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
 /// What the request path learned about a request, for the upstream's eyes.
 pub struct Forwarded<'a> {
-    /// The peer's IP as text ([`crate::proxy::handle::ConnInfo::peer_text`]).
+    /// The peer's IP as text ([`crate::proxy::conn::ConnInfo::peer_text`]).
     pub peer: &'a HeaderValue,
     /// The peer is a trusted proxy: its X-Forwarded-Proto/Host stand.
     pub peer_trusted: bool,
     pub tls: bool,
     pub pool: PoolName,
     pub bucket: u8,
-    /// An upgrade grayshift tunnels ([`is_upgrade`]).
+    /// An upgrade grayshift tunnels ([`crate::proxy::hop_by_hop::is_upgrade`]).
     pub upgrade: bool,
     /// The upstream endpoint's `host:port`: the Host of a request that
     /// names none (HTTP/1.0 without Host, HTTP/2 without `:authority`).
@@ -213,14 +196,6 @@ pub fn upstream_head(
 /// An authority as Host (RFC 9112 §3.2.2): `host[:port]`, without userinfo.
 fn without_userinfo(authority: &str) -> &[u8] {
     authority.rsplit_once('@').map_or(authority, |(_, host)| host).as_bytes()
-}
-
-/// One `name: value` line of a head.
-pub(crate) fn field(head: &mut Vec<u8>, name: &str, value: &[u8]) {
-    head.extend_from_slice(name.as_bytes());
-    head.extend_from_slice(b": ");
-    head.extend_from_slice(value);
-    head.extend_from_slice(b"\r\n");
 }
 
 /// Mark an upstream response for the client (its hop-by-hop fields were

@@ -3,7 +3,6 @@
 //! own module; this function only puts them in order.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,32 +12,15 @@ use http_body::Body;
 use crate::config::{PoolName, ShedMode, UnderscoreHeaders};
 use crate::metrics::UpstreamErrorKind;
 use crate::proxy::body::{ClientBody, RequestBody, ResponseBody, UpstreamBody};
+pub use crate::proxy::conn::ConnInfo;
+use crate::proxy::conn::IpText;
 use crate::proxy::error::{text_response, ProxyError};
 use crate::proxy::forward::{self, Answer, Forwarded};
 use crate::proxy::h1::Outgoing;
 use crate::proxy::h1_server::OnUpgrade;
 use crate::proxy::path;
-use crate::proxy::split::{self, IpText};
+use crate::proxy::split;
 use crate::Shared;
-
-/// Facts about the client connection a request arrived on.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub tls: bool,
-    /// The peer's IP as text, made once per connection: it is the
-    /// X-Forwarded-For entry (and the routing key of last resort) of every
-    /// request on it.
-    pub peer_text: HeaderValue,
-}
-
-impl ConnInfo {
-    pub fn new(peer: SocketAddr, tls: bool) -> Self {
-        let text = IpText::new(peer.ip());
-        let peer_text = HeaderValue::from_bytes(text.as_bytes()).expect("IP text is a valid header value");
-        ConnInfo { peer, tls, peer_text }
-    }
-}
 
 pub async fn handle(
     shared: Arc<Shared>,
@@ -151,7 +133,7 @@ async fn route_and_forward(
 
     // 8. Write the upstream's request head and send.
     // The HTTP/1 server attached the upgrade when the head asked for one
-    // grayshift tunnels (`forward::is_upgrade`); HTTP/2 has none.
+    // grayshift tunnels (`hop_by_hop::is_upgrade`); HTTP/2 has none.
     let client_upgrade = req.extensions_mut().remove::<OnUpgrade>();
     let upgrade = client_upgrade.is_some();
     let peer_trusted = split::is_trusted(conn.peer.ip(), &splitter.trusted_proxies);

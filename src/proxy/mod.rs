@@ -3,6 +3,7 @@
 //! lives in its own module.
 
 pub mod body;
+pub mod conn;
 pub mod error;
 pub mod forward;
 pub mod framing;

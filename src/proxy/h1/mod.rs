@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 pub use body::ResponseReader;
-pub use head::{parse_head, Framing, NameCache};
+pub use head::{field, parse_head, Framing, NameCache};
 
 use crate::proxy::body::BoxError;
 use crate::proxy::hop_by_hop::upgrade_allowed;
