@@ -15,10 +15,11 @@ use crate::proxy::body::{ClientBody, RequestBody, ResponseBody, UpstreamBody};
 pub use crate::proxy::conn::ConnInfo;
 use crate::proxy::conn::IpText;
 use crate::proxy::error::{text_response, ProxyError};
-use crate::proxy::forward::{self, Answer, Forwarded};
+use crate::proxy::forward::{self, Answer};
 use crate::proxy::h1::Outgoing;
 use crate::proxy::h1_server::OnUpgrade;
 use crate::proxy::path;
+use crate::proxy::rewrite::{self, Forwarded};
 use crate::proxy::split;
 use crate::Shared;
 
@@ -138,7 +139,7 @@ async fn route_and_forward(
     let upgrade = client_upgrade.is_some();
     let peer_trusted = split::is_trusted(conn.peer.ip(), &splitter.trusted_proxies);
     let has_body = !req.body().is_end_stream();
-    let (head, chunked) = forward::upstream_head(
+    let (head, chunked) = rewrite::upstream_head(
         req.method(),
         req.uri(),
         req.headers(),
@@ -175,7 +176,7 @@ async fn route_and_forward(
     //    latency), rewrite headers, stream the body back.
     let pool_time = started.elapsed().saturating_sub(client_wait);
     pool_metrics.count_response(response.status().as_u16(), pool_time.as_secs_f64());
-    forward::rewrite_response(&mut response, pool, config.split.expose_pool);
+    rewrite::rewrite_response(&mut response, pool, config.split.expose_pool);
     if response.body().is_upgrade() {
         // The upstream connection now belongs to the tunnel, not the pool.
         let (parts, reader) = response.into_parts();

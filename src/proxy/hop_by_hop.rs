@@ -1,6 +1,6 @@
 //! Hop-by-hop fields (RFC 9110 §7.6.1): a connection's own, never forwarded
 //! as received. The request leg leaves them out as it writes the upstream's
-//! head (`forward::upstream_head`), the response leg as it parses the
+//! head (`rewrite::upstream_head`), the response leg as it parses the
 //! upstream's (`h1`), so neither edits a header map afterwards.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};

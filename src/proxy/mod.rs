@@ -12,6 +12,7 @@ pub mod h1_server;
 pub mod handle;
 pub mod hop_by_hop;
 pub mod path;
+pub mod rewrite;
 pub mod server;
 pub mod snapshot;
 pub mod split;
