@@ -1,7 +1,7 @@
 //! The normal form in which L2 compares a request path with `[features]
-//! paths` (docs: "How grayshift reads a path"). Below both the config,
-//! which stores `[features] paths` in this form, and the request path,
-//! which matches requests in it.
+//! paths` (docs/src/security.md, "How grayshift reads a path"). It sits
+//! below both the config, which stores `[features] paths` in this form,
+//! and the request path, which matches requests in it (`proxy/path.rs`).
 
 use std::borrow::Cow;
 

@@ -234,7 +234,8 @@ pub enum ShedMode {
 }
 
 /// What an escaped slash (`%2F`, `%5C`, `\`) becomes when reading it as a
-/// separator changes which path was asked (docs: "How grayshift reads a path").
+/// separator changes which path was asked (docs/src/security.md, "How
+/// grayshift reads a path").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EscapedSlashes {
     /// Refuse the request with 400.
