@@ -12,7 +12,10 @@ pub mod control;
 pub mod demo;
 pub mod logging;
 pub mod metrics;
+pub mod migration;
 pub mod outbound_tls;
+pub mod path_normal;
+pub mod pg_target;
 pub mod proxy;
 
 use std::net::SocketAddr;

@@ -28,8 +28,6 @@ use http::header::HeaderName;
 use ipnet::IpNet;
 use raw::{RawConfig, RawPool, RawRule, RawSignal, S};
 
-use crate::proxy::split::KeySource;
-
 /// A config error pointing at the value that caused it.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{file}:{line}:{col}: {message}")]
@@ -371,7 +369,7 @@ fn postgres_url(url: &secret::Sourced, password: Option<&str>) -> Result<String,
             Some(p) => secret::with_password(url.get_ref(), p),
             None => url.get_ref().clone(),
         };
-        match crate::control::pg::Target::parse(&text) {
+        match crate::pg_target::Target::parse(&text) {
             Ok(_) => Ok(text),
             Err(e) => invalid(url.span(), format!("{e} (e.g. \"postgresql://user@host:5432/db?sslmode=verify-full\")")),
         }
@@ -410,7 +408,7 @@ fn validate_features(raw: &raw::RawFeatures) -> Result<FeaturesConfig, Invalid> 
             return invalid(p.span(), format!("features.paths entry {:?} must start with '/'", p.get_ref()));
         }
         // Requests are matched normalised; so is what they are matched to.
-        paths.push(crate::proxy::path::normalize(p.get_ref()).into_owned());
+        paths.push(crate::path_normal::normalize(p.get_ref()).into_owned());
     }
     let methods = raw
         .methods

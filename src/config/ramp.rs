@@ -2,8 +2,7 @@
 //! checked by [`Plan::new`] with the error placed on the key it is about.
 
 use super::raw::{RawRamp, S};
-use super::{invalid, Invalid, RampConfig, MAX_DURATION};
-use crate::control::release::ramp::Plan;
+use super::{invalid, Invalid, Plan, RampConfig, MAX_DURATION};
 
 pub(super) fn validate(raw: &S<RawRamp>) -> Result<RampConfig, Invalid> {
     let r = raw.get_ref();

@@ -4,7 +4,7 @@
 
 use super::raw::{RawSchema, S};
 use super::{invalid, positive_duration, postgres_url, secret, Invalid, SchemaConfig};
-use crate::control::release::schema::{Bounds, Tool};
+use crate::migration::{Bounds, Tool};
 
 pub(super) fn validate(raw: &S<RawSchema>) -> Result<SchemaConfig, Invalid> {
     let s = raw.get_ref();

@@ -7,9 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use http::header::HeaderName;
 use ipnet::IpNet;
-
-use crate::proxy::split::KeySource;
 
 /// The two upstream pools. Every request goes to exactly one of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -178,6 +177,26 @@ pub struct SplitConfig {
     pub expose_pool: bool,
 }
 
+/// Where a routing key may come from, in `split.key` order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Header(HeaderName),
+    Cookie(String),
+    ClientIp,
+}
+
+impl KeySource {
+    /// As the exposure ledger writes it: `header:x-user-id` (header names
+    /// in lower case), `cookie:NAME`, `client_ip`.
+    pub fn label(&self) -> String {
+        match self {
+            KeySource::Header(name) => format!("header:{name}"),
+            KeySource::Cookie(name) => format!("cookie:{name}"),
+            KeySource::ClientIp => "client_ip".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     pub endpoints: Vec<String>,
@@ -233,7 +252,8 @@ pub enum ShedMode {
 }
 
 /// What an escaped slash (`%2F`, `%5C`, `\`) becomes when reading it as a
-/// separator changes which path was asked (see [`crate::proxy::path`]).
+/// separator changes which path was asked (docs/src/security.md, "How
+/// grayshift reads a path").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EscapedSlashes {
     /// Refuse the request with 400.
@@ -258,12 +278,12 @@ pub struct FeaturesConfig {
 impl FeaturesConfig {
     /// Whether a request is one of the new-feature entry points L2 sheds.
     /// `path` is matched as an upstream would read it, normalised (see
-    /// [`crate::proxy::path::normalize`]).
+    /// [`crate::path_normal::normalize`]).
     pub fn matches(&self, method: &http::Method, path: &str) -> bool {
         if !(self.methods.is_empty() || self.methods.contains(method)) || self.paths.is_empty() {
             return false;
         }
-        let path = crate::proxy::path::normalize(path);
+        let path = crate::path_normal::normalize(path);
         self.paths.iter().any(|p| {
             let p = p.as_bytes();
             path.len() >= p.len()
@@ -366,9 +386,59 @@ pub enum NotifyFormat {
 /// `[ramp]`: the progressive ramp's plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RampConfig {
-    pub plan: crate::control::release::ramp::Plan,
+    pub plan: Plan,
     /// Start at the first step when the config loads (a ramp never started).
     pub auto_start: bool,
+}
+
+/// `[ramp]`, validated: `holds[i]` is the bake time at `steps[i]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub steps: Vec<u8>,
+    pub holds: Vec<Duration>,
+    pub min_requests: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct PlanError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl Plan {
+    /// `hold` is one value for every step, or one per step but the last.
+    pub fn new(steps: Vec<i64>, hold: Vec<Duration>, min_requests: u64) -> Result<Plan, PlanError> {
+        let err = |key, message: String| Err(PlanError { key, message });
+        if steps.is_empty() {
+            return err("steps", "needs at least one percent".into());
+        }
+        if let Some(bad) = steps.iter().find(|p| !(0..=100).contains(*p)) {
+            return err("steps", format!("{bad} is not a percent (0..100)"));
+        }
+        if let Some(w) = steps.windows(2).find(|w| w[0] >= w[1]) {
+            return err("steps", format!("must increase: {} then {}", w[0], w[1]));
+        }
+        let gaps = steps.len() - 1;
+        let holds = match hold.len() {
+            1 => vec![hold[0]; gaps],
+            n if n == gaps => hold,
+            n => {
+                return err(
+                    "hold",
+                    format!(
+                        "{n} values for {} steps: give one value, or one per step but the last ({gaps})",
+                        steps.len()
+                    ),
+                );
+            }
+        };
+        Ok(Plan { steps: steps.into_iter().map(|p| p as u8).collect(), holds, min_requests })
+    }
+
+    pub(crate) fn last(&self) -> usize {
+        self.steps.len() - 1
+    }
 }
 
 /// The longest duration any key accepts. Durations end up added to clocks
@@ -385,7 +455,7 @@ pub const MAX_LOCAL_WINDOW: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchemaConfig {
     pub url: String,
-    pub bounds: crate::control::release::schema::Bounds,
+    pub bounds: crate::migration::Bounds,
     pub interval: Duration,
     pub timeout: Duration,
     /// `tool = "sql"` only: the query whose first column of the first row is the version.

@@ -19,9 +19,9 @@ use crate::config::{Level, StateConfig};
 use crate::control::change::{self, Change, Effect};
 use crate::control::effects::Effects;
 use crate::control::release::ramp::{Phase, Ramp};
-use crate::control::release::schema::Stance;
 use crate::control::store::Store;
 use crate::metrics::Metrics;
+use crate::migration::Stance;
 use crate::Shared;
 
 /// Who made a change, as written to the audit log.

@@ -1,9 +1,9 @@
 //! Hop-by-hop fields (RFC 9110 §7.6.1): a connection's own, never forwarded
 //! as received. The request leg leaves them out as it writes the upstream's
-//! head (`forward::upstream_head`), the response leg as it parses the
+//! head (`rewrite::upstream_head`), the response leg as it parses the
 //! upstream's (`h1`), so neither edits a header map afterwards.
 
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -41,6 +41,23 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// hop-by-hop fields and the request goes as a plain HTTP/1.1 one.
 pub fn upgrade_allowed(value: &[u8]) -> bool {
     value.trim_ascii().eq_ignore_ascii_case(b"websocket")
+}
+
+/// True for a request asking to switch to a protocol grayshift tunnels
+/// (WebSocket, see [`upgrade_allowed`]). Any other `Upgrade` is dropped
+/// with the hop-by-hop fields.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.get(header::UPGRADE).is_some_and(|v| upgrade_allowed(v.as_bytes()))
+        && has_token(headers, &header::CONNECTION, "upgrade")
+}
+
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// The names a `Connection` value lists for removal: readable tokens that

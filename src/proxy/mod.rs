@@ -3,6 +3,7 @@
 //! lives in its own module.
 
 pub mod body;
+pub mod conn;
 pub mod error;
 pub mod forward;
 pub mod framing;
@@ -11,6 +12,7 @@ pub mod h1_server;
 pub mod handle;
 pub mod hop_by_hop;
 pub mod path;
+pub mod rewrite;
 pub mod server;
 pub mod snapshot;
 pub mod split;

@@ -31,8 +31,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::ServerConfig;
 use crate::metrics::TlsHandshakeErrors;
 use crate::proxy::body::{ClientBody, ResponseBody};
+use crate::proxy::conn::ConnInfo;
 use crate::proxy::h1_server;
-use crate::proxy::handle::ConnInfo;
 use crate::proxy::tls::TlsSlot;
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -11,30 +11,12 @@ use std::sync::Arc;
 use http::header::{HeaderMap, HeaderName, COOKIE};
 use ipnet::IpNet;
 
+pub use crate::config::KeySource;
 use crate::config::{PoolName, SplitConfig};
 use crate::control::state::Route;
+pub use crate::proxy::conn::IpText;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-
-/// Where a routing key may come from, in `split.key` order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    Header(HeaderName),
-    Cookie(String),
-    ClientIp,
-}
-
-impl KeySource {
-    /// As the exposure ledger writes it: `header:x-user-id` (header names
-    /// in lower case), `cookie:NAME`, `client_ip`.
-    pub fn label(&self) -> String {
-        match self {
-            KeySource::Header(name) => format!("header:{name}"),
-            KeySource::Cookie(name) => format!("cookie:{name}"),
-            KeySource::ClientIp => "client_ip".into(),
-        }
-    }
-}
 
 /// Where a routing key came from: the release (`split.group`) and the
 /// source, shared by every exposure the ledger records from it.
@@ -97,53 +79,6 @@ pub fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
         return Some(ip.to_canonical());
     }
     entry.parse::<std::net::SocketAddr>().ok().map(|sa| sa.ip().to_canonical())
-}
-
-/// A client IP rendered as text without a heap allocation.
-pub struct IpText {
-    buf: [u8; 48],
-    len: usize,
-}
-
-impl IpText {
-    /// The same text as `ip.to_string()`. IPv4 (by far the most common)
-    /// is written digit by digit; `fmt` machinery costs several times more.
-    pub fn new(ip: IpAddr) -> Self {
-        let mut buf = [0u8; 48];
-        let len = match ip {
-            IpAddr::V4(v4) => {
-                let mut len = 0;
-                for (i, octet) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        buf[len] = b'.';
-                        len += 1;
-                    }
-                    if octet >= 100 {
-                        buf[len] = b'0' + octet / 100;
-                        len += 1;
-                    }
-                    if octet >= 10 {
-                        buf[len] = b'0' + octet / 10 % 10;
-                        len += 1;
-                    }
-                    buf[len] = b'0' + octet % 10;
-                    len += 1;
-                }
-                len
-            }
-            IpAddr::V6(_) => {
-                use std::io::Write;
-                let mut cursor = std::io::Cursor::new(&mut buf[..]);
-                write!(cursor, "{ip}").expect("an IP address fits in 48 bytes");
-                cursor.position() as usize
-            }
-        };
-        IpText { buf, len }
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
 }
 
 /// Everything the split decision needs, built once per config snapshot.

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use crate::config::Level;
 use crate::control::release::ramp::{self, Conditions, Phase, Plan, Ramp};
-use crate::control::release::schema::Stance;
 use crate::control::state::{Activation, Actor, ControlError, HookStatus, Route, State};
+use crate::migration::Stance;
 
 /// The shared part of the state as the fleet's store holds it.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -1,6 +1,6 @@
 //! The schema gate's task: every `schema.interval` it reads the database's
 //! migration version (per tool, over the shared PostgreSQL connection code),
-//! asks [`Bounds::judge`](super::schema::Bounds::judge) for the verdict and
+//! asks [`Bounds::judge`](crate::migration::Bounds::judge) for the verdict and
 //! hands `Control` the stance (which sides run on it). Fail safe: the gate
 //! starts closed when `[schema]` is configured, and an unreadable version
 //! closes it, unless no side supported the version last read (then nobody
@@ -12,10 +12,10 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_postgres::SimpleQueryMessage;
 
-use super::schema::{Reading, Stance, Tool};
 use crate::config::SchemaConfig;
 use crate::control::pg::{self, PgSlot};
 use crate::control::state::{now_rfc3339, Actor};
+use crate::migration::{Reading, Stance, Tool};
 use crate::Shared;
 
 /// What `/status.schema` shows (`None`: no `[schema]`).

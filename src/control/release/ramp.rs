@@ -23,55 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// `[ramp]`, validated: `holds[i]` is the bake time at `steps[i]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
-    pub steps: Vec<u8>,
-    pub holds: Vec<Duration>,
-    pub min_requests: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct PlanError {
-    pub key: &'static str,
-    pub message: String,
-}
-
-impl Plan {
-    /// `hold` is one value for every step, or one per step but the last.
-    pub fn new(steps: Vec<i64>, hold: Vec<Duration>, min_requests: u64) -> Result<Plan, PlanError> {
-        let err = |key, message: String| Err(PlanError { key, message });
-        if steps.is_empty() {
-            return err("steps", "needs at least one percent".into());
-        }
-        if let Some(bad) = steps.iter().find(|p| !(0..=100).contains(*p)) {
-            return err("steps", format!("{bad} is not a percent (0..100)"));
-        }
-        if let Some(w) = steps.windows(2).find(|w| w[0] >= w[1]) {
-            return err("steps", format!("must increase: {} then {}", w[0], w[1]));
-        }
-        let gaps = steps.len() - 1;
-        let holds = match hold.len() {
-            1 => vec![hold[0]; gaps],
-            n if n == gaps => hold,
-            n => {
-                return err(
-                    "hold",
-                    format!(
-                        "{n} values for {} steps: give one value, or one per step but the last ({gaps})",
-                        steps.len()
-                    ),
-                );
-            }
-        };
-        Ok(Plan { steps: steps.into_iter().map(|p| p as u8).collect(), holds, min_requests })
-    }
-
-    fn last(&self) -> usize {
-        self.steps.len() - 1
-    }
-}
+pub use crate::config::{Plan, PlanError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

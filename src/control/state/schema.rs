@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Route, State};
-use crate::control::release::schema::Stance;
+use crate::migration::Stance;
 
 /// The split held while no side supports the schema: the route the proxy
 /// used when the version left both lists, and that version. Persisted with

@@ -208,6 +208,14 @@ fn framing(
     })
 }
 
+/// One `name: value` line of an HTTP/1 head, as both legs write them.
+pub fn field(head: &mut Vec<u8>, name: &str, value: &[u8]) {
+    head.extend_from_slice(name.as_bytes());
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 pub use body::ResponseReader;
-pub use head::{parse_head, Framing, NameCache};
+pub use head::{field, parse_head, Framing, NameCache};
 
 use crate::proxy::body::BoxError;
 use crate::proxy::hop_by_hop::upgrade_allowed;
@@ -504,7 +504,7 @@ pub struct Outgoing<B> {
 
 impl<B> Outgoing<B> {
     /// `head`: the request line and headers, encoded by the caller
-    /// ([`crate::proxy::forward::upstream_head`]); `chunked`: it announced a
+    /// ([`crate::proxy::rewrite::upstream_head`]); `chunked`: it announced a
     /// chunked body, so the body's frames go up as chunks.
     pub fn new(head: Vec<u8>, method: Method, body: Option<B>, chunked: bool) -> Self {
         Outgoing { head, body, chunked, method, upgrade: false, timeout: None, client_wait: std::time::Duration::ZERO }

@@ -134,7 +134,7 @@ pub fn parse(buf: &mut BytesMut, limits: HeadLimits, names: &mut NameCache) -> R
         _ => fields.keep_alive && !fields.close,
     };
     let expect_continue = fields.expect_continue && version == Version::HTTP_11 && body != BodyFraming::Empty;
-    let upgrade = fields.upgrade && crate::proxy::forward::is_upgrade(&headers);
+    let upgrade = fields.upgrade && crate::proxy::hop_by_hop::is_upgrade(&headers);
     let mut request = Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;

@@ -32,9 +32,9 @@ pub use head::{parse, BodyFraming, Head, HeadError, HeadLimits};
 
 use crate::config::ServerConfig;
 use crate::proxy::body::{ClientBody, ResponseBody};
+use crate::proxy::conn::ConnInfo;
 use crate::proxy::error::text_response;
 use crate::proxy::h1::NameCache;
-use crate::proxy::handle::ConnInfo;
 use crate::proxy::server::DrainWatch;
 use body::{Reader, Returned};
 use response::Exchange;

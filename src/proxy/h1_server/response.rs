@@ -15,7 +15,7 @@ use http_body::Body as _;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::proxy::body::ResponseBody;
-use crate::proxy::forward::field;
+use crate::proxy::h1::field;
 
 /// A body piece larger than this is written as it is rather than copied
 /// into the connection's buffer.

@@ -2,7 +2,8 @@
 //! version is, may `new` get users (`new_ready`), and can `stable` still run
 //! on it (`stable_supported`)? Pure: reading the version from PostgreSQL is
 //! someone else's job; this module only orders and compares versions, per
-//! migration tool.
+//! migration tool. It sits below both the config, which validates
+//! `[schema]` bounds into [`Bounds`], and the gate task that judges with it.
 //!
 //! How each tool's versions compare:
 //! - `alembic`: opaque revision ids, matched exactly. A database with several
