@@ -64,7 +64,8 @@ pub enum Stance {
     StableOnly,
     /// `stable` cannot run on it: past the point of no return.
     NewOnly,
-    /// In neither list (or neither bound): nobody moves.
+    /// In neither list (or neither bound), or unreadable while stable did
+    /// not support the last version read: nobody moves.
     Neither,
 }
 
