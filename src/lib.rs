@@ -191,8 +191,11 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
 
     // Fail safe: nobody reaches `new` before the first good read of the
     // migration version (a split held before a restart stays held). The
-    // first read comes before serving (up to schema.timeout), so a replica
-    // that starts while no side supports the version holds the split at once.
+    // first read comes before serving (up to schema.timeout): if no side
+    // supports the version, a restart holds the route it served before (as
+    // its state file recorded it), and a replica with no record serves the
+    // desired percent with its rollbacks applied (docs: migrations, "When
+    // no side supports the schema").
     let schema_slot = control::pg::PgSlot::default();
     if shared.config().schema.is_some() {
         shared.control.schema_unread();

@@ -65,7 +65,8 @@ pub enum Stance {
     StableOnly,
     /// `stable` cannot run on it: past the point of no return.
     NewOnly,
-    /// In neither list (or neither bound): nobody moves.
+    /// In neither list (or neither bound), or unreadable while stable did
+    /// not support the last version read: nobody moves.
     Neither,
 }
 
@@ -204,6 +205,18 @@ impl Bounds {
             }
         };
         Verdict { new_ready, stable_supported, version, why }
+    }
+
+    /// Why `reading` is no version of this tool (an ordered tool's version
+    /// that is no dotted number), if it is not: the gate treats it as
+    /// unreadable (fail safe), never as a version in neither list.
+    pub fn unreadable(&self, reading: &Reading) -> Option<String> {
+        match (self.tool, reading.0.first()) {
+            (Tool::Flyway | Tool::Rails, Some(v)) if parse_dotted(v).is_none() => {
+                Some(format!("{v:?} is not a {:?} version (a dotted number)", self.tool).to_lowercase())
+            }
+            _ => None,
+        }
     }
 
     /// True when some version satisfies both `new_requires` and
@@ -375,6 +388,18 @@ mod tests {
     fn judge(b: &Bounds, reading: &[&str]) -> (bool, bool) {
         let v = b.judge(&Reading(s(reading)));
         (v.new_ready, v.stable_supported)
+    }
+
+    #[test]
+    fn an_ordered_version_that_is_no_number_is_unreadable_not_in_neither_list() {
+        for tool in [Tool::Flyway, Tool::Rails] {
+            let b = bounds(tool, &["3.0"], &["2.5"]);
+            assert_eq!(b.unreadable(&Reading(s(&["2.7"]))), None, "{tool:?}");
+            let why = b.unreadable(&Reading(s(&["3.0-hotfix"]))).expect("unreadable");
+            assert!(why.contains("\"3.0-hotfix\" is not a"), "{why}");
+        }
+        let opaque = bounds(Tool::Alembic, &["b2"], &["a1"]);
+        assert_eq!(opaque.unreadable(&Reading(s(&["c3-hotfix"]))), None);
     }
 
     #[test]

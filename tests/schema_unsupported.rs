@@ -60,6 +60,22 @@ fn schema_section(db: &Scratch, case: &Case) -> String {
     format!("[schema]\nurl = \"{}\"\n{}\ninterval = \"100ms\"\n", db.url(), case.bounds)
 }
 
+const FLAG_TOKEN: &str = "schema-unsupported-flags";
+
+/// `[flags]`, its token from an environment variable only this file sets.
+fn flags_section() -> &'static str {
+    std::env::set_var("GRAYSHIFT_TEST_SCHEMA_FLAG_TOKENS", FLAG_TOKEN);
+    "\n[flags]\ntokens_env = \"GRAYSHIFT_TEST_SCHEMA_FLAG_TOKENS\"\n"
+}
+
+/// OFREP's `schema_ready` for one user.
+async fn ofrep_schema_ready(proxy: &Proxy) -> Value {
+    let body = json!({ "context": { "targetingKey": "user-1" } });
+    let reply = proxy.admin("POST", "/ofrep/v1/evaluate/flags/orders-v2", Some(body), Some(FLAG_TOKEN)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["metadata"]["schema_ready"].clone()
+}
+
 fn notify(url: &str, format: &str) -> String {
     format!("\n[[notify]]\nwebhook = \"{url}\"\nformat = \"{format}\"\ntimeout = \"2s\"\n")
 }
@@ -84,8 +100,10 @@ async fn wait_unsupported(proxy: &Proxy, unsupported: bool) -> Value {
 async fn holds_the_split(case: &Case) {
     let db = Scratch::new(case.setup).await;
     let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
-    let proxy = Proxy::start(&config(&[&stable], &[&new], 50, &schema_section(&db, case))).await;
+    let extra = format!("{}{}", schema_section(&db, case), flags_section());
+    let proxy = Proxy::start(&config(&[&stable], &[&new], 50, &extra)).await;
     wait_status(&proxy, "the gate open", |s| s["schema"]["new_ready"] == true && s["percent"]["effective"] == 50).await;
+    assert_eq!(ofrep_schema_ready(&proxy).await, true);
     let before = on_new(&proxy).await;
     assert!((300..700).contains(&before.len()), "about half of the users on new: {}", before.len());
 
@@ -97,6 +115,7 @@ async fn holds_the_split(case: &Case) {
     assert!(status["schema"]["why"].as_str().unwrap().contains(case.why), "{status:#}");
     assert_eq!(on_new(&proxy).await, before, "nobody moved");
     assert_eq!(metric(&proxy, "grayshift_schema_unsupported").await, "grayshift_schema_unsupported 1");
+    assert_eq!(ofrep_schema_ready(&proxy).await, false, "users stay on new, but new does not run on it");
 
     db.exec(case.back_to_stable).await;
     let status = wait_unsupported(&proxy, false).await;
@@ -207,6 +226,90 @@ async fn the_held_split_survives_a_restart_and_changes_wait_for_a_supported_vers
     assert_eq!(status["percent"]["effective"], 90, "{status:#}");
     let after = on_new(&proxy).await;
     assert!(after.is_superset(&before) && after.len() > before.len());
+}
+
+/// Stopped while everyone is on stable (`to_stable` says why), restarted
+/// after the version moved to one in neither list: still nobody on `new`,
+/// and a new percent waits for a supported version.
+async fn a_restart_keeps_everyone_on_stable(setup: &str, to_stable: impl AsyncFnOnce(&Proxy)) {
+    let db = Scratch::new(setup).await;
+    let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
+    let text = config(&[&stable], &[&new], 50, &schema_section(&db, &ALEMBIC));
+    let mut proxy = Proxy::start(&text).await;
+    to_stable(&proxy).await;
+    let status = wait_status(&proxy, "everyone on stable", |s| s["percent"]["effective"] == 0).await;
+    assert_eq!(status["schema"]["no_side_supports"], false, "{status:#}");
+    assert!(on_new(&proxy).await.is_empty());
+
+    proxy.stop().await;
+    db.exec(ALEMBIC.to_unlisted).await;
+    let proxy = Proxy::start_in(proxy.dir.clone(), &text).await;
+    let status = proxy.status().await;
+    assert_eq!(status["schema"]["no_side_supports"], true, "the first read comes before serving: {status:#}");
+    assert_eq!(status["percent"]["effective"], 0, "{status:#}");
+    assert!(on_new(&proxy).await.is_empty(), "nobody moved to new");
+    let reply = proxy.admin("PUT", "/percent", Some(json!({ "percent": 90 })), None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let read_at = status["schema"]["read_at"].clone();
+    let status = wait_status(&proxy, "a later read", |s| s["schema"]["read_at"] != read_at).await;
+    assert_eq!((&status["percent"]["desired"], &status["percent"]["effective"]), (&json!(90), &json!(0)));
+    assert!(on_new(&proxy).await.is_empty(), "recorded, not applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_into_a_version_in_neither_list_keeps_an_l1_rollback() {
+    a_restart_keeps_everyone_on_stable(ALEMBIC.setup, async |proxy: &Proxy| {
+        wait_status(proxy, "the gate open", |s| s["percent"]["effective"] == 50).await;
+        let l1 = json!({ "level": "L1", "reason": "errors" });
+        assert_eq!(proxy.admin("POST", "/rollback", Some(l1), None).await.status, 200);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_into_a_version_in_neither_list_keeps_the_gate_closed() {
+    // a1old: stable runs on it, new does not yet.
+    let setup = "create table alembic_version (version_num varchar(32) primary key); insert into alembic_version values ('a1old')";
+    a_restart_keeps_everyone_on_stable(setup, async |proxy: &Proxy| {
+        wait_status(proxy, "the gate closed", |s| s["schema"]["read_at"].is_string()).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_version_past_stable_holds_the_split_as_an_error() {
+    // new runs from 3.0 on, stable up to 2.5: at 3.0, past the point of no return.
+    let db = Scratch::new(
+        "create table flyway_schema_history (installed_rank int primary key, version varchar(50), success boolean not null); \
+         insert into flyway_schema_history values (1, '2.5', true), (2, '3.0', true)",
+    )
+    .await;
+    let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
+    let bounds = "tool = \"flyway\"\nnew_requires = \"3.0\"\nstable_supports = \"2.5\"";
+    let section = format!("[schema]\nurl = \"{}\"\n{bounds}\ninterval = \"100ms\"\n", db.url());
+    let proxy = Proxy::start(&config(&[&stable], &[&new], 50, &section)).await;
+    wait_status(&proxy, "past stable", |s| s["schema"]["stable_supported"] == false && s["percent"]["effective"] == 50)
+        .await;
+    let before = on_new(&proxy).await;
+
+    // A version flyway cannot order is unreadable, not one in neither list.
+    db.exec("insert into flyway_schema_history values (3, '3.1-hotfix', true)").await;
+    let status = wait_status(&proxy, "the read error", |s| s["schema"]["error"].is_string()).await;
+    assert!(status["schema"]["error"].as_str().unwrap().contains("3.1-hotfix"), "{status:#}");
+    assert_eq!(status["schema"]["no_side_supports"], false, "{status:#}");
+    assert_eq!(status["schema"]["held"], "3.0", "the last version read: {status:#}");
+    assert_eq!(status["percent"]["effective"], 50, "nobody moves: {status:#}");
+    assert_eq!(on_new(&proxy).await, before, "nobody moved");
+    assert_eq!(metric(&proxy, "grayshift_schema_unsupported").await, "grayshift_schema_unsupported 0");
+    let audit = proxy.admin("GET", "/audit", None, None).await.json();
+    let told: Vec<&Value> =
+        audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "schema").map(|e| &e["new"]).collect();
+    assert!(told.contains(&&json!("held_unreadable")) && !told.contains(&&json!("no_side_supports")), "{audit:#}");
+
+    // Readable again at 3.0: the usual point of no return, nothing held.
+    db.exec("delete from flyway_schema_history where installed_rank = 3").await;
+    let status = wait_status(&proxy, "read again", |s| s["schema"]["error"].is_null()).await;
+    assert_eq!((&status["schema"]["held"], &status["percent"]["effective"]), (&Value::Null, &json!(50)), "{status:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,6 +108,10 @@ pub struct State {
     /// The split held while no side supports the schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_hold: Option<Hold>,
+    /// The schema gate's last verdict: a restart rebuilds from it the route
+    /// served before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_verdict: Option<Verdict>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -192,6 +196,10 @@ pub struct Control {
     /// changed under the state lock, with `stance`.
     past_stable: Mutex<Option<String>>,
     state: Mutex<State>,
+    /// The route served before this process started, as the state file
+    /// recorded it (`None`: no record); held if the first read finds a
+    /// version no side supports.
+    restarted: Option<Route>,
     /// The state file: the state, or in fleet mode this replica's cache.
     file: PathBuf,
     store: Store,
@@ -240,18 +248,25 @@ impl Control {
             None if store.fleet().is_some() => State { config_percent, ..State::default() },
             None => State { desired_percent: config_percent, config_percent, ..State::default() },
         };
-        // Held before the restart: still held until the first read says
-        // otherwise (never the fail-safe 0 % of a start).
-        let (stance, past_stable) = match &state.schema_hold {
-            Some(hold) => {
-                (Stance::Neither, Some(format!("no side supports schema {} (held before the restart)", hold.version)))
+        // The gate's last verdict stands until the first read: a split
+        // held before the restart stays held (never the fail-safe 0 % of a
+        // start), and stable's support is as last read.
+        let stance = match (&state.schema_hold, &state.schema_verdict) {
+            (Some(_), _) => Stance::Neither,
+            (None, Some(verdict)) => verdict.stance(),
+            (None, None) => Stance::Both,
+        };
+        let past_stable = match (stance, &state.schema_verdict) {
+            (Stance::NewOnly | Stance::Neither, Some(verdict)) => {
+                Some(format!("stable does not support schema {} (as last read before the restart)", verdict.version))
             }
-            None => (Stance::Both, None),
+            _ => None,
         };
         let control = Control {
             gate: AtomicU32::new(state.route_for(stance).pack()),
             stance: Mutex::new(stance),
             past_stable: Mutex::new(past_stable),
+            restarted: state.route_served_before_restart(),
             state: Mutex::new(state),
             file: paths.file.clone(),
             store,
@@ -413,26 +428,14 @@ impl Control {
         self.publish(&guard);
     }
 
-    /// Open or close the schema gate, stable's support as last known;
-    /// returns whether the gate changed.
-    pub fn set_schema_gate(&self, open: bool) -> bool {
-        let before = self.stance();
-        let now = self.set_schema(open, self.past_stable(), "");
-        before.new_ready() != now.new_ready()
-    }
-
-    /// Stable's support changes, the gate as last known.
-    pub fn set_stable_support(&self, unsupported: Option<String>) {
-        self.set_schema(self.stance().new_ready(), unsupported, "");
-    }
-
-    /// The gate's reading of `version`, in one step: whether `new` runs on
-    /// it, and `Some(why)` when stable does not. The route follows
-    /// [`State::route_for`]; entering "no side supports it" holds the split
-    /// the proxy used (persisted). Active L1/L3 levels stop (or start)
-    /// moving traffic at once; each change that affects an active level is
-    /// audited and notified. Returns the new stance.
-    pub fn set_schema(&self, new_ready: bool, unsupported: Option<String>, version: &str) -> Stance {
+    /// The gate's reading of `version` (`None`: it could not be read), in
+    /// one step: whether `new` runs on it, and `Some(why)` when stable does
+    /// not. The route follows [`State::route_for`]; entering "no side
+    /// supports it" holds the route in force (persisted, as every verdict
+    /// is). Active L1/L3 levels stop (or start) moving traffic at once; each
+    /// change that affects an active level is audited and notified. Returns
+    /// the new stance.
+    pub fn set_schema(&self, new_ready: bool, unsupported: Option<String>, version: Option<&str>) -> Stance {
         let mut guard = self.lock();
         let before = self.stance();
         let now = Stance::of(new_ready, unsupported.is_none());
@@ -442,8 +445,8 @@ impl Control {
         let change = Change::Schema {
             before,
             now,
-            shown: self.route(),
-            version: version.to_string(),
+            restarted: self.restarted,
+            version: version.map(str::to_string),
             unsupported,
             was_unsupported,
         };
@@ -515,4 +518,4 @@ pub(crate) use file::append_line;
 pub use file::{now_rfc3339, read_audit};
 use file::{read_state, write_state};
 pub use route::Route;
-pub use schema::Hold;
+pub use schema::{Hold, Verdict};

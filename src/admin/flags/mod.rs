@@ -47,7 +47,12 @@ pub async fn route(shared: &Shared, req: Request<ClientBody>) -> Response<Respon
         return response;
     }
     let path = req.uri().path().to_string();
-    let view = View { snapshot: &snapshot, route: shared.control.route(), level: highest_level(shared) };
+    let view = View {
+        snapshot: &snapshot,
+        route: shared.control.route(),
+        level: highest_level(shared),
+        schema_ready: shared.control.stance().new_ready(),
+    };
     match (req.method().clone(), path.as_str()) {
         (Method::POST, "/ofrep/v1/evaluate/flags") => match read_body(req).await {
             Ok((headers, body)) => ofrep::bulk(shared, &view, &headers, &body),
@@ -80,6 +85,9 @@ struct View<'a> {
     snapshot: &'a Snapshot,
     route: Route,
     level: Option<Level>,
+    /// `new` runs on the schema (the gate is open); false while no side
+    /// supports it, even when the held route still sends users to `new`.
+    schema_ready: bool,
 }
 
 impl View<'_> {
@@ -91,7 +99,7 @@ impl View<'_> {
         let mut hasher = mur3::Hasher128::with_seed(0);
         hasher.write(&self.snapshot.splitter.fingerprint.to_le_bytes());
         let r = self.route;
-        hasher.write(&[r.percent, r.rolled_back as u8, r.shedding as u8, r.gate_closed as u8]);
+        hasher.write(&[r.percent, r.rolled_back as u8, r.shedding as u8, r.gate_closed as u8, self.schema_ready as u8]);
         hasher.write(&[self.level.map_or(0, |l| l.number())]);
         if let Some(key) = key {
             hasher.write(&(key.len() as u64).to_le_bytes());

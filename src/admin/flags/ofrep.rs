@@ -94,7 +94,7 @@ fn evaluate(shared: &Shared, view: &View, routing_key: &str) -> Value {
             "bucket": decision.bucket,
             "percent": view.route.percent,
             "rollback_level": view.level.map_or(0, |l| l.number()),
-            "schema_ready": !view.route.gate_closed,
+            "schema_ready": view.schema_ready,
             "shedding": view.route.shedding,
         },
     })

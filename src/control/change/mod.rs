@@ -45,13 +45,15 @@ pub enum Change {
     /// `POST /ramp` or the ramp's own tick, decided on the state it applies to.
     Ramp(RampMove),
     /// The schema gate's verdict: the stance went from `before` to `now` at
-    /// `version` while the proxy used `shown`; `unsupported` says why stable
-    /// cannot run on it, `was_unsupported` whether it could not before.
+    /// `version` (`None`: unreadable); `restarted` is the route served
+    /// before this process started (see `State::with_schema`);
+    /// `unsupported` says why stable cannot run on it, `was_unsupported`
+    /// whether it could not before.
     Schema {
         before: Stance,
         now: Stance,
-        shown: Route,
-        version: String,
+        restarted: Option<Route>,
+        version: Option<String>,
         unsupported: Option<String>,
         was_unsupported: bool,
     },
@@ -233,8 +235,8 @@ pub fn apply(state: &State, change: &Change, actor: &Actor, now: &str) -> Result
             }
             next
         }
-        Change::Schema { before, now: stance, shown, version, unsupported, was_unsupported } => {
-            let next = state.with_schema(*before, *stance, *shown, version);
+        Change::Schema { before, now: stance, restarted, version, unsupported, was_unsupported } => {
+            let next = state.with_schema(*before, *stance, *restarted, version.as_deref());
             if *was_unsupported != unsupported.is_some() {
                 let levels = next.blocked(true);
                 if !levels.is_empty() {

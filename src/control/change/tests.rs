@@ -219,13 +219,12 @@ fn apply_decides_every_change_in_one_place() {
 #[test]
 fn the_schema_verdict_holds_the_split_and_blocks_rollbacks_past_stable() {
     let l1 = apply(&state(30), &rollback(Level::L1, false), &Actor::Admin, NOW).unwrap().0;
-    let shown = l1.route();
     let why = Some("stable does not support f9".to_string());
     let past = Change::Schema {
         before: Stance::Both,
         now: Stance::Neither,
-        shown,
-        version: "f9".into(),
+        restarted: None,
+        version: Some("f9".into()),
         unsupported: why.clone(),
         was_unsupported: false,
     };
@@ -235,8 +234,8 @@ fn the_schema_verdict_holds_the_split_and_blocks_rollbacks_past_stable() {
     let back = Change::Schema {
         before: Stance::Neither,
         now: Stance::Both,
-        shown,
-        version: "f8".into(),
+        restarted: None,
+        version: Some("f8".into()),
         unsupported: None,
         was_unsupported: true,
     };

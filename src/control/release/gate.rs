@@ -3,8 +3,10 @@
 //! asks [`Bounds::judge`](crate::migration::Bounds::judge) for the verdict and
 //! hands `Control` the stance (which sides run on it). Fail safe: the gate
 //! starts closed when `[schema]` is configured, and an unreadable version
-//! closes it, unless no side supported the version last read (then nobody
-//! moves). Each change is audited, logged and notified once, not every read.
+//! closes it, unless stable did not support the version last read (then
+//! nobody moves: the route in force is held). An unreadable version is an
+//! error, never "no side supports". Each change is audited, logged and
+//! notified once, not every read.
 
 use std::sync::{Arc, Mutex};
 
@@ -18,17 +20,30 @@ use crate::control::state::{now_rfc3339, Actor};
 use crate::migration::{Reading, Stance, Tool};
 use crate::Shared;
 
-/// What `/status.schema` shows (`None`: no `[schema]`).
+/// What `/status.schema` shows (`None`: no `[schema]`), and what the gate
+/// last told.
 #[derive(Default)]
-pub struct GateBoard(Mutex<Option<Value>>);
+pub struct GateBoard {
+    view: Mutex<Option<Value>>,
+    told: Mutex<Option<Told>>,
+}
 
 impl GateBoard {
     pub fn view(&self) -> Option<Value> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.view.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn set(&self, view: Option<Value>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = view;
+        *self.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
+    }
+
+    /// What the gate last told, or at start what `stance` says.
+    fn told(&self, stance: Stance) -> Told {
+        self.told.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(Told::of(stance, true))
+    }
+
+    fn set_told(&self, told: Told) {
+        *self.told.lock().unwrap_or_else(|e| e.into_inner()) = Some(told);
     }
 }
 
@@ -79,7 +94,7 @@ pub async fn run(shared: Arc<Shared>, slot: PgSlot, mut shutdown: watch::Receive
         let wait = match &config.schema {
             None => {
                 let before = shared.control.stance();
-                if shared.control.set_schema(true, None, "") != before {
+                if shared.control.set_schema(true, None, None) != before {
                     shared.control.effects().audit(
                         &Actor::Config,
                         "schema",
@@ -87,6 +102,7 @@ pub async fn run(shared: Arc<Shared>, slot: PgSlot, mut shutdown: watch::Receive
                     );
                 }
                 shared.schema.set(None);
+                shared.schema.set_told(Told::Open);
                 shared.metrics.schema_ready.set(1);
                 shared.metrics.schema_unsupported.set(0);
                 std::time::Duration::from_secs(1)
@@ -103,12 +119,45 @@ pub async fn run(shared: Arc<Shared>, slot: PgSlot, mut shutdown: watch::Receive
     }
 }
 
+/// What the gate last told the audit log and the notifiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Told {
+    Open,
+    Closed,
+    NoSideSupports,
+    /// The version could not be read and stable did not support the last
+    /// one read: nobody moves, but no side is known not to support it.
+    HeldUnreadable,
+}
+
+impl Told {
+    fn of(stance: Stance, readable: bool) -> Told {
+        match stance {
+            Stance::Neither if readable => Told::NoSideSupports,
+            Stance::Neither => Told::HeldUnreadable,
+            stance if stance.new_ready() => Told::Open,
+            _ => Told::Closed,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Told::Open => "open",
+            Told::Closed => "closed",
+            Told::NoSideSupports => "no_side_supports",
+            Told::HeldUnreadable => "held_unreadable",
+        }
+    }
+}
+
 async fn evaluate(shared: &Shared, slot: &PgSlot, schema: &SchemaConfig) {
-    let before = shared.control.stance();
+    let before = shared.schema.told(shared.control.stance());
     // An unreadable version (or none yet) closes the gate (fail safe) and
-    // leaves stable's support as last read: if no side supported the last
-    // version read, nobody moves on a failed read either.
-    let (new_ready, past_stable, mut view) = match read(slot, schema).await {
+    // leaves stable's support as last read: if stable did not support the
+    // last version read, nobody moves on a failed read either.
+    // A version the tool cannot order is unreadable, not one in neither list.
+    let reading = read(slot, schema).await.and_then(|r| schema.bounds.unreadable(&r).map_or(Ok(r), Err));
+    let (new_ready, past_stable, mut view) = match reading {
         Ok(reading) if !reading.0.is_empty() => {
             let v = schema.bounds.judge(&reading);
             let past_stable = (!v.stable_supported).then(|| v.why.clone().unwrap_or_default());
@@ -131,51 +180,58 @@ async fn evaluate(shared: &Shared, slot: &PgSlot, schema: &SchemaConfig) {
             (false, shared.control.past_stable(), view)
         }
     };
-    let version = view["version"].as_str().unwrap_or_default().to_string();
-    let now = shared.control.set_schema(new_ready, past_stable, &version);
-    view["no_side_supports"] = json!(now == Stance::Neither);
-    if now == Stance::Neither {
+    let readable = !view["version"].is_null();
+    let now = shared.control.set_schema(new_ready, past_stable, view["version"].as_str());
+    let now = Told::of(now, readable);
+    view["no_side_supports"] = json!(now == Told::NoSideSupports);
+    if matches!(now, Told::NoSideSupports | Told::HeldUnreadable) {
         view["held"] = json!(shared.control.state().schema_hold.map(|h| h.version));
     }
     announce(shared, before, now, &view);
-    shared.metrics.schema_ready.set(now.new_ready() as i64);
-    shared.metrics.schema_unsupported.set((now == Stance::Neither) as i64);
+    // Unreadable after a version no side supported: still held, and the
+    // read error is the news; reading it again is not.
+    shared.schema.set_told(if (before, now) == (Told::NoSideSupports, Told::HeldUnreadable) { before } else { now });
+    shared.metrics.schema_ready.set((now == Told::Open) as i64);
+    shared.metrics.schema_unsupported.set((now == Told::NoSideSupports) as i64);
     shared.schema.set(Some(view));
 }
 
 /// Audit, log and notify a change of what the schema allows, once.
-fn announce(shared: &Shared, before: Stance, now: Stance, view: &Value) {
+fn announce(shared: &Shared, before: Told, now: Told, view: &Value) {
     let (version, why) = (&view["version"], view["why"].as_str().unwrap_or("new_requires met").to_string());
     let route = shared.control.route();
-    let (state, text) = if now == Stance::Neither && before != Stance::Neither {
-        let text = format!(
-            "NO SIDE SUPPORTS the schema, nobody moves (the split stays as it was, {}% on new): {why}.              Roll forward or restore the schema, or list the version in new_requires or stable_supports",
+    let text = match (before, now) {
+        (before, now) if before == now => return,
+        (Told::NoSideSupports, Told::HeldUnreadable) => return,
+        (_, Told::NoSideSupports) => format!(
+            "NO SIDE SUPPORTS the schema, nobody moves (the split stays as it was, {}% on new): {why}. \
+             Roll forward or restore the schema, or list the version in new_requires or stable_supports",
             route.percent
-        );
-        ("no_side_supports", text)
-    } else if before == Stance::Neither && now != Stance::Neither {
-        let gate = if now.new_ready() { "open" } else { "closed" };
-        (gate, format!("schema {version} is supported again, the usual rules resume: schema gate {gate}"))
-    } else if before.new_ready() != now.new_ready() && now != Stance::Neither {
-        if now.new_ready() {
-            ("open", format!("schema gate OPEN at version {version}: new gets its percent"))
-        } else {
-            ("closed", format!("schema gate CLOSED, nobody on new: {why}"))
+        ),
+        (_, Told::HeldUnreadable) => format!(
+            "schema version UNREADABLE and stable did not support the last one read: nobody moves \
+             (the split stays as it was, {}% on new): {}",
+            route.percent,
+            view["error"].as_str().unwrap_or(&why)
+        ),
+        (Told::NoSideSupports, now) => {
+            format!("schema {version} is supported again, the usual rules resume: schema gate {}", now.name())
         }
-    } else {
-        return;
+        (_, Told::Open) => format!("schema gate OPEN at version {version}: new gets its percent"),
+        (_, Told::Closed) => format!("schema gate CLOSED, nobody on new: {why}"),
     };
+    let state = now.name();
     tracing::warn!(gate = state, %version, why, "schema gate changed");
     shared.control.effects().audit(
         &Actor::Config,
         "schema",
         json!({ "new": state, "version": version, "why": why, "error": view["error"],
-                "no_side_supports": now == Stance::Neither }),
+                "no_side_supports": now == Told::NoSideSupports }),
     );
     shared.control.effects().notice(
         "schema",
         text,
         &Actor::Config,
-        json!({ "gate": state, "version": version, "no_side_supports": now == Stance::Neither }),
+        json!({ "gate": state, "version": version, "no_side_supports": now == Told::NoSideSupports }),
     );
 }

@@ -8,8 +8,8 @@ use super::{Route, State};
 use crate::migration::Stance;
 
 /// The split held while no side supports the schema: the route the proxy
-/// used when the version left both lists, and that version. Persisted with
-/// the state, so a restart holds the same split.
+/// used when the version left both lists, and the last version read.
+/// Persisted with the state, so a restart holds the same split.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hold {
@@ -31,6 +31,23 @@ impl Hold {
     }
 }
 
+/// The schema gate's last verdict (after a failed read: the stance it
+/// left, with the last version read). Persisted on every change, so that
+/// a restart knows which route the previous process served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verdict {
+    pub version: String,
+    pub new_ready: bool,
+    pub stable_supported: bool,
+}
+
+impl Verdict {
+    pub fn stance(&self) -> Stance {
+        Stance::of(self.new_ready, self.stable_supported)
+    }
+}
+
 impl State {
     /// The route for this state under `schema`:
     /// - `Both`: the state's own route.
@@ -44,44 +61,79 @@ impl State {
     ///   users to stable or to `new` would both put them on a side that
     ///   cannot run the schema. Only a forced L1/L3 (`ctl rollback --force`)
     ///   sends users to stable, as the operator asked. With nothing held (a
-    ///   replica that has no state file yet), the desired percent is the
-    ///   split, never 0 because the gate would be closed.
+    ///   first start, or a replica with no state file, before its second
+    ///   read): the desired percent with every active L1/L3 applied — never
+    ///   0 % because the gate would be closed, and no rollback blocked that
+    ///   was not blocked before.
     pub(crate) fn route_for(&self, schema: Stance) -> Route {
         match schema {
             Stance::Both => self.route_under(false),
             Stance::NewOnly => self.route_under(true),
             Stance::Unread | Stance::StableOnly => Route { percent: 0, gate_closed: true, ..self.route_under(false) },
-            Stance::Neither => {
-                let held = self.schema_hold.as_ref().map_or_else(|| self.route_under(true), Hold::route);
-                let forced = self.route_under(true);
-                if forced.rolled_back {
-                    Route { percent: 0, rolled_back: true, ..held }
-                } else {
-                    held
+            Stance::Neither => match &self.schema_hold {
+                Some(hold) if self.route_under(true).rolled_back => {
+                    Route { percent: 0, rolled_back: true, ..hold.route() }
                 }
-            }
+                Some(hold) => hold.route(),
+                None => self.route_under(false),
+            },
         }
     }
 
-    /// The state after the schema's stance went from `before` to `now` at
-    /// `version`, while the proxy used `shown`: entering `Neither` holds
-    /// `shown` (unless something is held already, or nothing was read yet:
-    /// the fail-safe closed gate of a start is no split to keep); leaving it
-    /// lets the hold go.
-    pub(crate) fn with_schema(&self, before: Stance, now: Stance, shown: Route, version: &str) -> State {
+    /// The route the process that wrote this state served last, rebuilt
+    /// from the gate's last verdict kept with it (`None`: no verdict was
+    /// ever recorded). Read from the state file at start, before anything
+    /// changes it.
+    pub(crate) fn route_served_before_restart(&self) -> Option<Route> {
+        self.schema_verdict.as_ref().map(|verdict| self.route_for(verdict.stance()))
+    }
+
+    /// The state after the schema's stance went from `before` to `now`.
+    /// The route in force when the verdict came is the one `before` gave,
+    /// or at a start (`before` is `Unread`) the one the previous process
+    /// served, `restarted` ([`State::route_served_before_restart`], `None`
+    /// with no record of it). `version`: the version read, `None` when it
+    /// could not be read (the last one read is kept).
+    ///
+    /// Entering `Neither` holds the route in force (unless something is
+    /// held already): a restart that first reads a version no side supports
+    /// holds exactly the route served before it, a rollback or a closed
+    /// gate included. With no record nothing is held yet (see
+    /// [`State::route_for`]); the next verdict holds what was served.
+    /// Leaving `Neither` lets the hold go. Every verdict is recorded.
+    pub(crate) fn with_schema(
+        &self,
+        before: Stance,
+        now: Stance,
+        restarted: Option<Route>,
+        version: Option<&str>,
+    ) -> State {
+        let last_read = self.schema_verdict.as_ref().map(|v| v.version.as_str());
+        let version = version.or(last_read).unwrap_or_default().to_string();
+        let in_force = match before {
+            Stance::Unread => restarted,
+            before => Some(self.route_for(before)),
+        };
         let schema_hold = match now {
             Stance::Neither if self.schema_hold.is_some() => self.schema_hold.clone(),
-            Stance::Neither if before == Stance::Unread => None,
-            Stance::Neither => Some(Hold {
-                version: version.to_string(),
-                percent: shown.percent,
-                rolled_back: shown.rolled_back,
-                shedding: shown.shedding,
-                gate_closed: shown.gate_closed,
+            Stance::Neither => in_force.map(|route| Hold {
+                version: version.clone(),
+                percent: route.percent,
+                rolled_back: route.rolled_back,
+                shedding: route.shedding,
+                gate_closed: route.gate_closed,
             }),
             _ => None,
         };
-        State { schema_hold, ..self.clone() }
+        let schema_verdict = match now {
+            Stance::Unread => self.schema_verdict.clone(),
+            _ => Some(Verdict {
+                version,
+                new_ready: now.new_ready(),
+                stable_supported: matches!(now, Stance::Both | Stance::StableOnly),
+            }),
+        };
+        State { schema_hold, schema_verdict, ..self.clone() }
     }
 }
 
@@ -124,7 +176,19 @@ mod tests {
     }
 
     fn held(s: State, r: Route) -> State {
-        s.with_schema(Stance::Both, Stance::Neither, r, "c3")
+        let hold = Hold {
+            version: "c3".into(),
+            percent: r.percent,
+            rolled_back: r.rolled_back,
+            shedding: r.shedding,
+            gate_closed: r.gate_closed,
+        };
+        State { schema_hold: Some(hold), ..s }
+    }
+
+    /// `s` as the gate last saw it at `stance`, then written to the state file.
+    fn seen(s: State, stance: Stance) -> State {
+        s.with_schema(Stance::Both, stance, None, Some("b2"))
     }
 
     #[test]
@@ -149,9 +213,10 @@ mod tests {
             (held(state(50, None), route(0, true, false)), Neither, route(0, true, false)),
             // A forced rollback is the operator's call.
             (held(state(50, Some(true)), at50), Neither, route(0, true, false)),
-            // Nothing held (a replica with no state file): the desired split.
+            // Nothing held (no record of what was served): the desired
+            // split, rollbacks applied.
             (state(30, None), Neither, route(30, false, false)),
-            (state(30, Some(false)), Neither, route(30, false, false)),
+            (state(30, Some(false)), Neither, route(0, true, false)),
         ];
         for (i, (s, stance, want)) in cases.into_iter().enumerate() {
             assert_eq!(s.route_for(stance), want, "case {i}: {stance:?} {s:?}");
@@ -163,17 +228,63 @@ mod tests {
         use Stance::*;
         let s = state(50, None);
         let at50 = route(50, false, false);
-        let h = s.with_schema(Both, Neither, at50, "c3");
+        let h = s.with_schema(Both, Neither, None, Some("c3"));
         assert_eq!(h.schema_hold.as_ref().map(|h| (h.percent, h.version.as_str())), Some((50, "c3")));
-        let closed = s.with_schema(StableOnly, Neither, route(0, false, true), "hotfix");
+        let closed = s.with_schema(StableOnly, Neither, None, Some("hotfix"));
         assert_eq!(closed.route_for(Neither), route(0, false, true), "closed gate stays closed");
         // Already held (a restart, or an unreadable version in between): kept.
-        let again = h.with_schema(StableOnly, Neither, route(0, false, true), "d4");
+        let again = h.with_schema(StableOnly, Neither, None, Some("d4"));
         assert_eq!(again.schema_hold, h.schema_hold);
-        // The start's fail-safe closed gate is not a split to keep.
-        assert_eq!(s.with_schema(Unread, Neither, route(0, false, true), "c3").schema_hold, None);
         for back in [Both, StableOnly, NewOnly] {
-            assert_eq!(h.with_schema(Neither, back, at50, "b2").schema_hold, None, "{back:?}");
+            let next = h.with_schema(Neither, back, None, Some("b2"));
+            assert_eq!(next.schema_hold, None, "{back:?}");
+            assert_eq!(next.route_for(back), s.route_for(back), "{back:?}");
         }
+        assert_eq!(h.route_for(Neither), at50);
+    }
+
+    #[test]
+    fn a_restart_that_first_reads_neither_holds_the_route_served_before_it() {
+        use Stance::*;
+        // (state as written by the previous process, its last stance, the route it served)
+        let cases = [
+            (state(50, Some(false)), Both, route(0, true, false)),
+            (state(50, None), StableOnly, route(0, false, true)),
+            (state(50, Some(false)), StableOnly, route(0, true, true)),
+            (state(50, None), Both, route(50, false, false)),
+            (state(50, Some(false)), NewOnly, route(50, false, false)),
+        ];
+        for (i, (s, last, served)) in cases.into_iter().enumerate() {
+            let file = seen(s, last);
+            let restarted = file.route_served_before_restart();
+            assert_eq!(restarted, Some(served), "case {i}");
+            // The config's percent changed meanwhile: recorded, not applied.
+            let file = set_percent(file, 90);
+            let next = file.with_schema(Unread, Neither, restarted, Some("c3"));
+            assert_eq!(next.route_for(Neither), served, "case {i}: nobody moves");
+            assert_eq!(next.schema_hold.as_ref().map(|h| h.version.as_str()), Some("c3"));
+        }
+        // No record (a first start, a replica with no state file): the
+        // desired percent with the rollbacks applied, nothing held yet.
+        for (s, want) in [(state(30, None), route(30, false, false)), (state(30, Some(false)), route(0, true, false))] {
+            assert_eq!(s.route_served_before_restart(), None);
+            let next = s.with_schema(Unread, Neither, None, Some("c3"));
+            assert_eq!((next.schema_hold.as_ref(), next.route_for(Neither)), (None, want));
+            // The next verdict holds what is served.
+            let next = next.with_schema(Neither, Neither, None, Some("c3"));
+            assert_eq!(set_percent(next, 90).route_for(Neither), want);
+        }
+    }
+
+    #[test]
+    fn an_unreadable_version_keeps_the_last_version_read() {
+        use Stance::*;
+        let past = state(50, Some(false)).with_schema(Both, NewOnly, None, Some("f9"));
+        assert_eq!(past.schema_verdict.as_ref().map(|v| v.stance()), Some(NewOnly));
+        // Unreadable, stable did not support the last version: nobody moves.
+        let held = past.with_schema(NewOnly, Neither, None, None);
+        assert_eq!(held.schema_hold.as_ref().map(|h| (h.version.as_str(), h.percent)), Some(("f9", 50)));
+        assert_eq!(held.schema_verdict.as_ref().map(|v| v.version.as_str()), Some("f9"));
+        assert_eq!(held.route_served_before_restart(), Some(route(50, false, false)));
     }
 }

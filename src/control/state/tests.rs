@@ -33,6 +33,18 @@ fn ramp(c: &Control, actor: &Actor, plan: &crate::control::release::ramp::Plan, 
     c.submit_here(&change, actor).unwrap();
 }
 
+// The gate's verdicts, one side at a time (single-threaded: the stance
+// read outside the lock cannot race here).
+fn set_schema_gate(c: &Control, open: bool) -> bool {
+    let before = c.stance();
+    let now = c.set_schema(open, c.past_stable(), Some("v"));
+    before.new_ready() != now.new_ready()
+}
+
+fn set_stable_support(c: &Control, unsupported: Option<String>) {
+    c.set_schema(c.stance().new_ready(), unsupported, Some("v"));
+}
+
 fn open(dir: &Path, percent: u8) -> (Control, tokio::sync::mpsc::UnboundedReceiver<Event>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let paths = StateConfig { file: dir.join("state.json"), audit: dir.join("audit.jsonl") };
@@ -57,13 +69,13 @@ fn route_packs_losslessly() {
 fn schema_gate_zeroes_percent_and_refuses_new_until_opened() {
     let dir = tempfile::tempdir().unwrap();
     let (c, _events) = open(dir.path(), 20);
-    assert!(c.set_schema_gate(false));
-    assert!(!c.set_schema_gate(false));
+    assert!(set_schema_gate(&c, false));
+    assert!(!set_schema_gate(&c, false));
     assert_eq!(c.route(), Route { percent: 0, rolled_back: false, shedding: false, gate_closed: true });
     assert!(c.route().new_refused());
     set_percent(&c, 35, &Actor::Admin).unwrap();
     assert_eq!(c.route().percent, 0, "a percent change keeps the gate closed");
-    assert!(c.set_schema_gate(true));
+    assert!(set_schema_gate(&c, true));
     assert_eq!(c.route(), Route { percent: 35, rolled_back: false, shedding: false, gate_closed: false });
 }
 
@@ -71,7 +83,7 @@ fn schema_gate_zeroes_percent_and_refuses_new_until_opened() {
 fn past_stable_blocks_l1_and_l3_until_forced_or_supported_again() {
     let dir = tempfile::tempdir().unwrap();
     let (c, mut events) = open(dir.path(), 30);
-    c.set_stable_support(Some("stable does not support schema f9".into()));
+    set_stable_support(&c, Some("stable does not support schema f9".into()));
     activate(&c, Level::L1, "errors", &Actor::Rule("r".into()), false).unwrap();
     assert_eq!(c.route().percent, 30, "blocked: traffic stays");
     assert!(!c.route().new_refused());
@@ -83,7 +95,7 @@ fn past_stable_blocks_l1_and_l3_until_forced_or_supported_again() {
     assert_eq!(c.blocked().0, [Level::L1]);
 
     // Back within stable_supports: the rollback takes effect by itself.
-    c.set_stable_support(None);
+    set_stable_support(&c, None);
     assert_eq!(c.route().percent, 0);
     assert!(c.route().rolled_back);
     assert!(c.blocked().0.is_empty());
@@ -91,14 +103,14 @@ fn past_stable_blocks_l1_and_l3_until_forced_or_supported_again() {
     assert!(notices.iter().any(|n| matches!(n, Event::Notice(n) if n.event == "rollback_unblocked")));
 
     // Past it again, then forced: stable anyway, and it survives a restart.
-    c.set_stable_support(Some("f9".into()));
+    set_stable_support(&c, Some("f9".into()));
     assert_eq!(c.route().percent, 30);
     assert!(activate_with(&c, Level::L1, "by hand", &Actor::Admin, false, true).unwrap());
     assert_eq!(c.route().percent, 0);
     assert!(c.state().rollbacks[&Level::L1].force);
     drop(c);
     let (c, _) = open(dir.path(), 30);
-    c.set_stable_support(Some("f9".into()));
+    set_stable_support(&c, Some("f9".into()));
     assert_eq!(c.route().percent, 0, "the force is persisted");
 }
 
