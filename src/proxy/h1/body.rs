@@ -30,11 +30,15 @@ pub struct ResponseReader {
     /// The rest of the request body, when the answer came before it was
     /// all sent.
     upload: Option<Box<dyn Upload>>,
+    /// The upstream stopped taking the upload (it answered without reading
+    /// the body, then closed): the upload is kept only so that `finish`
+    /// reads the rest of the client's body and drops it.
+    upload_refused: bool,
 }
 
 impl ResponseReader {
     pub(super) fn new(conn: Connection, framing: Framing, upload: Option<Box<dyn Upload>>) -> Self {
-        ResponseReader { conn, framing: framing.body, keep_alive: framing.keep_alive, upload }
+        ResponseReader { conn, framing: framing.body, keep_alive: framing.keep_alive, upload, upload_refused: false }
     }
 
     pub fn is_upgrade(&self) -> bool {
@@ -95,12 +99,14 @@ impl ResponseReader {
 
     /// The next piece of body; `None` at its end.
     pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
-        if let Some(upload) = self.upload.as_mut() {
+        if let Some(upload) = self.upload.as_mut().filter(|_| !self.upload_refused) {
             match upload.poll_upload(&mut self.conn.stream, cx) {
                 Poll::Ready(Ok(())) => self.upload = None,
                 Poll::Ready(Err(e @ Error::ClientBody(_))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(Err(_)) => {
-                    self.upload = None;
+                    // Not dropped: the client's next request comes after
+                    // the rest of this body, which `finish` reads.
+                    self.upload_refused = true;
                     self.keep_alive = false;
                 }
                 Poll::Pending => {}
