@@ -189,3 +189,26 @@ async fn asterisk_form_is_only_for_options() {
     let (status, body) = h1(proxy.proxy_addr, "OPTIONS", "*").await;
     assert_eq!(routed(status, &body), ("other".into(), "*".into()));
 }
+
+/// An escaped slash inside a path that is under `[features] paths` either
+/// way is data: it reaches the app as sent (in both modes) while L2 is not
+/// active, and is shed like any checkout path while it is.
+#[tokio::test]
+async fn an_escaped_slash_under_features_either_way_goes_as_sent() {
+    const ITEM: &str = "/api/v2/checkout/items/AB%2F12";
+    let app = App::start().await;
+    for mode in ["reject", "decode"] {
+        let extra = format!("{FEATURES}escaped_slashes = \"{mode}\"\n");
+        let proxy = Proxy::start(&config_addrs(&[app.addr], &[app.addr], 50, &extra)).await;
+        for send in [over_h1 as Sender, over_h2] {
+            let (status, body) = send(proxy.proxy_addr, "GET", ITEM).await;
+            assert_eq!(routed(status, &body), ("checkout-rest".into(), ITEM.into()), "{mode}");
+        }
+        let r = proxy.admin("POST", "/rollback", Some(json!({ "level": "L2", "reason": "db load" })), None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        for send in [over_h1 as Sender, over_h2] {
+            let (status, body) = send(proxy.proxy_addr, "GET", ITEM).await;
+            assert_eq!(status, 503, "{mode}: {ITEM} is shed: {body}");
+        }
+    }
+}

@@ -7,8 +7,9 @@
 //!    then sees the same path grayshift matched.
 //! 2. An escaped slash (`%2F`, `%5C`, or a bare `\`) is data to grayshift but
 //!    a separator to many apps (nginx, Werkzeug decode `%2F`). When that
-//!    reading changes the answer — read as `/`, the path has a dot segment or
-//!    falls under `[features] paths` — `features.escaped_slashes` decides:
+//!    reading changes the answer — read as `/`, the path has a dot segment,
+//!    or falls under `[features] paths` when the sent path does not (or the
+//!    other way round) — `features.escaped_slashes` decides:
 //!    `reject` (400) or `decode` (`/` goes upstream and is matched). Any
 //!    other escaped slash goes upstream as sent.
 //! 3. L2 matches [`normalize`] of that path: escaped unreserved characters
@@ -63,8 +64,9 @@ pub fn resolve(
     }
     let slashed = decode_slashes(sent);
     let slashed_resolved = remove_dot_segments(&slashed);
-    if slashed_resolved.is_none() && !under_features(&slashed) {
-        // Read either way, no dot segment appears and L2 does not care.
+    if slashed_resolved.is_none() && under_features(&slashed) == under_features(sent) {
+        // Read either way, no dot segment appears and L2 gives the same
+        // answer (`/api/v2/checkout/items/AB%2F12` is checkout both ways).
         return Ok(resolved);
     }
     match escaped_slashes {
@@ -261,8 +263,11 @@ mod tests {
         assert_eq!(sent("/api/v2/checkout%2F..", EscapedSlashes::Decode), "/api/v2/");
         assert_eq!(read("/static/a%2f..%2Fb", EscapedSlashes::Reject), Err(FramingError::EscapedSlash));
         assert_eq!(sent("/static/a%2f..%2Fb", EscapedSlashes::Decode), "/static/b");
-        // Elsewhere an escaped slash is data and goes as sent, in both modes.
+        // Elsewhere an escaped slash is data and goes as sent, in both modes;
+        // so is one in a path already under features either way.
         for mode in [EscapedSlashes::Reject, EscapedSlashes::Decode] {
+            assert_eq!(read("/api/v2/checkout/items/AB%2F12", mode), Ok(None));
+            assert_eq!(read("/api/v2/checkout%5Citems", mode), Ok(None));
             assert_eq!(read("/files/a%2Fb", mode), Ok(None));
             assert_eq!(sent("/files/x/../a%2Fb", mode), "/files/a%2Fb");
         }
