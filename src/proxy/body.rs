@@ -67,6 +67,9 @@ pub struct RequestBody {
     remaining: Option<u64>,
     read_timeout: Duration,
     errors: Arc<ClientErrors>,
+    /// Failures are counted: not once the answer has ended and the rest is
+    /// only read to be dropped ([`h1::DiscardableBody`]).
+    counted: bool,
     /// Armed only while the client keeps us waiting, so a body that is
     /// already there costs no timer.
     waiting: Option<Pin<Box<Sleep>>>,
@@ -82,12 +85,20 @@ pub struct BodyTimeout;
 
 impl RequestBody {
     pub fn new(inner: ClientBody, limit: Option<u64>, read_timeout: Duration, errors: Arc<ClientErrors>) -> Self {
-        RequestBody { inner, remaining: limit, read_timeout, errors, waiting: None }
+        RequestBody { inner, remaining: limit, read_timeout, errors, counted: true, waiting: None }
     }
 
     fn fail(&self, kind: ClientErrorKind, error: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.errors.count(kind);
+        if self.counted {
+            self.errors.count(kind);
+        }
         Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl h1::DiscardableBody for RequestBody {
+    fn discarding(&mut self) {
+        self.counted = false;
     }
 }
 
