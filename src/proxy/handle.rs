@@ -304,12 +304,7 @@ fn upstream_request(
     let method = req.method().clone();
     let body = has_body.then(|| {
         let server = &config.server;
-        RequestBody::new(
-            req.into_body(),
-            server.max_body_bytes,
-            server.body_read_timeout,
-            metrics.client_errors.clone(),
-        )
+        RequestBody::new(req.into_body(), server.max_body_bytes, server.body_read_timeout, metrics.client_errors)
     });
     Outgoing::new(head, method, body, chunked).with_upgrade(target.upgrade)
 }
