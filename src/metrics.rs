@@ -162,8 +162,10 @@ pub struct Metrics {
     /// timed out (logged at `debug` only: any client can cause them).
     pub tls_handshake_errors: TlsHandshakeErrors,
     /// Request bodies that failed by the client's fault: never counted
-    /// against a pool (docs/src/security.md, "Timeouts").
-    pub client_errors: std::sync::Arc<ClientErrors>,
+    /// against a pool (docs/src/security.md, "Timeouts"). Leaked once when
+    /// the metrics are made: every request body with it reaches it without
+    /// touching a shared reference count.
+    pub client_errors: &'static ClientErrors,
     pub flag_evaluations: FlagEvaluations,
     /// Fleet mode (docs/src/fleet.md), registered only with `[fleet]`.
     pub fleet_connected: IntGauge,
@@ -300,9 +302,9 @@ impl Metrics {
                     PoolName::ALL.map(|pool| flag_evaluations.with_label_values(&[p.as_str(), pool.as_str()]))
                 }),
             ),
-            client_errors: std::sync::Arc::new(ClientErrors(
+            client_errors: Box::leak(Box::new(ClientErrors(
                 ClientErrorKind::ALL.map(|k| client_errors.with_label_values(&[k.as_str()])),
-            )),
+            ))),
             tls_handshake_errors: TlsHandshakeErrors {
                 failed: handshake_errors.with_label_values(&["failed"]),
                 timeout: handshake_errors.with_label_values(&["timeout"]),

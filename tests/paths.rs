@@ -88,6 +88,9 @@ const VARIANTS: [&str; 6] = [
     "/api/v2/checkout%2F..",
 ];
 
+/// Read as Tomcat reads `;` parameters, these are checkout.
+const PARAMETER_VARIANTS: [&str; 2] = ["/api;x/v2/checkout", "/public/..;/api/v2/checkout"];
+
 async fn proxy_with_l2(app: &App, extra: &str) -> Proxy {
     let text = config_addrs(&[app.addr], &[app.addr], 50, &format!("{FEATURES}{extra}"));
     let proxy = Proxy::start(&text).await;
@@ -129,6 +132,14 @@ async fn l2_holds(send: Sender) {
         assert_eq!(status, 400, "{target}: {body}");
         assert!(body.contains("escaped slash"), "{target}: {body}");
     }
+    // Tomcat, Jetty and Spring strip `;` parameters and then resolve `..`
+    // (Werkzeug does not: the answer here is grayshift's, nothing reached
+    // the app).
+    for target in PARAMETER_VARIANTS {
+        let (status, body) = send(at, "POST", target).await;
+        assert_eq!(status, 400, "{target}: {body}");
+        assert!(body.contains("path parameter"), "{target}: {body}");
+    }
     for target in ["/api/v2/checkout/..", "/api/v2/checkout/%2e%2E"] {
         let (status, body) = send(at, "POST", target).await;
         assert_eq!(routed(status, &body), ("other".into(), "/api/v2/".into()), "{target}");
@@ -164,6 +175,10 @@ async fn decoded_escaped_slashes_are_shed_and_forwarded_decoded() {
             let (status, body) = send(proxy.proxy_addr, "POST", target).await;
             assert_eq!(status, 503, "{target} is shed: {body}");
         }
+        for target in PARAMETER_VARIANTS {
+            let (status, body) = send(proxy.proxy_addr, "POST", target).await;
+            assert_eq!(status, 503, "{target} is read with its parameters stripped and shed: {body}");
+        }
         let (status, body) = send(proxy.proxy_addr, "POST", "/api/v2/checkout%2F..").await;
         assert_eq!(routed(status, &body), ("other".into(), "/api/v2/".into()));
         let (status, body) = send(proxy.proxy_addr, "GET", "/files/a%2Fb").await;
@@ -173,6 +188,8 @@ async fn decoded_escaped_slashes_are_shed_and_forwarded_decoded() {
     assert_eq!(r.status, 200, "{}", r.text());
     let (status, body) = h1(proxy.proxy_addr, "POST", "/api%2Fv2%2Fcheckout").await;
     assert_eq!(routed(status, &body), ("checkout".into(), "/api/v2/checkout".into()));
+    let (status, body) = h1(proxy.proxy_addr, "POST", "/public/..;/api/v2/checkout").await;
+    assert_eq!(routed(status, &body), ("checkout".into(), "/api/v2/checkout".into()), "sent stripped and resolved");
 }
 
 /// `*` is a target for OPTIONS only, over both protocols.
@@ -188,4 +205,27 @@ async fn asterisk_form_is_only_for_options() {
     assert!(body.contains("only for OPTIONS"), "{body}");
     let (status, body) = h1(proxy.proxy_addr, "OPTIONS", "*").await;
     assert_eq!(routed(status, &body), ("other".into(), "*".into()));
+}
+
+/// An escaped slash inside a path that is under `[features] paths` either
+/// way is data: it reaches the app as sent (in both modes) while L2 is not
+/// active, and is shed like any checkout path while it is.
+#[tokio::test]
+async fn an_escaped_slash_under_features_either_way_goes_as_sent() {
+    const ITEM: &str = "/api/v2/checkout/items/AB%2F12";
+    let app = App::start().await;
+    for mode in ["reject", "decode"] {
+        let extra = format!("{FEATURES}escaped_slashes = \"{mode}\"\n");
+        let proxy = Proxy::start(&config_addrs(&[app.addr], &[app.addr], 50, &extra)).await;
+        for send in [over_h1 as Sender, over_h2] {
+            let (status, body) = send(proxy.proxy_addr, "GET", ITEM).await;
+            assert_eq!(routed(status, &body), ("checkout-rest".into(), ITEM.into()), "{mode}");
+        }
+        let r = proxy.admin("POST", "/rollback", Some(json!({ "level": "L2", "reason": "db load" })), None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        for send in [over_h1 as Sender, over_h2] {
+            let (status, body) = send(proxy.proxy_addr, "GET", ITEM).await;
+            assert_eq!(status, 503, "{mode}: {ITEM} is shed: {body}");
+        }
+    }
 }

@@ -239,3 +239,74 @@ async fn a_stalled_http2_upload_is_the_clients_408_too() {
     assert_nothing_against_new(&metrics);
     assert_eq!(metric(&metrics, "grayshift_client_errors_total{kind=\"body_timeout\"}"), 1.0, "{metrics}");
 }
+
+/// The upstream fails after a slow upload (it reads the whole body, then
+/// closes without answering: a 502): the wait for the client's body is not
+/// the pool's latency on the error path either.
+#[tokio::test]
+async fn a_failure_after_a_slow_upload_does_not_count_the_upload_as_pool_latency() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"\r\n\r\n1234") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    let proxy = Proxy::start(&stall_config(upstream)).await;
+
+    // Four bytes, one each half second: the upload takes 1.5 s or more.
+    let mut s = TcpStream::connect(proxy.proxy_addr).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    for byte in b"1234" {
+        tick.tick().await;
+        s.write_all(&[*byte]).await.unwrap();
+    }
+    let answer = read_until_closed(&mut s, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+
+    let metrics = proxy.admin("GET", "/metrics", None, None).await.text();
+    assert_eq!(metric(&metrics, "grayshift_request_duration_seconds_count{pool=\"new\"}"), 1.0, "{metrics}");
+    let pool_seconds = metric(&metrics, "grayshift_request_duration_seconds_sum{pool=\"new\"}");
+    assert!(pool_seconds < 1.5, "the upload's time is not new's latency: {pool_seconds} s");
+}
+
+/// The upstream answers early (a 413, closing) and the client stops
+/// sending: the rest of its body is read only to be dropped, and a stall
+/// there is no client error (the answer was already complete).
+#[tokio::test]
+async fn a_stall_after_an_early_answer_is_not_counted_as_a_client_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        s.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await.unwrap();
+        std::future::pending::<()>().await; // holds the connection, reads no more
+    });
+    let proxy = Proxy::start(&stall_config(upstream)).await;
+
+    let mut s = TcpStream::connect(proxy.proxy_addr).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly part").await.unwrap();
+    // The answer comes, then grayshift drops the stalled rest of the body
+    // (after `body_read_timeout`) and closes the client's connection.
+    let answer = read_until_closed(&mut s, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    let metrics = proxy.admin("GET", "/metrics", None, None).await.text();
+    assert_eq!(metric(&metrics, "grayshift_requests_total{code=\"4xx\",pool=\"new\"}"), 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, "grayshift_client_errors_total{kind=\"body_timeout\"}"), 0.0, "{metrics}");
+}

@@ -24,6 +24,15 @@ pub struct Answer {
     pub client_wait: std::time::Duration,
 }
 
+/// No answer from the upstream: why, and how long the request waited for
+/// the client's body before it failed (left out of the pool's latency, as
+/// for an [`Answer`]).
+#[derive(Debug)]
+pub struct SendFailed {
+    pub error: ProxyError,
+    pub client_wait: std::time::Duration,
+}
+
 /// Idempotent methods (RFC 9110 §9.2.2): safe to retry.
 pub fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
@@ -65,7 +74,7 @@ pub async fn send(
     conn: Conn,
     endpoint: Arc<Endpoint>,
     mut outgoing: Outgoing<RequestBody>,
-) -> Result<Answer, ProxyError> {
+) -> Result<Answer, SendFailed> {
     outgoing.set_timeout(pool.config.request_timeout);
     let reused = conn.is_reused();
     let response = match conn.send(&mut outgoing).await {
@@ -75,18 +84,19 @@ pub async fn send(
         Err(e) if e.retryable && reused => Box::pin(resend(pool, metrics, &endpoint, &mut outgoing)).await,
         Err(e) => Err(classify(pool, e.error)),
     };
+    let client_wait = outgoing.client_wait();
     match response {
-        Ok(response) => Ok(Answer { response, endpoint, client_wait: outgoing.client_wait() }),
-        Err(e @ ProxyError::Timeout { .. }) => {
-            metrics.count_error(UpstreamErrorKind::Timeout);
-            Err(e)
-        }
-        Err(e) => {
-            if matches!(e, ProxyError::Upstream { .. }) {
-                metrics.count_error(UpstreamErrorKind::Reset);
-                metrics.resets_before_head.inc();
+        Ok(response) => Ok(Answer { response, endpoint, client_wait }),
+        Err(error) => {
+            match error {
+                ProxyError::Timeout { .. } => metrics.count_error(UpstreamErrorKind::Timeout),
+                ProxyError::Upstream { .. } => {
+                    metrics.count_error(UpstreamErrorKind::Reset);
+                    metrics.resets_before_head.inc();
+                }
+                _ => {}
             }
-            Err(e)
+            Err(SendFailed { error, client_wait })
         }
     }
 }

@@ -38,6 +38,10 @@ pub enum FramingError {
     BadTarget,
     #[error("an escaped slash (%2F, %5C or \\) that an upstream could read as a separator (features.escaped_slashes = \"reject\")")]
     EscapedSlash,
+    #[error(
+        "a ; path parameter that an upstream could strip into another path (features.escaped_slashes = \"reject\")"
+    )]
+    PathParameter,
     #[error("header name with an underscore (server.underscore_headers = \"reject\")")]
     UnderscoreHeader,
 }

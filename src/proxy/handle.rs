@@ -18,7 +18,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body::Body;
@@ -50,12 +50,14 @@ pub async fn handle(
     let method = shared.access_log.then(|| (req.method().clone(), req.uri().path().to_string()));
     let (response, pool, bucket) = match route_and_forward(&shared, &conn, req, started).await {
         Ok(done) => done,
-        Err((error, pool)) => {
+        Err(Failed { error, pool, client_wait }) => {
             tracing::debug!(%error, "request failed");
             let pool = pool.filter(|_| !error.is_client_error());
             let response = error.into_response();
             if let Some(pool) = pool {
-                shared.metrics.pool(pool).count_response(response.status().as_u16(), started.elapsed().as_secs_f64());
+                // As for an answer: a slow upload is not the pool's latency.
+                let pool_time = started.elapsed().saturating_sub(client_wait);
+                shared.metrics.pool(pool).count_response(response.status().as_u16(), pool_time.as_secs_f64());
             }
             (response, pool, None)
         }
@@ -68,18 +70,37 @@ pub async fn handle(
 
 type Routed = (Response<ResponseBody>, Option<PoolName>, Option<u8>);
 
+/// A request that got no answer from an upstream: why, the pool it was
+/// for (`None`: refused before one was involved), and how long it waited
+/// for the client's body on the way.
+struct Failed {
+    error: ProxyError,
+    pool: Option<PoolName>,
+    client_wait: Duration,
+}
+
+impl Failed {
+    fn refused(error: ProxyError) -> Failed {
+        Failed { error, pool: None, client_wait: Duration::ZERO }
+    }
+
+    fn at(pool: PoolName) -> impl FnOnce(ProxyError) -> Failed {
+        move |error| Failed { error, pool: Some(pool), client_wait: Duration::ZERO }
+    }
+}
+
 async fn route_and_forward(
     shared: &Shared,
     conn: &ConnInfo,
     mut req: Request<ClientBody>,
     started: Instant,
-) -> Result<Routed, (ProxyError, Option<PoolName>)> {
+) -> Result<Routed, Failed> {
     let snapshot = shared.snapshot.load_full();
     let config = &snapshot.config;
     let route = shared.control.route();
     let metrics = &shared.metrics;
 
-    request_filter(config, &mut req).map_err(|e| (e, None))?;
+    request_filter(config, &mut req).map_err(Failed::refused)?;
 
     // The client's IP as text: usually the peer's, made once per connection.
     let splitter = &snapshot.splitter;
@@ -92,11 +113,11 @@ async fn route_and_forward(
             return Ok((shed, None, Some(bucket)));
         }
     }
-    body_limit_filter(config, metrics, req.headers()).map_err(|e| (e, None))?;
+    body_limit_filter(config, metrics, req.headers()).map_err(Failed::refused)?;
     let fallback = config.split.fallback_to_stable;
     fallback_filter(&snapshot, metrics, fallback, &mut pool);
     let (upstream_conn, endpoint) =
-        connect_upstream(&snapshot, metrics, fallback, req.method(), &mut pool).await.map_err(|e| (e, Some(pool)))?;
+        connect_upstream(&snapshot, metrics, fallback, req.method(), &mut pool).await.map_err(Failed::at(pool))?;
     if let (PoolName::New, Some(ledger)) = (pool, &shared.ledger) {
         record_exposure(ledger, key, origin, req.method());
     }
@@ -109,7 +130,7 @@ async fn route_and_forward(
     let pool_metrics = metrics.pool(pool);
     let answer = forward::send(snapshot.pool(pool), pool_metrics, upstream_conn, endpoint, outgoing)
         .await
-        .map_err(|e| (e, Some(pool)))?;
+        .map_err(|f| Failed { error: f.error, pool: Some(pool), client_wait: f.client_wait })?;
 
     let response = response_filter(config, pool_metrics, answer, pool, started, client_upgrade);
     Ok((response, Some(pool), Some(bucket)))
@@ -283,12 +304,7 @@ fn upstream_request(
     let method = req.method().clone();
     let body = has_body.then(|| {
         let server = &config.server;
-        RequestBody::new(
-            req.into_body(),
-            server.max_body_bytes,
-            server.body_read_timeout,
-            metrics.client_errors.clone(),
-        )
+        RequestBody::new(req.into_body(), server.max_body_bytes, server.body_read_timeout, metrics.client_errors)
     });
     Outgoing::new(head, method, body, chunked).with_upgrade(target.upgrade)
 }

@@ -7,14 +7,21 @@
 //!    then sees the same path grayshift matched.
 //! 2. An escaped slash (`%2F`, `%5C`, or a bare `\`) is data to grayshift but
 //!    a separator to many apps (nginx, Werkzeug decode `%2F`). When that
-//!    reading changes the answer — read as `/`, the path has a dot segment or
-//!    falls under `[features] paths` — `features.escaped_slashes` decides:
+//!    reading changes the answer — read as `/`, the path has a dot segment,
+//!    or falls under `[features] paths` when the sent path does not (or the
+//!    other way round) — `features.escaped_slashes` decides:
 //!    `reject` (400) or `decode` (`/` goes upstream and is matched). Any
 //!    other escaped slash goes upstream as sent.
-//! 3. L2 matches [`normalize`] of that path: escaped unreserved characters
+//! 3. `;` path parameters (also `%3B`) are stripped from each segment by
+//!    Tomcat, Jetty and Spring before they resolve `..`. When stripping
+//!    them (alone or with escaped slashes read as `/`) makes a dot segment
+//!    or changes whether the path is under features, the same setting
+//!    decides: `reject` (400) or `decode` (stripped, slashes decoded,
+//!    resolved). Any other parameter goes upstream as sent.
+//! 4. L2 matches [`normalize`] of that path: escaped unreserved characters
 //!    decoded, repeated slashes merged, as frameworks route it.
 //!
-//! An ordinary path (no `%`, no `\`, no dot segment) costs one scan and no
+//! An ordinary path (no `%`, no `\`, no `;`, no dot segment) costs one scan and no
 //! allocation; only a path that is rewritten allocates.
 
 use http::uri::{PathAndQuery, Uri};
@@ -45,7 +52,7 @@ pub fn upstream_uri(method: &Method, uri: &Uri, features: &FeaturesConfig) -> Re
     Uri::from_parts(parts).map(Some).map_err(|_| FramingError::BadTarget)
 }
 
-/// Steps 1 and 2 of the module's rule on an absolute path: the path to
+/// Steps 1 to 3 of the module's rule on an absolute path: the path to
 /// send instead (`None`: `path` itself). `under_features` says whether a
 /// path (free of dot segments) is one L2 sheds.
 pub fn resolve(
@@ -58,25 +65,56 @@ pub fn resolve(
     }
     let resolved = remove_dot_segments(path);
     let sent = resolved.as_deref().unwrap_or(path);
-    if !has_escaped_slash(sent.as_bytes()) {
+    let Some((error, read)) = other_reading(sent, under_features) else {
         return Ok(resolved);
-    }
-    let slashed = decode_slashes(sent);
-    let slashed_resolved = remove_dot_segments(&slashed);
-    if slashed_resolved.is_none() && !under_features(&slashed) {
-        // Read either way, no dot segment appears and L2 does not care.
-        return Ok(resolved);
-    }
+    };
     match escaped_slashes {
-        EscapedSlashes::Reject => Err(FramingError::EscapedSlash),
-        EscapedSlashes::Decode => Ok(Some(slashed_resolved.unwrap_or(slashed))),
+        EscapedSlashes::Reject => Err(error),
+        EscapedSlashes::Decode => Ok(Some(remove_dot_segments(&read).unwrap_or(read))),
     }
 }
 
-/// Nothing to resolve: no `%`, no `\`, no segment starting with a dot.
+/// Whether an upstream could read `sent` (free of dot segments) as a
+/// different path than grayshift does: escaped slashes as `/`, `;`
+/// parameters stripped from each segment, or both in either order (Tomcat
+/// strips them from the raw path and then decodes; others decode first).
+/// Some reading changes the answer when it has a dot segment, or is under
+/// features when `sent` is not (or the other way round). Then: why it is
+/// refused, and the path read with parameters stripped and slashes
+/// decoded (dot segments not yet resolved), the one `decode` sends.
+fn other_reading(sent: &str, under_features: impl Fn(&str) -> bool) -> Option<(FramingError, String)> {
+    let slashes = has_escaped_slash(sent.as_bytes());
+    let params = has_param(sent.as_bytes());
+    if !slashes && !params {
+        return None;
+    }
+    let sent_under = under_features(sent);
+    let changes = |reading: &str| remove_dot_segments(reading).is_some() || under_features(reading) != sent_under;
+    let slashed = slashes.then(|| decode_slashes(sent));
+    if !params {
+        let slashed = slashed.expect("an escaped slash");
+        return changes(&slashed).then_some((FramingError::EscapedSlash, slashed));
+    }
+    let stripped = strip_params(sent);
+    if !slashes {
+        return changes(&stripped).then_some((FramingError::PathParameter, stripped));
+    }
+    let slashed = slashed.expect("an escaped slash");
+    let read = decode_slashes(&stripped);
+    let error = if changes(&slashed) {
+        FramingError::EscapedSlash
+    } else if changes(&stripped) || changes(&read) || changes(&strip_params(&slashed)) {
+        FramingError::PathParameter
+    } else {
+        return None;
+    };
+    Some((error, read))
+}
+
+/// Nothing to resolve: no `%`, no `\`, no `;`, no segment starting with a dot.
 fn is_plain(path: &[u8]) -> bool {
     !path.iter().enumerate().any(|(i, &b)| match b {
-        b'%' | b'\\' => true,
+        b'%' | b'\\' | b';' => true,
         b'.' => i > 0 && path[i - 1] == b'/',
         _ => false,
     })
@@ -141,6 +179,31 @@ fn has_escaped_slash(path: &[u8]) -> bool {
 
 fn escaped_slash_at(path: &[u8], i: usize) -> bool {
     matches!(path.get(i + 1..i + 3), Some([b'2', b'f' | b'F'] | [b'5', b'c' | b'C']))
+}
+
+/// A `;` or `%3B` (any case): the start of a segment's parameters to
+/// Tomcat, Jetty and Spring.
+fn has_param(path: &[u8]) -> bool {
+    path.iter().enumerate().any(|(i, &b)| b == b';' || (b == b'%' && param_at(path, i)))
+}
+
+fn param_at(path: &[u8], i: usize) -> bool {
+    matches!(path.get(i + 1..i + 3), Some([b'3', b'b' | b'B']))
+}
+
+/// Each segment cut at its first `;` or `%3B`, as Tomcat strips path
+/// parameters (`/a;x/..;/b` is `/a/../b`).
+fn strip_params(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let bytes = segment.as_bytes();
+        let end = (0..bytes.len()).find(|&j| bytes[j] == b';' || (bytes[j] == b'%' && param_at(bytes, j)));
+        out.push_str(&segment[..end.unwrap_or(segment.len())]);
+    }
+    out
 }
 
 /// Every escaped slash as `/`.
@@ -261,10 +324,35 @@ mod tests {
         assert_eq!(sent("/api/v2/checkout%2F..", EscapedSlashes::Decode), "/api/v2/");
         assert_eq!(read("/static/a%2f..%2Fb", EscapedSlashes::Reject), Err(FramingError::EscapedSlash));
         assert_eq!(sent("/static/a%2f..%2Fb", EscapedSlashes::Decode), "/static/b");
-        // Elsewhere an escaped slash is data and goes as sent, in both modes.
+        // Elsewhere an escaped slash is data and goes as sent, in both modes;
+        // so is one in a path already under features either way.
         for mode in [EscapedSlashes::Reject, EscapedSlashes::Decode] {
+            assert_eq!(read("/api/v2/checkout/items/AB%2F12", mode), Ok(None));
+            assert_eq!(read("/api/v2/checkout%5Citems", mode), Ok(None));
             assert_eq!(read("/files/a%2Fb", mode), Ok(None));
             assert_eq!(sent("/files/x/../a%2Fb", mode), "/files/a%2Fb");
+        }
+    }
+
+    #[test]
+    fn path_parameters_that_change_the_path_are_refused_or_stripped() {
+        // Stripped as Tomcat does, they fall under features or make a dot segment.
+        for path in
+            ["/api;x/v2/checkout", "/public/..;/api/v2/checkout", "/api%3Bx/v2/checkout", "/api/v2/checkout;a/..;b"]
+        {
+            assert_eq!(read(path, EscapedSlashes::Reject), Err(FramingError::PathParameter), "{path}");
+        }
+        assert_eq!(sent("/api;x/v2/checkout", EscapedSlashes::Decode), CHECKOUT);
+        assert_eq!(sent("/public/..;/api/v2/checkout", EscapedSlashes::Decode), CHECKOUT);
+        assert_eq!(sent("/api/v2/checkout;a/..;b", EscapedSlashes::Decode), "/api/v2/");
+        assert_eq!(sent("/a;x%2F..", EscapedSlashes::Decode), "/a", "parameters stripped from the raw segment first");
+        assert_eq!(read("/a;x%2F..", EscapedSlashes::Reject), Err(FramingError::EscapedSlash));
+        // Both ways the same answer: data, as sent, in both modes.
+        for mode in [EscapedSlashes::Reject, EscapedSlashes::Decode] {
+            for path in ["/api/v2/checkout;jsessionid=1", "/files/a;v=2/b", "/api/v2/checkout/items/A%3BB", "/x;y%2Fz"]
+            {
+                assert_eq!(read(path, mode), Ok(None), "{path}");
+            }
         }
     }
 
@@ -319,13 +407,24 @@ mod tests {
         }
 
         /// How apps route a target: Werkzeug (decode, no dot segments
-        /// resolved), nginx (decode, merge, resolve), and both again for
-        /// an app that takes `\` for `/`.
+        /// resolved), nginx (decode, merge, resolve), both again for an
+        /// app that takes `\` for `/`, Tomcat (strip `;` parameters from
+        /// each raw segment, decode, resolve) and an app that strips them
+        /// after decoding.
         fn app_readings(target: &str) -> Vec<String> {
             let decoded = merge_slashes(&percent_decode(target));
             let backslashed = merge_slashes(&decoded.replace('\\', "/"));
             let resolved = |p: &str| remove_dot_segments(p).map_or_else(|| p.to_string(), |r| merge_slashes(&r));
-            vec![resolved(&decoded), resolved(&backslashed), decoded, backslashed]
+            let tomcat = merge_slashes(&percent_decode(&strip_params(target)));
+            let decoded_then_stripped = merge_slashes(&strip_params(&decoded));
+            vec![
+                resolved(&decoded),
+                resolved(&backslashed),
+                resolved(&tomcat),
+                resolved(&decoded_then_stripped),
+                decoded,
+                backslashed,
+            ]
         }
 
         fn segment() -> impl Strategy<Value = &'static str> {
@@ -350,6 +449,15 @@ mod tests {
                 "%252F",
                 "..%2F",
                 "%2F..",
+                "..;",
+                "..;x",
+                ".;",
+                "api;x",
+                "v2%3bx",
+                "checkout;jsessionid=1",
+                ";",
+                "%3B",
+                "x;%2F",
             ])
         }
 

@@ -180,7 +180,7 @@ impl Connection {
     /// answer as it reads (an echo), or early (a 413) and stop reading.
     pub async fn send<B>(mut self, req: &mut Outgoing<B>) -> Result<Response<ResponseReader>, SendError>
     where
-        B: Body<Data = Bytes> + Unpin + Send + 'static,
+        B: Body<Data = Bytes> + DiscardableBody + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let Some(body) = req.body.take() else {
@@ -361,6 +361,19 @@ impl UploadClock {
     }
 }
 
+/// A request body that counts its own failures as the client's (a stall,
+/// a break). Once the answer has ended, the rest of it is only read to be
+/// dropped: a failure there no longer matters to anyone and must not count.
+pub trait DiscardableBody {
+    /// From now on, fail without counting.
+    fn discarding(&mut self);
+}
+
+/// A health check's empty body counts nothing.
+impl DiscardableBody for http_body_util::Empty<Bytes> {
+    fn discarding(&mut self) {}
+}
+
 /// A request body going up, as far as the socket takes it each poll.
 trait Upload: Send {
     fn poll_upload(&mut self, stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), Error>>;
@@ -417,7 +430,7 @@ impl<B> BodyUpload<B> {
 
 impl<B> Upload for BodyUpload<B>
 where
-    B: Body<Data = Bytes> + Unpin + Send,
+    B: Body<Data = Bytes> + DiscardableBody + Unpin + Send,
     B::Error: Into<BoxError>,
 {
     fn poll_upload(&mut self, stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
@@ -467,6 +480,7 @@ where
     }
 
     fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.body.discarding();
         while let Some(Ok(_)) = ready!(Pin::new(&mut self.body).poll_frame(cx)) {}
         Poll::Ready(())
     }
