@@ -87,7 +87,7 @@ enum Command {
         #[arg(long, env = "GRAYSHIFT_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
         #[command(subcommand)]
-        command: CtlCommand,
+        command: ctl::Command,
     },
     /// Two built-in upstreams (stable, new) and the proxy in front of them.
     #[command(after_help = "Read next: docs/src/getting-started.md (A five-minute tour of the demo)")]
@@ -103,56 +103,6 @@ enum Command {
         #[arg(long)]
         listen: String,
     },
-}
-
-#[derive(Subcommand)]
-enum CtlCommand {
-    /// Percent, rollback level, rules, pools, config version.
-    #[command(after_help = "Read next: docs/src/admin-api.md (grayshift ctl)")]
-    Status {
-        /// The raw JSON document, for scripts.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Set the desired percent of users on `new` (0..100).
-    #[command(after_help = "Read next: docs/src/concepts.md (Desired and effective percent)")]
-    SetPercent {
-        percent: i64,
-        /// Fleet mode: return once every live member applied the change.
-        #[arg(long)]
-        wait: bool,
-        /// How long `--wait` waits before failing (naming the laggards).
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        timeout: std::time::Duration,
-    },
-    /// Trigger a rollback level by hand.
-    #[command(after_help = "Read next: docs/src/rules.md (Runbook at 3 a.m.)")]
-    Rollback {
-        level: String,
-        #[arg(long)]
-        reason: String,
-        /// Send users to stable even though it does not support the
-        /// database's schema (past the point of no return).
-        #[arg(long)]
-        force: bool,
-    },
-    /// Drive the progressive ramp ([ramp]): start, pause, resume, promote
-    /// (to the next step now) or abort (everyone back on stable).
-    #[command(after_help = "Read next: docs/src/migrations.md (Progressive ramp)")]
-    Ramp {
-        #[arg(value_parser = ["start", "pause", "resume", "promote", "abort"])]
-        action: String,
-    },
-    /// Clear a rollback level (L3 needs --confirm).
-    #[command(after_help = "Read next: docs/src/rules.md (Runbook at 3 a.m.)")]
-    Resume {
-        level: String,
-        #[arg(long)]
-        confirm: bool,
-    },
-    /// Reload the config file now.
-    #[command(after_help = "Read next: docs/src/configuration.md (Hot reload)")]
-    Reload,
 }
 
 fn main() -> ExitCode {
@@ -209,16 +159,6 @@ fn main() -> ExitCode {
             }
         }),
         Command::Ctl { admin, token, command } => {
-            let command = match command {
-                CtlCommand::Status { json } => ctl::Command::Status { json },
-                CtlCommand::SetPercent { percent, wait, timeout } => {
-                    ctl::Command::SetPercent { percent, wait: wait.then_some(timeout) }
-                }
-                CtlCommand::Rollback { level, reason, force } => ctl::Command::Rollback { level, reason, force },
-                CtlCommand::Ramp { action } => ctl::Command::Ramp { action },
-                CtlCommand::Resume { level, confirm } => ctl::Command::Resume { level, confirm },
-                CtlCommand::Reload => ctl::Command::Reload,
-            };
             match runtime(Some(1)).block_on(ctl::run(&admin, token.as_deref(), command)) {
                 Ok(out) => {
                     println!("{out}");

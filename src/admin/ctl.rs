@@ -12,28 +12,56 @@ use crate::control::change::request;
 
 /// What `grayshift ctl` asks: a read, or one of the admin API's changes,
 /// sent as the request types the API parses
-/// ([`crate::control::change::request`]).
+/// ([`crate::control::change::request`]). Declared once: this is also the
+/// CLI's `ctl` subcommand (clap), so a new command is a variant here, its
+/// request type, and its arm in [`run`].
+#[derive(Debug, clap::Subcommand)]
 pub enum Command {
+    /// Percent, rollback level, rules, pools, config version.
+    #[command(after_help = "Read next: docs/src/admin-api.md (grayshift ctl)")]
     Status {
+        /// The raw JSON document, for scripts.
+        #[arg(long)]
         json: bool,
     },
-    /// `wait`: fleet mode, until every live member applied it.
+    /// Set the desired percent of users on `new` (0..100).
+    #[command(after_help = "Read next: docs/src/concepts.md (Desired and effective percent)")]
     SetPercent {
         percent: i64,
-        wait: Option<Duration>,
+        /// Fleet mode: return once every live member applied the change.
+        #[arg(long)]
+        wait: bool,
+        /// How long `--wait` waits before failing (naming the laggards).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
+    /// Trigger a rollback level by hand.
+    #[command(after_help = "Read next: docs/src/rules.md (Runbook at 3 a.m.)")]
     Rollback {
         level: String,
+        #[arg(long)]
         reason: String,
+        /// Send users to stable even though it does not support the
+        /// database's schema (past the point of no return).
+        #[arg(long)]
         force: bool,
     },
+    /// Drive the progressive ramp ([ramp]): start, pause, resume, promote
+    /// (to the next step now) or abort (everyone back on stable).
+    #[command(after_help = "Read next: docs/src/migrations.md (Progressive ramp)")]
     Ramp {
+        #[arg(value_parser = ["start", "pause", "resume", "promote", "abort"])]
         action: String,
     },
+    /// Clear a rollback level (L3 needs --confirm).
+    #[command(after_help = "Read next: docs/src/rules.md (Runbook at 3 a.m.)")]
     Resume {
         level: String,
+        #[arg(long)]
         confirm: bool,
     },
+    /// Reload the config file now.
+    #[command(after_help = "Read next: docs/src/configuration.md (Hot reload)")]
     Reload,
 }
 
@@ -71,7 +99,7 @@ pub async fn run(admin: &str, token: Option<&str>, command: Command) -> Result<S
     }
     Ok(match command {
         Command::Status { json: false } => summary(&value),
-        Command::SetPercent { wait: Some(timeout), .. } => {
+        Command::SetPercent { wait: true, timeout, .. } => {
             let revision =
                 value["revision"].as_i64().ok_or("--wait needs fleet mode: the answer carries no store revision")?;
             let waited = wait_applied(&url.replace("/percent", "/status"), &headers, revision, timeout).await?;
