@@ -301,6 +301,12 @@ impl Control {
         self.lock().clone()
     }
 
+    /// The highest active level, read under the lock without copying the
+    /// whole state (the flags API asks on every evaluation).
+    pub fn highest_level(&self) -> Option<Level> {
+        self.lock().highest_level()
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

@@ -137,7 +137,7 @@ fn not_modified_response(etag: HeaderValue) -> Response<ResponseBody> {
 /// the control state's lock, which the request path never does; the
 /// decision itself reads only the lock-free route.
 fn highest_level(shared: &Shared) -> Option<Level> {
-    shared.control.state().highest_level()
+    shared.control.highest_level()
 }
 
 /// The token a request presents: `Authorization: Bearer <token>`
