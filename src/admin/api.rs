@@ -93,7 +93,13 @@ async fn route(shared: &Shared, req: Request<ClientBody>) -> Reply {
         (Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, json!({ "ok": true }))),
         (Method::GET, "/readyz") => Ok(readyz(shared)),
         (Method::GET, "/metrics") => Ok(metrics(shared)),
-        (Method::GET, "/status") => Ok(json_response(StatusCode::OK, status(shared))),
+        (Method::GET, "/status") => {
+            // No replica watches the members' entries: one range read when asked.
+            if let Some(fleet) = &shared.fleet {
+                fleet.list_members(shared).await;
+            }
+            Ok(json_response(StatusCode::OK, status(shared)))
+        }
         (Method::GET, "/audit") => audit(shared, req.uri().query()).await,
         (_, p) if console::is_console_path(p) => {
             Err(error(StatusCode::METHOD_NOT_ALLOWED, "the console is read with GET"))

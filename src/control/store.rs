@@ -117,17 +117,16 @@ impl Store {
         read_audit(local, limit).map(|entries| (entries, "local"))
     }
 
-    /// Requests `new` served so far: this replica's, or in fleet mode every
-    /// live member's (a member that left takes its count with it, so the
-    /// difference is floored at 0).
+    /// Requests `new` served so far: this replica's, or in fleet mode the
+    /// fleet's (the aggregator's total; this replica's while it has none).
     pub fn served_by_new(&self, shared: &Shared) -> u64 {
         match self.member_counters(shared) {
-            Some(members) => members.iter().map(|(_, pools)| pools[1].requests()).sum(),
+            Some(series) => series.iter().map(|(_, pools)| pools[PoolName::New.index()].requests()).sum(),
             None => shared.metrics.pool(PoolName::New).total_requests(),
         }
     }
 
-    /// Fleet mode: every live member's counters, for fleet-wide `local` rules.
+    /// Fleet mode: the fleet's counters, for fleet-wide `local` rules.
     pub fn member_counters(&self, shared: &Shared) -> Option<Vec<(String, [PoolCounts; 2])>> {
         self.fleet().map(|f| f.member_counters(shared))
     }

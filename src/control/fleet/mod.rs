@@ -13,16 +13,18 @@
 //! - [`store`]: key layout, decoding, the replica's view of the prefix.
 //! - `changes`: the compare-and-set changes and the outbox publisher.
 //! - [`watch`]: the resume loop (watch, periodic linearizable read, resync).
-//! - [`members`]: the lease-held member entry.
+//! - [`members`]: the lease-held member entry and counters.
+//! - [`tally`]: the one aggregator of the members' counters.
 
 mod changes;
 pub mod hook;
 pub mod members;
 mod ramp;
 pub mod store;
+pub mod tally;
 pub mod watch;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,11 +41,16 @@ use crate::control::change::Change;
 use crate::control::rules::local::PoolCounts;
 use crate::control::state::Actor;
 use crate::Shared;
-use store::{Entry, View};
+use store::{Entry, Member, Tally, View};
 
 /// How long one store operation may take before the store counts as
 /// unreachable for it.
 pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The name of the fleet's total among the series `local` rules window;
+/// no replica name is empty.
+pub const FLEET_SERIES: &str = "";
+/// How long `/status` waits for the members' list.
+const LIST_TIMEOUT: Duration = Duration::from_secs(1);
 /// Attempts of a compare-and-set change before giving up on a busy store.
 const CAS_ATTEMPTS: usize = 5;
 
@@ -58,7 +65,9 @@ pub struct Fleet {
     /// Values under the prefix that did not decode, and the last store error.
     errors: Mutex<Vec<String>>,
     last_error: Mutex<Option<String>>,
-    /// Members whose entry expired since this replica started.
+    /// The members at the last time they were listed (`/status`), and
+    /// those listed before that are gone since.
+    members: Mutex<Vec<Member>>,
     gone: Mutex<BTreeSet<String>>,
     /// One shared change at a time from this replica.
     write: tokio::sync::Mutex<()>,
@@ -68,6 +77,8 @@ pub struct Fleet {
     applied: Notify,
     /// Woken after each apply: the hook task looks for a pending L3.
     applied_hook: Notify,
+    /// Woken when `locks/counters` went away: another replica takes over.
+    tally_wake: Notify,
     /// The member lease, which also holds the hook lock.
     lease: Mutex<Option<i64>>,
     /// The percent a new store is seeded with when this replica had no
@@ -148,11 +159,13 @@ impl Fleet {
             connected: AtomicBool::new(false),
             errors: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
+            members: Mutex::new(Vec::new()),
             gone: Mutex::new(BTreeSet::new()),
             write: tokio::sync::Mutex::new(()),
             wake,
             applied: Notify::new(),
             applied_hook: Notify::new(),
+            tally_wake: Notify::new(),
             lease: Mutex::new(None),
             seed: Mutex::new(seed),
         }
@@ -269,16 +282,26 @@ impl Fleet {
     /// re-publishes the local rollbacks then.
     pub async fn full_read(&self, shared: &Shared) -> Result<(), FleetError> {
         let mut client = self.client().await?;
-        // One transaction, one revision: everything but the audit entries
-        // (which only grow), and the newest audit entry's revision.
-        let (p, audit) = (self.prefix.clone(), self.key("audit/"));
-        let end = format!("{}0", p.trim_end_matches('/')); // '0' follows '/'
+        // One transaction, one revision: the watched ranges but the audit
+        // entries (which only grow), and the newest audit entry's revision.
+        let audit = self.key("audit/");
         let newest = GetOptions::new().with_prefix().with_keys_only().with_limit(1);
-        let txn = Txn::new().and_then([
-            TxnOp::get(p.clone(), Some(GetOptions::new().with_range(audit.clone()))),
-            TxnOp::get(self.key("audit0"), Some(GetOptions::new().with_range(end))),
-            TxnOp::get(audit, Some(newest.with_sort(SortTarget::Mod, SortOrder::Descend))),
-        ]);
+        let mut ranges: Vec<(String, String)> = Vec::new();
+        for (start, end) in store::WATCHED {
+            let end = end.map_or_else(|| store::range_end(&self.prefix), |e| self.key(e));
+            let start = self.key(start);
+            // Split around the audit entries.
+            if audit >= start && audit < end {
+                ranges.push((start, audit.clone()));
+                ranges.push((self.key(&store::range_end("audit/")), end));
+            } else {
+                ranges.push((start, end));
+            }
+        }
+        let mut ops: Vec<TxnOp> =
+            ranges.into_iter().map(|(start, end)| TxnOp::get(start, Some(GetOptions::new().with_range(end)))).collect();
+        ops.push(TxnOp::get(audit, Some(newest.with_sort(SortTarget::Mod, SortOrder::Descend))));
+        let txn = Txn::new().and_then(ops);
         let resp = timed!(client.txn(txn.clone()))?;
         let mut view = View { header_revision: resp.header().map_or(0, |h| h.revision()), ..View::default() };
         let mut kvs = Vec::new();
@@ -327,6 +350,7 @@ impl Fleet {
         *self.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
         self.found(shared);
         self.apply_view(shared);
+        self.tally_changed(shared);
         if reset {
             self.wake.notify_one();
         }
@@ -357,9 +381,7 @@ impl Fleet {
     /// Decode the view and apply it to `Control`.
     pub fn apply_view(&self, shared: &Shared) {
         let view = self.view();
-        let (remote, mut errors) = view.remote();
-        let (members, member_errors) = view.members();
-        errors.extend(member_errors);
+        let (remote, errors) = view.remote();
         {
             let mut old = self.errors.lock().unwrap_or_else(|e| e.into_inner());
             if *old != errors {
@@ -374,7 +396,6 @@ impl Fleet {
         let change = Change::Remote { remote, revision: view.state_revision };
         let changed = shared.control.submit_here(&change, &Actor::Rule("fleet".into())).is_ok_and(|a| a.changed());
         shared.metrics.fleet_revision.set(view.state_revision);
-        shared.metrics.fleet_members.set(members.len() as i64);
         shared.control.export(&shared.metrics);
         if changed {
             *self.seed.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -383,15 +404,45 @@ impl Fleet {
         }
     }
 
-    /// A member entry went away (lease expired) or came back.
-    pub fn member_seen(&self, replica: &str, present: bool) {
-        let mut gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
-        if present {
-            gone.remove(replica);
-        } else if replica != self.config.replica {
-            tracing::info!(replica, "fleet member gone (its lease expired or it stopped)");
-            gone.insert(replica.to_string());
+    /// The fleet's summed counters (`counters`, see [`tally`]), from the view.
+    pub fn tally(&self) -> Option<Tally> {
+        let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        serde_json::from_slice(&view.keys.get(store::COUNTERS)?.value).ok()
+    }
+
+    /// The `counters` key changed: `grayshift_fleet_members` follows the
+    /// aggregator's count.
+    pub(crate) fn tally_changed(&self, shared: &Shared) {
+        if let Some(tally) = self.tally() {
+            shared.metrics.fleet_members.set(tally.members as i64);
         }
+    }
+
+    /// Read the members' entries now, with one range read (for `/status`
+    /// and so for `ctl set-percent --wait`; no replica watches them). A
+    /// member listed before and missing now is gone. While the store is
+    /// unreachable, or slow to answer, the last list stays: `/status`
+    /// never waits long on etcd.
+    pub async fn list_members(&self, shared: &Shared) {
+        if !self.is_connected() {
+            return;
+        }
+        let Ok(mut client) = self.client().await else { return };
+        let options = GetOptions::new().with_range(self.key(&store::range_end(store::MEMBERS)));
+        let read = client.get(self.key(store::MEMBERS), Some(options));
+        let Ok(Ok(resp)) = tokio::time::timeout(LIST_TIMEOUT, read).await else { return };
+        let members: Vec<Member> = resp.kvs().iter().filter_map(|kv| serde_json::from_slice(kv.value()).ok()).collect();
+        let live: HashSet<&str> = members.iter().map(|m| m.replica.as_str()).collect();
+        let mut gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
+        let mut listed = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        for before in listed.iter().filter(|b| !live.contains(b.replica.as_str())) {
+            if before.replica != self.config.replica && gone.insert(before.replica.clone()) {
+                tracing::info!(replica = %before.replica, "fleet member gone (its lease expired or it stopped)");
+            }
+        }
+        gone.retain(|name| !live.contains(name.as_str()));
+        shared.metrics.fleet_members.set(members.len() as i64);
+        *listed = members;
     }
 
     /// The member lease while it is kept alive.
@@ -416,18 +467,17 @@ impl Fleet {
         TxnOp::put(self.key(&store::audit_key(now_ns(), &self.config.replica)), entry.to_string(), None)
     }
 
-    /// Every live member's counters for fleet-wide `local` rules: the
-    /// others' from their entries, ours fresh from the metrics.
+    /// The counters fleet-wide `local` rules window: the fleet's total
+    /// (one series, [`FLEET_SERIES`]) while the store answers and an
+    /// aggregator has published it, else this replica's own (safety first:
+    /// cut off from the store, its own traffic still fires its rules).
+    /// Switching between the two starts a new series, which counts from
+    /// its next snapshot: one interval without data, never a jump.
     pub fn member_counters(&self, shared: &Shared) -> Vec<(String, [PoolCounts; 2])> {
-        let (members, _) = self.view().members();
-        let pools = |m: &store::Member| PoolName::ALL.map(|p| m.counters.get(p.as_str()).cloned().unwrap_or_default());
-        let mut all: Vec<_> = members
-            .iter()
-            .filter(|m| m.replica != self.config.replica)
-            .map(|m| (m.replica.clone(), pools(m)))
-            .collect();
-        all.push((self.config.replica.clone(), PoolName::ALL.map(|p| PoolCounts::read(&shared.metrics, p))));
-        all
+        match self.tally().filter(|_| self.is_connected()) {
+            Some(tally) => vec![(FLEET_SERIES.to_string(), store::pools_of(&tally.pools))],
+            None => vec![(self.config.replica.clone(), PoolName::ALL.map(|p| PoolCounts::read(&shared.metrics, p)))],
+        }
     }
 
     /// The fleet's last `limit` audit entries, oldest first.
@@ -441,9 +491,10 @@ impl Fleet {
 
     /// `/status.fleet`.
     pub fn status(&self, shared: &Shared) -> Value {
-        let view = self.view();
-        let (members, _) = view.members();
-        let members: Vec<Value> = members
+        let members: Vec<Value> = self
+            .members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|m| {
                 json!({
@@ -476,6 +527,7 @@ impl Fleet {
     pub fn spawn(self: &Arc<Self>, shared: Arc<Shared>, shutdown: tokio::sync::watch::Receiver<bool>) {
         tokio::spawn(watch::run(self.clone(), shared.clone(), shutdown.clone()));
         tokio::spawn(members::run(self.clone(), shared.clone(), shutdown.clone()));
+        tokio::spawn(tally::run(self.clone(), shared.clone(), shutdown.clone()));
         tokio::spawn(hook::run(self.clone(), shared, shutdown));
     }
 

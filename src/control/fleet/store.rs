@@ -8,20 +8,25 @@
 //! | `hook/<activation>` | the L3 hook's outcome `{"status", "detail", "replica"}` |
 //! | `audit/<time-ns>-<replica>` | an audit entry, written in the change's transaction |
 //! | `members/<replica>` | a [`Member`], under the replica's lease |
+//! | `counters/<replica>` | a [`MemberCounts`], under the replica's lease |
+//! | `counters` | the fleet's summed counters, a [`Tally`], written by the aggregator |
 //! | `ramp` | the progressive ramp: phase, step, hold baked, requests |
 //! | `locks/hook` | the L3 hook lock, under the holder's member lease |
 //! | `locks/ramp` | who advances the ramp `{"replica", "lease"}`, under that lease |
+//! | `locks/counters` | who sums the counters `{"replica", "lease"}`, under that lease |
 //!
-//! [`View`] is the replica's copy of the prefix (audit entries excepted),
-//! kept by full reads and watch events; [`View::remote`] and
-//! [`View::members`] decode it, and a value that does not decode is
+//! [`View`] is the replica's copy of the shared part of the prefix: not
+//! the audit entries, and not the per-member keys (`members/`,
+//! `counters/`), which no replica watches, so that an idle replica's work
+//! does not grow with the fleet (docs/src/fleet.md, Cost at scale).
+//! [`View::remote`] decodes it, and a value that does not decode is
 //! ignored and reported (never a crash).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Level;
+use crate::config::{Level, PoolName};
 use crate::control::change::Remote;
 use crate::control::release::ramp::Ramp;
 use crate::control::rules::local::PoolCounts;
@@ -31,13 +36,33 @@ pub const EPOCH: &str = "epoch";
 pub const PERCENT: &str = "percent";
 pub const RAMP: &str = "ramp";
 pub const RAMP_LOCK: &str = "locks/ramp";
+pub const COUNTERS: &str = "counters";
+pub const COUNTERS_LOCK: &str = "locks/counters";
+pub const MEMBERS: &str = "members/";
+pub const MEMBER_COUNTERS: &str = "counters/";
+
+/// The ranges of the prefix a replica reads and watches, relative to it:
+/// everything but the per-member keys (`counters/`, `members/`) and, for
+/// full reads, the audit entries. `None` is the end of the prefix. The
+/// boundaries are prefixes with their `/` bumped to `0`, the next byte.
+pub const WATCHED: [(&str, Option<&str>); 3] =
+    [("", Some("counters/")), ("counters0", Some("members/")), ("members0", None)];
+
+/// The key just after every key starting with `prefix` (which ends in `/`).
+pub fn range_end(prefix: &str) -> String {
+    format!("{}0", prefix.trim_end_matches('/'))
+}
 
 pub fn level_key(level: Level) -> String {
     format!("levels/{level}")
 }
 
 pub fn member_key(replica: &str) -> String {
-    format!("members/{replica}")
+    format!("{MEMBERS}{replica}")
+}
+
+pub fn member_counters_key(replica: &str) -> String {
+    format!("{MEMBER_COUNTERS}{replica}")
 }
 
 pub fn hook_key(activation: i64) -> String {
@@ -49,7 +74,8 @@ pub fn audit_key(time_ns: u128, replica: &str) -> String {
     format!("audit/{time_ns:020}-{replica}")
 }
 
-/// Keys whose changes are the shared state (members are not): the
+/// Keys whose changes are the shared state (members, counters and locks
+/// are not): the
 /// revision of the last change to one of them is what a replica "applied".
 pub fn is_shared(key: &str) -> bool {
     key == EPOCH
@@ -79,7 +105,8 @@ pub struct HookDoc {
     pub replica: String,
 }
 
-/// A replica's member entry.
+/// A replica's member entry: what `/status` and `ctl set-percent --wait`
+/// need, written when it changes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Member {
     pub replica: String,
@@ -87,12 +114,43 @@ pub struct Member {
     pub revision: i64,
     pub effective_percent: u8,
     pub rollback_level: u8,
-    /// RFC 3339, when it wrote this entry.
+    /// RFC 3339, when it wrote this entry (it writes on a change only).
     pub seen: String,
-    /// Per pool, cumulative since the replica started (requests, errors,
-    /// latency buckets), so others can sum window differences.
-    #[serde(default)]
-    pub counters: BTreeMap<String, PoolCounts>,
+}
+
+/// A replica's counters, `counters/<replica>`: per pool (requests, errors,
+/// latency buckets), cumulative since `lease` was granted, so a replica
+/// that comes back under a new lease starts again from zero and the
+/// aggregator never counts the same requests twice.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MemberCounts {
+    pub lease: i64,
+    pub pools: BTreeMap<String, PoolCounts>,
+}
+
+/// The fleet's counters, `counters`: per pool, the sum of every member's
+/// increments since the first aggregator started, so it only grows and
+/// every replica windows it like its own counters. `revision` is the store
+/// revision of the member counters it sums up to; a new aggregator reads
+/// them at that revision to continue without a gap or a double count.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Tally {
+    pub revision: i64,
+    /// Members with counters at that revision.
+    pub members: usize,
+    pub replica: String,
+    pub pools: BTreeMap<String, PoolCounts>,
+}
+
+/// Per pool by name ([`PoolName::ALL`] order) from a stored map; a pool
+/// missing from it counts as zero.
+pub fn pools_of(map: &BTreeMap<String, PoolCounts>) -> [PoolCounts; 2] {
+    PoolName::ALL.map(|p| map.get(p.as_str()).cloned().unwrap_or_default())
+}
+
+/// The stored map of per-pool counters.
+pub fn pools_map(pools: &[PoolCounts; 2]) -> BTreeMap<String, PoolCounts> {
+    PoolName::ALL.iter().zip(pools).map(|(p, c)| (p.as_str().to_string(), c.clone())).collect()
 }
 
 /// One stored key: value and revisions.
@@ -119,7 +177,8 @@ impl View {
         if is_shared(key) {
             self.state_revision = self.state_revision.max(revision);
         }
-        if key.starts_with("audit/") {
+        // Not the fleet's state; no replica keeps them (see the module doc).
+        if key.starts_with("audit/") || key.starts_with(MEMBERS) || key.starts_with(MEMBER_COUNTERS) {
             return;
         }
         match entry {
@@ -170,7 +229,9 @@ impl View {
                     Err(e) => errors.push(bad(e.to_string())),
                 }
             } else if !(key == EPOCH
-                || key.starts_with("members/")
+                || key == COUNTERS
+                || key.starts_with(MEMBERS)
+                || key.starts_with(MEMBER_COUNTERS)
                 || key.starts_with("hook/")
                 || key.starts_with("locks/"))
             {
@@ -185,21 +246,6 @@ impl View {
         serde_json::from_slice(&entry.value)
             .map_err(|e| errors.push(format!("ignored {}: {e}", hook_key(activation))))
             .ok()
-    }
-
-    /// The live members (their keys expire with their lease).
-    pub fn members(&self) -> (Vec<Member>, Vec<String>) {
-        let mut errors = Vec::new();
-        let members = self
-            .keys
-            .range("members/".to_string().."members0".to_string())
-            .filter_map(|(key, entry)| {
-                serde_json::from_slice::<Member>(&entry.value)
-                    .map_err(|e| errors.push(format!("ignored {key}: {e}")))
-                    .ok()
-            })
-            .collect();
-        (members, errors)
     }
 }
 
@@ -223,20 +269,20 @@ mod tests {
             entry(r#"{"replica":"b","revision":3,"effective_percent":0,"rollback_level":1,"seen":"t"}"#, 5),
             5,
         );
-        view.apply("members/c", entry("nope", 6), 6);
+        view.apply("counters/c", entry("nope", 6), 6);
         view.apply("audit/00000000000000000001-a", entry("{}", 7), 7);
         assert_eq!(view.state_revision, 7, "audit entries are shared changes; members are not");
         assert!(!view.keys.contains_key("audit/00000000000000000001-a"));
+        assert!(
+            !view.keys.contains_key("members/b") && !view.keys.contains_key("counters/c"),
+            "per-member keys are not kept"
+        );
         let (remote, errors) = view.remote();
         assert_eq!(remote.desired_percent, Some(30));
         assert_eq!(remote.rollbacks[&Level::L1].id, Some(3), "the create revision is the activation id");
         assert!(!remote.rollbacks.contains_key(&Level::L3));
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].contains("levels/L3"));
-        let (members, errors) = view.members();
-        assert_eq!(members.len(), 1);
-        assert_eq!(members[0].replica, "b");
-        assert!(errors[0].contains("members/c"));
         view.apply("levels/L1", None, 8);
         assert!(view.remote().0.rollbacks.is_empty());
         assert_eq!(view.state_revision, 8);
@@ -251,6 +297,19 @@ mod tests {
         view.apply("levels/Lx", entry("{}", 11), 11);
         view.apply("strange", entry("{}", 12), 12);
         assert_eq!(view.remote().1.len(), 2);
+    }
+
+    #[test]
+    fn the_watched_ranges_hold_every_shared_key_and_no_per_member_key() {
+        let inside = |key: &str| WATCHED.iter().any(|(start, end)| key >= *start && end.is_none_or(|e| key < e));
+        for key in [EPOCH, PERCENT, RAMP, COUNTERS, RAMP_LOCK, COUNTERS_LOCK, "levels/L3", "hook/7", "locks/hook"] {
+            assert!(inside(key), "{key} is watched");
+        }
+        assert!(inside(&audit_key(1, "a")), "audit entries mark the state's revision");
+        for key in [member_key("a"), member_counters_key("a"), member_key("counters"), member_counters_key("z~")] {
+            assert!(!inside(&key), "{key} is not watched");
+        }
+        assert_eq!(range_end(MEMBERS), "members0");
     }
 
     #[test]

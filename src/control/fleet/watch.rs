@@ -1,6 +1,7 @@
 //! The resume loop. etcd-client's watch streams do not reconnect by
-//! themselves, so this loop does: full read, watch from the read's
-//! revision + 1, apply every response; on an error back off (with jitter)
+//! themselves, so this loop does: full read, watch the shared ranges
+//! ([`store::WATCHED`]: not the per-member keys) from the read's
+//! revision + 1, apply every response, each event in place; on an error back off (with jitter)
 //! and start over. A compaction past our revision, a revision that went
 //! backwards or a changed epoch is a resync (full re-read, no backoff). A
 //! linearizable read every [`CHECK_EVERY`] catches a watch that went
@@ -9,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{EventType, WatchOptions, WatchResponse};
+use etcd_client::{EventType, WatchOptions, WatchResponse, WatchStream};
 use tokio::sync::watch;
 
 use super::store::{self, Entry};
@@ -82,8 +83,17 @@ async fn session(fleet: &Fleet, shared: &Shared, backoff: &mut Backoff) -> Resul
     fleet.push_config_percent(shared).await;
     let mut client = fleet.client().await?;
     let start = fleet.view().header_revision + 1;
-    let options = WatchOptions::new().with_prefix().with_start_revision(start).with_progress_notify();
-    let mut stream = timed!(client.watch(fleet.key(""), Some(options.clone())))?;
+    // One stream, one watch per range.
+    let mut stream: Option<WatchStream> = None;
+    for (from, to) in store::WATCHED {
+        let end = to.map_or_else(|| store::range_end(&fleet.key("")), |to| fleet.key(to));
+        let options = WatchOptions::new().with_range(end).with_start_revision(start).with_progress_notify();
+        match stream.as_mut() {
+            None => stream = Some(timed!(client.watch(fleet.key(from), Some(options.clone())))?),
+            Some(stream) => timed!(stream.watch(fleet.key(from), Some(options.clone())))?,
+        }
+    }
+    let Some(mut stream) = stream else { return Err(FleetError::Resync("no range to watch".into())) };
     let mut check = tokio::time::interval_at(tokio::time::Instant::now() + CHECK_EVERY, CHECK_EVERY);
     // A revision the store had reached at the last check; the watch must
     // have caught up with it by the next one.
@@ -123,7 +133,9 @@ async fn session(fleet: &Fleet, shared: &Shared, backoff: &mut Backoff) -> Resul
     }
 }
 
-/// One watch response into the view, then into `Control`.
+/// One watch response into the view, in place (the cost of an event does
+/// not grow with the view), then into `Control` when the shared state
+/// changed.
 fn apply(fleet: &Fleet, shared: &Shared, response: WatchResponse) -> Result<(), FleetError> {
     if response.compact_revision() > 0 {
         return Err(FleetError::Resync(format!("compacted past our revision (to {})", response.compact_revision())));
@@ -132,36 +144,43 @@ fn apply(fleet: &Fleet, shared: &Shared, response: WatchResponse) -> Result<(), 
         return Err(FleetError::Resync(format!("watch cancelled: {}", response.cancel_reason())));
     }
     let revision = response.header().map_or(0, |h| h.revision());
-    let mut view = fleet.view();
-    if revision < view.header_revision {
-        return Err(FleetError::Resync(format!("revision went backwards ({} → {revision})", view.header_revision)));
-    }
     let prefix = fleet.key("");
-    for event in response.events() {
-        let Some(kv) = event.kv() else { continue };
-        let Some(rel) = kv.key_str().ok().and_then(|k| k.strip_prefix(prefix.as_str())) else { continue };
-        let entry = match event.event_type() {
-            EventType::Put => Some(Entry {
-                value: kv.value().to_vec(),
-                create_revision: kv.create_revision(),
-                mod_revision: kv.mod_revision(),
-            }),
-            EventType::Delete => None,
-        };
-        if let Some(replica) = rel.strip_prefix("members/") {
-            fleet.member_seen(replica, entry.is_some());
+    let (mut state_changed, mut tally_changed) = (false, false);
+    {
+        let mut view = fleet.view.lock().unwrap_or_else(|e| e.into_inner());
+        if revision < view.header_revision {
+            return Err(FleetError::Resync(format!("revision went backwards ({} → {revision})", view.header_revision)));
         }
-        view.apply(rel, entry, kv.mod_revision());
+        for event in response.events() {
+            let Some(kv) = event.kv() else { continue };
+            let Some(rel) = kv.key_str().ok().and_then(|k| k.strip_prefix(prefix.as_str())) else { continue };
+            let entry = match event.event_type() {
+                EventType::Put => Some(Entry {
+                    value: kv.value().to_vec(),
+                    create_revision: kv.create_revision(),
+                    mod_revision: kv.mod_revision(),
+                }),
+                EventType::Delete => None,
+            };
+            state_changed |= store::is_shared(rel);
+            tally_changed |= rel == store::COUNTERS;
+            if rel == store::COUNTERS_LOCK && entry.is_none() {
+                fleet.tally_wake.notify_one();
+            }
+            view.apply(rel, entry, kv.mod_revision());
+        }
+        view.header_revision = view.header_revision.max(revision);
+        if view.epoch() != fleet.epoch().as_deref() {
+            // Someone deleted or replaced the epoch: never apply an emptied
+            // store over our rollbacks; the full read handles the reset.
+            return Err(FleetError::Resync("the epoch key changed".into()));
+        }
     }
-    view.header_revision = view.header_revision.max(revision);
-    if view.epoch() != fleet.epoch().as_deref() {
-        // Someone deleted or replaced the epoch: never apply an emptied
-        // store over our rollbacks; the full read handles the reset.
-        return Err(FleetError::Resync("the epoch key changed".into()));
-    }
-    *fleet.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
-    if !response.events().is_empty() {
+    if state_changed {
         fleet.apply_view(shared);
+    }
+    if tally_changed {
+        fleet.tally_changed(shared);
     }
     Ok(())
 }

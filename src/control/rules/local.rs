@@ -36,6 +36,16 @@ impl PoolCounts {
         self.requests
     }
 
+    /// Errors among them.
+    pub fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    #[cfg(test)]
+    pub fn for_test(requests: u64, errors: u64) -> Self {
+        PoolCounts { requests, errors, ..Self::default() }
+    }
+
     pub fn read(metrics: &Metrics, pool: PoolName) -> Self {
         let pool = metrics.pool(pool);
         let proto = pool.duration.metric();
@@ -50,7 +60,7 @@ impl PoolCounts {
 
     /// `self - base`: what happened in between. Counters only grow within
     /// one process, but saturate rather than wrap just in case.
-    fn since(&self, base: &PoolCounts) -> PoolCounts {
+    pub(crate) fn since(&self, base: &PoolCounts) -> PoolCounts {
         PoolCounts {
             requests: self.requests.saturating_sub(base.requests),
             errors: self.errors.saturating_sub(base.errors),
@@ -66,7 +76,7 @@ impl PoolCounts {
 
     /// Add another member's window (same bucket bounds: every grayshift
     /// uses the same latency buckets).
-    fn add(&mut self, other: &PoolCounts) {
+    pub(crate) fn add(&mut self, other: &PoolCounts) {
         self.requests += other.requests;
         self.errors += other.errors;
         self.observed += other.observed;
