@@ -14,68 +14,22 @@
 set -euo pipefail
 TAG=fleet-idle
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
 
 MEASURE=${SECONDS_MEASURED:-60}
 SETTLE=${SETTLE:-20}
 GRAYSHIFT=${GRAYSHIFT_BIN:-$ROOT/target/release/grayshift}
-ETCD=${ETCD_BIN:-etcd}
 [ -x "$GRAYSHIFT" ] || (cd "$ROOT" && cargo build --release --bin grayshift)
 start_work
-
-ticks() { # pid: utime + stime
-    cpu_ticks "$1" | awk '{print $1 + $2}'
-}
-
-etcd_metric() { # name
-    curl -s "$ETCD_URL/metrics" | awk -v m="$1" '$1 == m {print $2}'
-}
 
 run_fleet() { # n
     local n=$1 dir="$WORK/n$n" i pids=() t0=() t1=()
     mkdir -p "$dir"
-    local client peer
-    client=$(free_port)
-    peer=$(free_port)
-    ETCD_URL="http://127.0.0.1:$client"
-    "$ETCD" --name idle --data-dir "$dir/etcd" \
-        --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
-        --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-        --initial-cluster "idle=http://127.0.0.1:$peer" >"$dir/etcd.log" 2>&1 &
-    local etcd_pid=$!
-    PIDS+=("$etcd_pid")
-    wait_port "$client" etcd
-    # Nothing listens on the endpoints: the replicas stay idle.
-    local dead
-    dead=$(free_port)
+    start_etcd "$dir"
+    local etcd_pid=$ETCD_PID
     for i in $(seq 1 "$n"); do
-        mkdir -p "$dir/r$i"
-        cat >"$dir/r$i/grayshift.toml" <<EOF
-[server]
-listen = "127.0.0.1:$(free_port)"
-
-[admin]
-listen = "127.0.0.1:$(free_port)"
-
-[split]
-percent = 50
-group = "idle"
-
-[pools.stable]
-endpoints = ["127.0.0.1:$dead"]
-
-[pools.new]
-endpoints = ["127.0.0.1:$dead"]
-
-[state]
-file = "$dir/r$i/state.json"
-
-[fleet]
-etcd = ["$ETCD_URL"]
-replica = "r$i"
-EOF
-        GRAYSHIFT_LOG=warn "$GRAYSHIFT" run --config "$dir/r$i/grayshift.toml" >"$dir/r$i/log" 2>&1 &
-        pids+=($!)
-        PIDS+=($!)
+        start_replica "$dir/r$i" "r$i" idle
+        pids+=("$REPLICA_PID")
     done
     log "$n replicas started; settling ${SETTLE}s"
     sleep "$SETTLE"

@@ -17,70 +17,30 @@
 set -euo pipefail
 TAG=fleet-scale
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fleet_lib.sh"
 
 STEPS=${STEPS:-10 100 1000}
 SETTLE=${SETTLE:-30}
 MEASURE=${SECONDS_MEASURED:-60}
 GRAYSHIFT=${GRAYSHIFT_BIN:-$ROOT/target/release/grayshift}
 MEMBERS=${MEMBERS_BIN:-$ROOT/target/release/examples/fleet_members}
-ETCD=${ETCD_BIN:-etcd}
 [ -x "$GRAYSHIFT" ] || (cd "$ROOT" && cargo build --release --bin grayshift)
 [ -x "$MEMBERS" ] || (cd "$ROOT" && cargo build --release --example fleet_members)
 start_work
 
-ticks() { cpu_ticks "$1" | awk '{print $1 + $2}'; }
-etcd_metric() { curl -s "$ETCD_URL/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 level_is() { # admin level
     curl -s "$1/metrics" | grep -q "^grayshift_rollback_level $2\$"
 }
 
-client=$(free_port)
-peer=$(free_port)
-ETCD_URL="http://127.0.0.1:$client"
-"$ETCD" --name scale --data-dir "$WORK/etcd" \
-    --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
-    --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-    --initial-cluster "scale=http://127.0.0.1:$peer" >"$WORK/etcd.log" 2>&1 &
-ETCD_PID=$!
-PIDS+=("$ETCD_PID")
-wait_port "$client" etcd
-
-dead=$(free_port)
+start_etcd "$WORK"
 REPLICAS=()
 ADMINS=()
 for i in 1 2 3; do
-    mkdir -p "$WORK/r$i"
-    admin=$(free_port)
-    cat >"$WORK/r$i/grayshift.toml" <<EOF
-[server]
-listen = "127.0.0.1:$(free_port)"
-
-[admin]
-listen = "127.0.0.1:$admin"
-
-[split]
-percent = 50
-group = "scale"
-
-[pools.stable]
-endpoints = ["127.0.0.1:$dead"]
-
-[pools.new]
-endpoints = ["127.0.0.1:$dead"]
-
-[state]
-file = "$WORK/r$i/state.json"
-
-[fleet]
-etcd = ["$ETCD_URL"]
-replica = "real-$i"
-EOF
-    GRAYSHIFT_LOG=warn "$GRAYSHIFT" run --config "$WORK/r$i/grayshift.toml" >"$WORK/r$i/log" 2>&1 &
-    REPLICAS+=($!)
-    PIDS+=($!)
-    ADMINS+=("http://127.0.0.1:$admin")
-    wait_port "$admin" "replica $i"
+    start_replica "$WORK/r$i" "real-$i" scale
+    REPLICAS+=("$REPLICA_PID")
+    ADMINS+=("$REPLICA_ADMIN")
+    wait_port "${REPLICA_ADMIN##*:}" "replica $i"
 done
 
 echo "| simulated members | etcd CPU | store writes/s | watch events/s | real replicas' CPU (each) | set-percent --wait | rollback propagation |"
