@@ -91,7 +91,14 @@ struct Holder {
     summer: Summer,
     revision: i64,
     published: Option<(usize, [PoolCounts; 2])>,
+    published_at: tokio::time::Instant,
 }
+
+/// An unchanged total is written again this often, so the revision it
+/// records stays well inside etcd's compaction retention (an hour, as
+/// docs/src/fleet.md recommends) and a new holder can always read the
+/// members' counters at it.
+const REFRESH_EVERY: Duration = Duration::from_secs(600);
 
 pub async fn run(fleet: Arc<Fleet>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut held: Option<Holder> = None;
@@ -179,7 +186,7 @@ async fn take(fleet: &Fleet, lease: i64) -> Result<Option<Holder>, FleetError> {
         }
     };
     tracing::info!(replica = %fleet.config.replica, token, from = revision, "fleet: this replica sums the fleet's counters (holds locks/counters)");
-    Ok(Some(Holder { token, lease, summer, revision, published }))
+    Ok(Some(Holder { token, lease, summer, revision, published, published_at: tokio::time::Instant::now() }))
 }
 
 /// Every member's counters, at `revision` (or now).
@@ -241,7 +248,7 @@ async fn sum(fleet: &Fleet, holder: &mut Holder) -> Result<(), FleetError> {
     }
     holder.revision = revision;
     let now = (holder.summer.members(), holder.summer.total().clone());
-    if holder.published.as_ref() == Some(&now) {
+    if holder.published.as_ref() == Some(&now) && holder.published_at.elapsed() < REFRESH_EVERY {
         return Ok(()); // Nothing moved: no write, no event for anyone.
     }
     let tally =
@@ -256,6 +263,7 @@ async fn sum(fleet: &Fleet, holder: &mut Holder) -> Result<(), FleetError> {
         return Err(FleetError::Resync("locks/counters is no longer ours".into()));
     }
     holder.published = Some(now);
+    holder.published_at = tokio::time::Instant::now();
     Ok(())
 }
 
