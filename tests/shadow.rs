@@ -427,17 +427,44 @@ async fn only_safe_reads_are_mirrored_and_the_mark_reaches_the_shadow_side_only(
     assert_eq!(sum(&stable, |a| &a.posts), 10);
 }
 
+/// Without `[shadow]` nothing is mirrored and its evidence is absent; the
+/// section comes and goes with a hot reload like any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_shadow_there_is_no_status_and_no_samples() {
+async fn shadow_is_off_without_its_section_and_follows_a_reload() {
     let stable = pair(Behaviour::Fixed(1)).await;
     let new = pair(Behaviour::Fixed(1)).await;
-    let proxy = Proxy::start(&config_addrs(&addrs(&stable), &addrs(&new), 0, "")).await;
+    let without = config_addrs(&addrs(&stable), &addrs(&new), 0, "");
+    let proxy = Proxy::start(&without).await;
+    let shadow_hits = || new.iter().map(|a| a.shadow_hits.load(Ordering::SeqCst)).sum::<usize>();
     assert_eq!(proxy.get_as("/orders/1", Some("u")).await.status, 200);
     assert_eq!(proxy.status().await["shadow"], Value::Null);
     let samples = proxy.admin("GET", "/shadow/samples", None, None).await;
     assert_eq!(samples.status, 404);
     assert!(samples.json()["error"].as_str().unwrap().contains("[shadow]"));
-    assert_eq!(new.iter().map(|a| a.shadow_hits.load(Ordering::SeqCst)).sum::<usize>(), 0);
+    assert_eq!(shadow_hits(), 0);
+
+    let with = config_addrs(&addrs(&stable), &addrs(&new), 0, "\n[shadow]\nsample = \"100%\"\n");
+    proxy.rewrite_config(&with);
+    eventually(DEADLINE, "[shadow] reloaded", || async { proxy.status().await["shadow"].is_object().then_some(()) })
+        .await;
+    assert_eq!(proxy.get_as("/orders/2", Some("u")).await.status, 200);
+    eventually(DEADLINE, "one comparison", || async { (proxy.status().await["shadow"]["matched"] == 1).then_some(()) })
+        .await;
+    assert_eq!(shadow_hits(), 1);
+    assert_eq!(proxy.admin("GET", "/shadow/samples", None, None).await.json(), json!({ "samples": [] }));
+
+    // A bad [shadow] changes nothing; removing it turns shadow reads off.
+    proxy.rewrite_config(&with.replace("100%", "250%"));
+    eventually(DEADLINE, "the bad reload is reported", || async {
+        let error = proxy.status().await["config"]["last_reload_error"].clone();
+        error.as_str().is_some_and(|e| e.contains("between 0% and 100%")).then_some(())
+    })
+    .await;
+    assert_eq!(proxy.status().await["shadow"]["sample"], "100%");
+    proxy.rewrite_config(&without);
+    eventually(DEADLINE, "[shadow] gone", || async { proxy.status().await["shadow"].is_null().then_some(()) }).await;
+    assert_eq!(proxy.get_as("/orders/3", Some("u")).await.status, 200);
+    assert_eq!(shadow_hits(), 1);
 }
 
 /// Three replicas each see 20 mismatching comparisons: under
