@@ -52,6 +52,8 @@ struct App {
     shadow_hits: Arc<AtomicUsize>,
     plain_hits: Arc<AtomicUsize>,
     posts: Arc<AtomicUsize>,
+    /// The bytes of every POST body received.
+    post_bytes: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -79,9 +81,8 @@ impl App {
     async fn start(behaviour: Behaviour) -> App {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (shadow_hits, plain_hits, posts): (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<AtomicUsize>) =
-            Default::default();
-        let counters = (Arc::clone(&shadow_hits), Arc::clone(&plain_hits), Arc::clone(&posts));
+        let [shadow_hits, plain_hits, posts, post_bytes]: [Arc<AtomicUsize>; 4] = Default::default();
+        let counters = (shadow_hits.clone(), plain_hits.clone(), posts.clone(), post_bytes.clone());
         let db = match &behaviour {
             Behaviour::Table(_) => Some(Arc::new(pg_connect().await)),
             _ => None,
@@ -103,10 +104,15 @@ impl App {
                                 true => counters.0.fetch_add(1, Ordering::SeqCst),
                                 false => counters.1.fetch_add(1, Ordering::SeqCst),
                             };
+                            let path = req.uri().path().to_string();
                             if req.method() == http::Method::POST {
                                 counters.2.fetch_add(1, Ordering::SeqCst);
+                                let body = http_body_util::BodyExt::collect(req.into_body()).await;
+                                let len = body.map(|b| b.to_bytes().len()).unwrap_or_default();
+                                counters.3.fetch_add(len, Ordering::SeqCst);
+                                return Ok(json_reply(StatusCode::OK, json!({ "received": len })));
                             }
-                            Ok::<_, Infallible>(answer(&behaviour, db.as_deref(), req.uri().path()).await)
+                            Ok::<_, Infallible>(answer(&behaviour, db.as_deref(), &path).await)
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -115,7 +121,7 @@ impl App {
                 });
             }
         });
-        App { addr, shadow_hits, plain_hits, posts, task }
+        App { addr, shadow_hits, plain_hits, posts, post_bytes, task }
     }
 }
 
@@ -425,6 +431,50 @@ async fn only_safe_reads_are_mirrored_and_the_mark_reaches_the_shadow_side_only(
     assert_eq!(sum(&new, |a| &a.plain_hits), 0);
     assert_eq!(sum(&new, |a| &a.posts), 0, "a POST is never mirrored by default");
     assert_eq!(sum(&stable, |a| &a.posts), 10);
+}
+
+/// With `unsafe_methods = true` a POST is mirrored with its body, copied
+/// as it goes up; a body over `max_body` is not, declared or not, and the
+/// primary gets it whole either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_methods_are_mirrored_with_their_bodies_up_to_max_body() {
+    let stable = pair(Behaviour::Fixed(1)).await;
+    let new = pair(Behaviour::Fixed(1)).await;
+    let extra =
+        "\n[shadow]\nsample = \"100%\"\nmethods = [\"GET\", \"POST\"]\nunsafe_methods = true\nmax_body = \"1KiB\"\n";
+    let proxy = Proxy::start(&config_addrs(&addrs(&stable), &addrs(&new), 0, extra)).await;
+    let sum =
+        |apps: &[App], f: fn(&App) -> &AtomicUsize| apps.iter().map(|a| f(a).load(Ordering::SeqCst)).sum::<usize>();
+    for n in 0..5 {
+        let body = format!("{{\"order\": {n}, \"note\": \"{}\"}}", "x".repeat(100));
+        let reply = proxy.send(Request::post(proxy.url("/orders")).body(full(body.clone())).unwrap()).await;
+        assert_eq!(reply.json(), json!({ "received": body.len() }));
+    }
+    eventually(DEADLINE, "five comparisons", || async {
+        (proxy.status().await["shadow"]["matched"] == 5).then_some(())
+    })
+    .await;
+    assert_eq!(sum(&new, |a| &a.posts), 5, "mirrored with the mark");
+    assert_eq!(sum(&new, |a| &a.shadow_hits), 5);
+    assert_eq!(sum(&new, |a| &a.post_bytes), sum(&stable, |a| &a.post_bytes), "the same bodies");
+
+    // Over max_body: declared (Content-Length), then chunked.
+    let big = "y".repeat(4096);
+    let reply = proxy.send(Request::post(proxy.url("/orders")).body(full(big.clone())).unwrap()).await;
+    assert_eq!(reply.json(), json!({ "received": 4096 }));
+    let mut stream = tokio::net::TcpStream::connect(proxy.proxy_addr).await.unwrap();
+    let head = "POST /orders HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    let chunked = format!("{head}400\r\n{}\r\n400\r\n{}\r\n0\r\n\r\n", &big[..1024], &big[..1024]);
+    tokio::io::AsyncWriteExt::write_all(&mut stream, chunked.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("\"received\":2048"), "{answer}");
+    let shadow = eventually(DEADLINE, "two skipped as too large", || async {
+        let shadow = proxy.status().await["shadow"].clone();
+        (shadow["skipped"]["too_large"] == 2).then_some(shadow)
+    })
+    .await;
+    assert_eq!(shadow["compared"], 5, "{shadow:#}");
+    assert_eq!(sum(&new, |a| &a.posts), 5, "neither large body was mirrored");
 }
 
 /// Without `[shadow]` nothing is mirrored and its evidence is absent; the
