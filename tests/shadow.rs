@@ -433,6 +433,41 @@ async fn only_safe_reads_are_mirrored_and_the_mark_reaches_the_shadow_side_only(
     assert_eq!(sum(&stable, |a| &a.posts), 10);
 }
 
+/// Nothing goes to `new` while an L1/L3 is active or `new` has no healthy
+/// endpoint: the shadows are skipped with their reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_shadow_goes_to_new_while_rolled_back_or_unhealthy() {
+    let stable = pair(Behaviour::Fixed(1)).await;
+    let new = pair(Behaviour::Fixed(1)).await;
+    let extra = "\n[shadow]\nsample = \"100%\"\n";
+    let proxy = Proxy::start(&config_addrs(&addrs(&stable), &addrs(&new), 0, extra)).await;
+    let l1 = json!({ "level": "L1", "reason": "shadow test" });
+    assert_eq!(proxy.admin("POST", "/rollback", Some(l1), None).await.status, 200);
+    for id in 1..=5 {
+        assert_eq!(proxy.get_as(&format!("/orders/{id}"), Some("u")).await.status, 200);
+    }
+    let shadow = proxy.status().await["shadow"].clone();
+    assert_eq!(shadow["skipped"]["rollback"], 5, "{shadow:#}");
+    assert_eq!(new.iter().map(|a| a.shadow_hits.load(Ordering::SeqCst)).sum::<usize>(), 0);
+
+    // `new` on dead endpoints: connect failures eject them (max_fails = 3
+    // each), then nothing is even tried.
+    let dead = [dead_addr(), dead_addr()];
+    let proxy = Proxy::start(&config_addrs(&addrs(&stable), &dead, 0, extra)).await;
+    for id in 1..=20 {
+        assert_eq!(proxy.get_as(&format!("/orders/{id}"), Some("u")).await.status, 200);
+    }
+    let shadow = eventually(DEADLINE, "every shadow skipped", || async {
+        let shadow = proxy.status().await["shadow"].clone();
+        let skipped = &shadow["skipped"];
+        let n = skipped["error"].as_u64().unwrap() + skipped["unhealthy"].as_u64().unwrap();
+        (n == 20).then_some(shadow)
+    })
+    .await;
+    assert!(shadow["skipped"]["unhealthy"].as_u64().unwrap() > 0, "{shadow:#}");
+    assert_eq!(proxy.status().await["pools"]["new"]["healthy"], false);
+}
+
 /// With `unsafe_methods = true` a POST is mirrored with its body, copied
 /// as it goes up; a body over `max_body` is not, declared or not, and the
 /// primary gets it whole either way.
