@@ -313,7 +313,6 @@ fn upstream_request(
             upgrade: target.upgrade,
             endpoint: target.endpoint,
             underscores: config.server.underscore_headers,
-            shadow: false,
         },
         has_body,
     );

@@ -406,9 +406,9 @@ async fn fetch(
             upgrade: false,
             endpoint: &endpoint.authority,
             underscores: copy.underscores,
-            shadow: true,
         };
-        let (head, chunked) = rewrite::upstream_head(&copy.method, &copy.uri, &copy.headers, &fwd, body.is_some());
+        let (mut head, chunked) = rewrite::upstream_head(&copy.method, &copy.uri, &copy.headers, &fwd, body.is_some());
+        rewrite::mark_shadow(&mut head);
         let mut outgoing = Outgoing::new(head, copy.method.clone(), body.map(Full::new), chunked);
         outgoing.set_timeout(config.timeout);
         let reused = conn.is_reused();
