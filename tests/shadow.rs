@@ -54,6 +54,8 @@ struct App {
     posts: Arc<AtomicUsize>,
     /// The bytes of every POST body received.
     post_bytes: Arc<AtomicUsize>,
+    /// (X-User-ID, marked as a shadow) of every request.
+    seen: Arc<std::sync::Mutex<Vec<(String, bool)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -82,7 +84,8 @@ impl App {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let [shadow_hits, plain_hits, posts, post_bytes]: [Arc<AtomicUsize>; 4] = Default::default();
-        let counters = (shadow_hits.clone(), plain_hits.clone(), posts.clone(), post_bytes.clone());
+        let seen: Arc<std::sync::Mutex<Vec<(String, bool)>>> = Default::default();
+        let counters = (shadow_hits.clone(), plain_hits.clone(), posts.clone(), post_bytes.clone(), seen.clone());
         let db = match &behaviour {
             Behaviour::Table(_) => Some(Arc::new(pg_connect().await)),
             _ => None,
@@ -104,6 +107,8 @@ impl App {
                                 true => counters.0.fetch_add(1, Ordering::SeqCst),
                                 false => counters.1.fetch_add(1, Ordering::SeqCst),
                             };
+                            let user = req.headers().get("x-user-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                            counters.4.lock().unwrap().push((user.to_string(), shadow));
                             let path = req.uri().path().to_string();
                             if req.method() == http::Method::POST {
                                 counters.2.fetch_add(1, Ordering::SeqCst);
@@ -121,7 +126,7 @@ impl App {
                 });
             }
         });
-        App { addr, shadow_hits, plain_hits, posts, post_bytes, task }
+        App { addr, shadow_hits, plain_hits, posts, post_bytes, seen, task }
     }
 }
 
@@ -433,6 +438,32 @@ async fn only_safe_reads_are_mirrored_and_the_mark_reaches_the_shadow_side_only(
     assert_eq!(sum(&stable, |a| &a.posts), 10);
 }
 
+/// The noise copy goes to the primary's pool but not to the endpoint that
+/// answered the client, when the pool has another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_noise_copy_asks_another_endpoint_of_the_primarys_pool() {
+    let stable = pair(Behaviour::Fixed(1)).await;
+    let new = pair(Behaviour::Fixed(1)).await;
+    let extra = "\n[shadow]\nsample = \"100%\"\nnoise = true\ntimeout = \"10s\"\n";
+    let proxy = Proxy::start(&config_addrs(&addrs(&stable), &addrs(&new), 0, extra)).await;
+    for u in 0..20 {
+        assert_eq!(proxy.get_as("/orders/1", Some(&format!("user-{u}"))).await.status, 200);
+    }
+    eventually(DEADLINE, "twenty comparisons", || async {
+        (proxy.status().await["shadow"]["matched"] == 20).then_some(())
+    })
+    .await;
+    let mut noise_users = std::collections::BTreeSet::new();
+    for app in &stable {
+        let seen = app.seen.lock().unwrap();
+        for (user, shadow) in seen.iter().filter(|(_, shadow)| *shadow) {
+            assert!(!seen.contains(&(user.clone(), !shadow)), "{user}'s noise copy went to the endpoint that answered");
+            noise_users.insert(user.clone());
+        }
+    }
+    assert_eq!(noise_users.len(), 20, "every request had its noise copy");
+}
+
 /// Nothing goes to `new` while an L1/L3 is active or `new` has no healthy
 /// endpoint: the shadows are skipped with their reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -599,4 +630,32 @@ async fn a_fleet_fires_l3_from_the_sum_of_its_replicas_comparisons() {
         })
         .await;
     }
+}
+
+/// `grayshift check` refuses an unsafe method without `unsafe_methods`,
+/// with FILE:LINE:COL, and warns when the config says so.
+#[test]
+fn check_refuses_unsafe_methods_unless_told_and_then_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shadow.toml");
+    let base = config_addrs(&[dead_addr()], &[dead_addr()], 0, "\n[shadow]\nmethods = [\"GET\", \"PUT\"]\n");
+    let check = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_grayshift"))
+            .args(["check", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = check(&base);
+    let line = base.lines().position(|l| l.starts_with("methods")).unwrap() + 1;
+    assert_eq!(code, Some(1));
+    assert!(err.starts_with(&format!("{}:{line}:19: shadow.methods lists PUT", path.display())), "{err}");
+    let (code, out, err) = check(&base.replace("[shadow]\n", "[shadow]\nunsafe_methods = true\n"));
+    assert_eq!((code, out.trim()), (Some(0), "ok"), "{err}");
+    assert!(err.contains("warning: [shadow] mirrors PUT"), "{err}");
 }
