@@ -132,6 +132,9 @@ impl App {
 
 /// The order as JSON, with the noise every real app has.
 async fn answer(behaviour: &Behaviour, db: Option<&tokio_postgres::Client>, path: &str) -> Response<TestBody> {
+    if let Some(n) = path.strip_prefix("/big/").and_then(|n| n.parse::<usize>().ok()) {
+        return Response::new(full("z".repeat(n)));
+    }
     let Some(id) = path.strip_prefix("/orders/").and_then(|id| id.parse::<i32>().ok()) else {
         return json_reply(StatusCode::OK, json!({ "path": path }));
     };
@@ -501,7 +504,8 @@ async fn no_shadow_goes_to_new_while_rolled_back_or_unhealthy() {
 
 /// With `unsafe_methods = true` a POST is mirrored with its body, copied
 /// as it goes up; a body over `max_body` is not, declared or not, and the
-/// primary gets it whole either way.
+/// primary gets it whole either way; nor is an answer over `max_body`
+/// compared, and the client gets it whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsafe_methods_are_mirrored_with_their_bodies_up_to_max_body() {
     let stable = pair(Behaviour::Fixed(1)).await;
@@ -541,6 +545,14 @@ async fn unsafe_methods_are_mirrored_with_their_bodies_up_to_max_body() {
     .await;
     assert_eq!(shadow["compared"], 5, "{shadow:#}");
     assert_eq!(sum(&new, |a| &a.posts), 5, "neither large body was mirrored");
+
+    // An answer over max_body: the client gets all of it, the comparison is skipped.
+    let reply = proxy.get_as("/big/5000", Some("u")).await;
+    assert_eq!((reply.status.as_u16(), reply.body.len()), (200, 5000));
+    eventually(DEADLINE, "a large answer skipped", || async {
+        (proxy.status().await["shadow"]["skipped"]["too_large"] == 3).then_some(())
+    })
+    .await;
 }
 
 /// Without `[shadow]` nothing is mirrored and its evidence is absent; the
