@@ -23,6 +23,8 @@ enum Step {
     /// Write these bytes, then hold the connection open without reading
     /// for a while (an upstream that answered early and stopped reading).
     AnswerAndStall(&'static [u8]),
+    /// Write these bytes and close the connection at once.
+    AnswerAndClose(&'static [u8]),
     /// Close the connection without answering.
     Close,
 }
@@ -51,6 +53,10 @@ where
                         Step::AnswerAndStall(bytes) => {
                             let _ = s.write_all(bytes).await;
                             tokio::time::sleep(Duration::from_secs(3)).await;
+                            return;
+                        }
+                        Step::AnswerAndClose(bytes) => {
+                            let _ = s.write_all(bytes).await;
                             return;
                         }
                         Step::Close => return,
@@ -226,4 +232,65 @@ async fn an_answer_before_the_whole_body_still_lets_the_client_send_its_next_req
     tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await.expect("second answer").unwrap();
     let rest = String::from_utf8_lossy(&rest);
     assert!(rest.starts_with("HTTP/1.1 200"), "the next request must be answered: {rest:?}");
+}
+
+#[tokio::test]
+async fn a_body_the_upstream_never_took_is_read_and_dropped_so_the_next_request_is_answered() {
+    // The upstream answers on the head alone and closes: the rest of the
+    // upload has nowhere to go. grayshift's answer to the client is a
+    // keep-alive one, so the client goes on with its next request after
+    // the body; grayshift must read that body to its end, not close.
+    let upstream = scripted(|_, _, _| {
+        Step::AnswerAndClose(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+    })
+    .await;
+    let proxy = proxy_to(upstream).await;
+    let mut client = TcpStream::connect(proxy.proxy_addr).await.unwrap();
+    client.write_all(b"PUT /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n").await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).ends_with("ok") {
+        let n =
+            tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf)).await.expect("first answer").unwrap();
+        assert!(n > 0, "closed after the first answer: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let first = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+    assert!(!first.contains("connection: close"), "the answer is a keep-alive one: {first}");
+    client.write_all(b"6\r\n world\r\n0\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await.expect("second answer").unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.starts_with("HTTP/1.1 200"), "the next request must be answered: {rest:?}");
+}
+
+#[tokio::test]
+async fn a_body_nobody_read_is_dropped_and_the_next_request_is_answered() {
+    // No upstream listens: grayshift answers 502 itself, without ever
+    // reading the upload. That answer is a keep-alive one, so the client
+    // sends the rest of its body and then its next request.
+    let nobody = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed = nobody.local_addr().unwrap();
+    drop(nobody);
+    let proxy = proxy_to(closed).await;
+    let mut client = TcpStream::connect(proxy.proxy_addr).await.unwrap();
+    client.write_all(b"PUT /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n").await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+        let n =
+            tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf)).await.expect("first answer").unwrap();
+        assert!(n > 0, "closed without an answer: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let first = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+    assert!(first.starts_with("http/1.1 502"), "{first}");
+    if first.contains("connection: close") {
+        return; // an answer that says it closes owes the client nothing more
+    }
+    client.write_all(b"6\r\n world\r\n0\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await.expect("second answer").unwrap();
+    let all = String::from_utf8_lossy(&[&seen[..], &rest[..]].concat()).into_owned();
+    assert_eq!(all.matches("HTTP/1.1 502").count(), 2, "the next request must be answered: {all:?}");
 }

@@ -10,6 +10,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
@@ -85,6 +86,16 @@ pub struct Returned {
     pub reader: Reader,
     /// The body was read to its end: the next bytes are the next request.
     pub finished: bool,
+    /// Set when the body was dropped before its end while still readable
+    /// (the handler answered without reading it all): where its decoder
+    /// stood, so the connection can read the rest and drop it.
+    pub unread: Option<Unread>,
+}
+
+/// A request body's decoder, left part way through.
+pub struct Unread {
+    decode: Decode,
+    meta: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +180,40 @@ impl Body {
 
     fn give_back(&mut self) {
         if let (Some(reader), Some(back)) = (self.reader.take(), self.back.take()) {
-            let _ = back.send(Returned { reader, finished: self.decode == Decode::Done });
+            // A client still waiting for `100 Continue` may never send the
+            // body, so that one is not worth reading to its end.
+            let readable =
+                matches!(self.decode, Decode::Length(_) | Decode::Chunked(_)) && self.continue_wanted.is_none();
+            let unread = readable.then_some(Unread { decode: self.decode, meta: self.meta });
+            let _ = back.send(Returned { reader, finished: self.decode == Decode::Done, unread });
+        }
+    }
+
+    /// Read what is left of a body the handler dropped and throw it away,
+    /// at most `limit` bytes, each piece within `idle`: the reader comes
+    /// back at the next request, or `None` when the body was longer,
+    /// slower, malformed or cut off.
+    pub(super) async fn discard(reader: Reader, unread: Unread, limit: u64, idle: Duration) -> Option<Reader> {
+        use http_body_util::BodyExt as _;
+        let (back, returned) = oneshot::channel();
+        let mut body = Body {
+            reader: Some(reader),
+            decode: unread.decode,
+            meta: unread.meta,
+            back: Some(back),
+            continue_wanted: None,
+        };
+        let mut read = 0u64;
+        while let Some(frame) = tokio::time::timeout(idle, body.frame()).await.ok()? {
+            read += frame.ok()?.data_ref().map_or(0, |d| d.len() as u64);
+            if read > limit {
+                return None;
+            }
+        }
+        drop(body);
+        match returned.await {
+            Ok(Returned { reader, finished: true, .. }) => Some(reader),
+            _ => None,
         }
     }
 

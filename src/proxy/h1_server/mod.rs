@@ -36,12 +36,15 @@ use crate::proxy::conn::ConnInfo;
 use crate::proxy::error::text_response;
 use crate::proxy::h1::NameCache;
 use crate::proxy::server::DrainWatch;
-use body::{Reader, Returned};
+use body::{Reader, Returned, Unread};
 use response::Exchange;
 
 /// How long a request body that is still being read when its response
 /// has ended may take to reach its end, before the connection closes.
 const FINISH_BODY_LIMIT: Duration = Duration::from_secs(60);
+/// How much of a request body the handler did not read the connection
+/// reads and drops to keep the connection; beyond it, it closes.
+const DISCARD_LIMIT: u64 = 1024 * 1024;
 /// The room a head read asks for: small, so that a slow client costs
 /// little; the buffer doubles while a head is longer.
 const HEAD_READ: usize = 1024;
@@ -61,6 +64,8 @@ pub struct Settings {
     /// The longest wait for a whole head, counted from when the
     /// connection started waiting for it (so also the keep-alive timeout).
     pub header_read_timeout: Duration,
+    /// The longest wait for the next piece of a request body.
+    pub body_read_timeout: Duration,
 }
 
 impl Settings {
@@ -68,6 +73,7 @@ impl Settings {
         Settings {
             limits: HeadLimits { max_bytes: config.max_header_bytes, max_headers: config.max_headers },
             header_read_timeout: config.header_read_timeout,
+            body_read_timeout: config.body_read_timeout,
         }
     }
 }
@@ -152,6 +158,13 @@ where
         let exchange = exchange(head, reader, &mut write, &mut out, &info, handler, drain.started());
         reader = match Box::pin(exchange).await? {
             After::Next(reader) => reader,
+            After::Discard(reader, unread) => {
+                let rest = Body::discard(reader, unread, DISCARD_LIMIT, settings.body_read_timeout);
+                match tokio::time::timeout(FINISH_BODY_LIMIT, rest).await {
+                    Ok(Some(reader)) => reader,
+                    _ => return Ok(()),
+                }
+            }
             After::Close => return Ok(()),
             After::Linger(reader) => return Box::pin(linger(write, reader)).await,
             After::Upgrade(reader, upgrade) => {
@@ -170,6 +183,9 @@ where
 enum After {
     /// Read the next head.
     Next(Reader),
+    /// Read the rest of a request body nobody read, and drop it, then
+    /// the next head.
+    Discard(Reader, Unread),
     Close,
     /// Close, reading and dropping what the client still sends.
     Linger(Reader),
@@ -234,7 +250,7 @@ where
     if !keep_alive && !switching {
         // A body left unread (an error answer): linger, if it is back.
         return Ok(match (here, returned.map(|mut r| r.try_recv())) {
-            (None, Some(Ok(Returned { reader, finished: false }))) => After::Linger(reader),
+            (None, Some(Ok(Returned { reader, finished: false, .. }))) => After::Linger(reader),
             _ => {
                 let _ = write.shutdown().await;
                 After::Close
@@ -244,8 +260,14 @@ where
     let reader = match (here, returned) {
         (Some(reader), _) => reader,
         (None, Some(returned)) => match tokio::time::timeout(FINISH_BODY_LIMIT, returned).await {
-            Ok(Ok(Returned { reader, finished: true })) => reader,
-            Ok(Ok(Returned { reader, finished: false })) => return Ok(After::Linger(reader)),
+            Ok(Ok(Returned { reader, finished: true, .. })) => reader,
+            // The answer went out as keep-alive, so the client will send its
+            // next request after this body: read the rest (as nginx does)
+            // rather than close under a client that did nothing wrong.
+            Ok(Ok(Returned { reader, finished: false, unread: Some(unread) })) => {
+                return Ok(After::Discard(reader, unread))
+            }
+            Ok(Ok(Returned { reader, finished: false, unread: None })) => return Ok(After::Linger(reader)),
             _ => return Ok(After::Close),
         },
         (None, None) => unreachable!("a body always has a way back"),
