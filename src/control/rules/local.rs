@@ -19,7 +19,7 @@ use crate::control::rules::engine::Sample;
 use crate::metrics::Metrics;
 
 /// One pool's counters at one instant (also what a fleet member publishes
-/// in its entry, so others can sum the fleet's windows).
+/// in `counters/<replica>`, so the fleet's windows can be summed).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PoolCounts {
     requests: u64,
