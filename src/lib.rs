@@ -17,6 +17,7 @@ pub mod outbound_tls;
 pub mod path_normal;
 pub mod pg_target;
 pub mod proxy;
+pub mod shadow;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,6 +56,9 @@ pub struct Shared {
     /// Only for the wiring here and `/status`: changes go through
     /// `control.submit`, whichever store keeps them.
     pub fleet: Option<Arc<control::fleet::Fleet>>,
+    /// What shadow reads have compared and learned (docs/src/shadow.md);
+    /// idle without `[shadow]`, kept across reloads.
+    pub shadow: shadow::Shadow,
 }
 
 impl Shared {
@@ -182,6 +186,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         ledger: ledger.clone(),
         schema: Default::default(),
         fleet,
+        shadow: Default::default(),
     });
     shared.control.export(&shared.metrics);
     if let Some(fleet) = &shared.fleet {

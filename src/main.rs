@@ -127,6 +127,14 @@ fn main() -> ExitCode {
                         s.bounds.new_requires, s.bounds.stable_supports
                     );
                 }
+                if let Some(s) = c.shadow.as_ref().filter(|s| s.methods.iter().any(|m| !m.is_safe())) {
+                    let unsafe_methods: Vec<&str> =
+                        s.methods.iter().filter(|m| !m.is_safe()).map(|m| m.as_str()).collect();
+                    eprintln!(
+                        "warning: [shadow] mirrors {}: each such request runs on both sides, so the apps must skip side effects when X-Grayshift-Shadow is set",
+                        unsafe_methods.join(", ")
+                    );
+                }
                 println!("ok");
                 ExitCode::SUCCESS
             }

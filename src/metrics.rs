@@ -94,6 +94,119 @@ impl FlagEvaluations {
     }
 }
 
+/// Why a sampled request got no comparison
+/// (`grayshift_shadow_skipped_total{reason}`, docs/src/shadow.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowSkip {
+    /// `shadow.max_in_flight` shadows were already running.
+    Busy,
+    /// The shadow side did not answer within `shadow.timeout`.
+    Timeout,
+    /// The shadow side refused or reset the connection, or answered garbage.
+    Error,
+    /// An answer (or the request's declared body) over `shadow.max_body`.
+    TooLarge,
+    /// The shadow side has no healthy endpoint.
+    Unhealthy,
+    /// The schema gate is closed: nothing goes to `new`.
+    Gate,
+    /// An L1/L3 is active: nothing goes to `new`.
+    Rollback,
+    /// A WebSocket upgrade: never mirrored.
+    Websocket,
+    /// The request has a body: only bodiless requests are mirrored.
+    Body,
+    /// The primary's answer never completed (the client went away, or the
+    /// primary failed): nothing to compare with.
+    Cancelled,
+    /// Noise cancellation has not seen enough same-version pairs yet to
+    /// judge a field that differed.
+    Learning,
+}
+
+impl ShadowSkip {
+    pub const ALL: [ShadowSkip; 11] = [
+        Self::Busy,
+        Self::Timeout,
+        Self::Error,
+        Self::TooLarge,
+        Self::Unhealthy,
+        Self::Gate,
+        Self::Rollback,
+        Self::Websocket,
+        Self::Body,
+        Self::Cancelled,
+        Self::Learning,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Busy => "busy",
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+            Self::TooLarge => "too_large",
+            Self::Unhealthy => "unhealthy",
+            Self::Gate => "gate",
+            Self::Rollback => "rollback",
+            Self::Websocket => "websocket",
+            Self::Body => "body",
+            Self::Cancelled => "cancelled",
+            Self::Learning => "learning",
+        }
+    }
+}
+
+/// Shadow reads' counters (registered whether or not `[shadow]` is on, so
+/// dashboards see zeros rather than gaps).
+pub struct ShadowMetrics {
+    pub matched: IntCounter,
+    pub mismatched: IntCounter,
+    pub skipped: IntCounter,
+    pub skipped_by: [IntCounter; 11],
+    /// Comparisons and mismatches by the pool that answered the client (not
+    /// exported): what a member publishes for the fleet-wide
+    /// `shadow_mismatch_rate` (`control/rules/local.rs`).
+    pub compared_by_primary: [IntCounter; 2],
+    pub mismatched_by_primary: [IntCounter; 2],
+    total: IntCounterVec,
+    skipped_total: IntCounterVec,
+}
+
+impl ShadowMetrics {
+    fn new() -> Self {
+        let total = IntCounterVec::new(
+            Opts::new("grayshift_shadow_total", "Shadow reads by result: match, mismatch, skipped."),
+            &["result"],
+        )
+        .unwrap();
+        let skipped_total = IntCounterVec::new(
+            Opts::new("grayshift_shadow_skipped_total", "Shadow reads skipped, by reason."),
+            &["reason"],
+        )
+        .unwrap();
+        let hidden = || IntCounter::new("shadow_by_primary", "not exported").unwrap();
+        ShadowMetrics {
+            matched: total.with_label_values(&["match"]),
+            mismatched: total.with_label_values(&["mismatch"]),
+            skipped: total.with_label_values(&["skipped"]),
+            skipped_by: ShadowSkip::ALL.map(|r| skipped_total.with_label_values(&[r.as_str()])),
+            compared_by_primary: [hidden(), hidden()],
+            mismatched_by_primary: [hidden(), hidden()],
+            total,
+            skipped_total,
+        }
+    }
+
+    pub fn skip(&self, reason: ShadowSkip) {
+        self.skipped.inc();
+        self.skipped_by[reason as usize].inc();
+    }
+
+    fn collectors(&self) -> [Box<dyn Collector>; 2] {
+        [Box::new(self.total.clone()), Box::new(self.skipped_total.clone())]
+    }
+}
+
 /// Counters of one pool, resolved at start-up.
 pub struct PoolMetrics {
     /// Indexed by status class: 0 = 1xx … 4 = 5xx.
@@ -148,6 +261,7 @@ pub struct Metrics {
     /// Signal reads that failed, per rule.
     pub signal_errors: IntCounterVec,
     pub ledger: LedgerMetrics,
+    pub shadow: ShadowMetrics,
     /// 1 while the schema gate lets users reach `new` (1 without `[schema]`).
     pub schema_ready: IntGauge,
     /// 1 while an L1/L3 is active but blocked: stable does not support the
@@ -344,6 +458,7 @@ impl Metrics {
             )
             .unwrap(),
             ledger: LedgerMetrics::new(),
+            shadow: ShadowMetrics::new(),
             schema_ready: IntGauge::new(
                 "grayshift_schema_ready",
                 "1 while the schema gate lets users reach new (the migration new requires has landed).",
@@ -399,7 +514,7 @@ impl Metrics {
             Box::new(flag_evaluations),
             Box::new(TLS_CLIENT_WARNINGS.clone()),
         ];
-        for c in collectors.into_iter().chain(m.ledger.collectors()) {
+        for c in collectors.into_iter().chain(m.ledger.collectors()).chain(m.shadow.collectors()) {
             m.registry.register(c).expect("metric names are unique");
         }
         m

@@ -62,6 +62,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/status"),
     ("GET", "/audit"),
+    ("GET", "/shadow/samples"),
     ("PUT", "/percent"),
     ("POST", "/rollback"),
     ("POST", "/ramp"),
@@ -95,6 +96,10 @@ async fn route(shared: &Shared, req: Request<ClientBody>) -> Reply {
         (Method::GET, "/metrics") => Ok(metrics(shared)),
         (Method::GET, "/status") => Ok(json_response(StatusCode::OK, status(shared))),
         (Method::GET, "/audit") => audit(shared, req.uri().query()).await,
+        (Method::GET, "/shadow/samples") => match shared.config().shadow {
+            Some(_) => Ok(json_response(StatusCode::OK, shared.shadow.samples())),
+            None => Err(error(StatusCode::NOT_FOUND, "shadow reads are off: the config has no [shadow] section")),
+        },
         (_, p) if console::is_console_path(p) => {
             Err(error(StatusCode::METHOD_NOT_ALLOWED, "the console is read with GET"))
         }
@@ -290,6 +295,7 @@ pub fn status(shared: &Shared) -> Value {
         "ledger": shared.ledger.as_ref().map(|l| l.status()),
         "schema": schema,
         "fleet": shared.fleet.as_ref().map(|f| f.status(shared)),
+        "shadow": snapshot.config.shadow.as_ref().map(|c| shared.shadow.status(c, &shared.metrics.shadow)),
     })
 }
 

@@ -12,7 +12,10 @@ mod ramp;
 mod raw;
 mod schema;
 mod secret;
+mod shadow;
 mod types;
+
+pub use shadow::{FieldPattern, Segment, ShadowConfig};
 
 pub use secret::redact_url;
 
@@ -164,6 +167,7 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
     let schema = raw.schema.as_ref().map(schema::validate).transpose()?;
     let ramp = raw.ramp.as_ref().map(ramp::validate).transpose()?;
     let flags = raw.flags.as_ref().map(flags::validate).transpose()?;
+    let shadow = raw.shadow.as_ref().map(shadow::validate).transpose()?;
 
     Ok(Config {
         server,
@@ -181,6 +185,7 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         schema,
         ramp,
         flags,
+        shadow,
     })
 }
 
@@ -535,10 +540,11 @@ fn validate_signal(raw: &S<RawSignal>, fleet: bool) -> Result<SignalConfig, Inva
                 "error_rate" => LocalMetric::ErrorRate,
                 "latency_p99" => LocalMetric::LatencyP99,
                 "error_rate_delta" => LocalMetric::ErrorRateDelta,
+                "shadow_mismatch_rate" => LocalMetric::ShadowMismatchRate,
                 other => {
                     return invalid(
                         metric.span(),
-                        format!("unknown local metric {other:?}: use error_rate, latency_p99 or error_rate_delta"),
+                        format!("unknown local metric {other:?}: use error_rate, latency_p99, error_rate_delta or shadow_mismatch_rate"),
                     )
                 }
             };

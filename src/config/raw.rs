@@ -31,6 +31,7 @@ pub struct RawConfig {
     pub schema: Option<S<RawSchema>>,
     pub ramp: Option<S<RawRamp>>,
     pub flags: Option<S<RawFlags>>,
+    pub shadow: Option<S<RawShadow>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -280,4 +281,26 @@ impl OneOrMany {
 pub struct RawFlags {
     pub tokens_file: Option<S<String>>,
     pub tokens_env: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadow {
+    pub sample: Option<S<String>>,
+    pub methods: Option<S<Vec<S<String>>>>,
+    pub unsafe_methods: Option<bool>,
+    #[serde(default)]
+    pub paths: Vec<S<String>>,
+    #[serde(default)]
+    pub exclude: Vec<S<String>>,
+    pub noise: Option<bool>,
+    #[serde(default)]
+    pub ignore: Vec<S<String>>,
+    #[serde(default)]
+    pub ignore_headers: Vec<S<String>>,
+    #[serde(default)]
+    pub unordered: Vec<S<String>>,
+    pub max_body: Option<S<String>>,
+    pub max_in_flight: Option<S<usize>>,
+    pub timeout: Option<S<String>>,
 }

@@ -20,6 +20,14 @@ pub enum PoolName {
 impl PoolName {
     pub const ALL: [PoolName; 2] = [PoolName::Stable, PoolName::New];
 
+    /// The pool that is not this one (where a shadow read goes).
+    pub fn other(self) -> PoolName {
+        match self {
+            PoolName::Stable => PoolName::New,
+            PoolName::New => PoolName::Stable,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             PoolName::Stable => "stable",
@@ -90,6 +98,8 @@ pub struct Config {
     pub fleet: Option<FleetConfig>,
     /// `[flags]`: the flags API (docs/src/flags-ofrep.md); `None` = its paths are 404.
     pub flags: Option<FlagsConfig>,
+    /// `[shadow]`: shadow reads (docs/src/shadow.md); `None` = nothing is mirrored.
+    pub shadow: Option<super::ShadowConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -322,6 +332,9 @@ pub enum LocalMetric {
     ErrorRate,
     LatencyP99,
     ErrorRateDelta,
+    /// Shadow reads' mismatches / comparisons (docs/src/shadow.md), both
+    /// pools' answers together; `min_requests` counts comparisons.
+    ShadowMismatchRate,
 }
 
 #[derive(Debug, Clone, PartialEq)]

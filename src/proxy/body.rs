@@ -147,6 +147,9 @@ impl Body for RequestBody {
 pub enum ResponseBody {
     Upstream(UpstreamBody),
     Full(Option<Bytes>),
+    /// An upstream body of which shadow reads keep a copy as it streams
+    /// (docs/src/shadow.md): only for a mirrored request.
+    Teed(Box<(UpstreamBody, crate::shadow::mirror::Tap)>),
 }
 
 impl ResponseBody {
@@ -185,6 +188,42 @@ impl UpstreamBody {
         body
     }
 
+    fn size_hint(&self) -> SizeHint {
+        match self.reader.as_ref().map_or(Some(0), ResponseReader::exact_len) {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+
+    /// The body has ended (its connection went back), or had none.
+    pub fn is_done(&self) -> bool {
+        self.reader.is_none()
+    }
+
+    #[inline]
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some(reader) = self.reader.as_mut() else { return Poll::Ready(None) };
+        match ready!(reader.poll_data(cx)) {
+            Some(Ok(data)) => {
+                if reader.is_end_stream() {
+                    self.release();
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            None => {
+                self.release();
+                Poll::Ready(None)
+            }
+            Some(Err(e)) => {
+                if !matches!(e, h1::Error::ClientBody(_)) {
+                    self.resets.inc();
+                }
+                self.reader = None; // the connection is closed, not reused
+                Poll::Ready(Some(Err(e.into())))
+            }
+        }
+    }
+
     fn release(&mut self) {
         let Some(reader) = self.reader.take() else { return };
         if reader.is_uploading() {
@@ -209,27 +248,23 @@ impl Body for ResponseBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ResponseBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            ResponseBody::Upstream(up) => {
-                let Some(reader) = up.reader.as_mut() else { return Poll::Ready(None) };
-                match ready!(reader.poll_data(cx)) {
-                    Some(Ok(data)) => {
-                        if reader.is_end_stream() {
-                            up.release();
+            ResponseBody::Upstream(up) => up.poll_frame(cx),
+            ResponseBody::Teed(teed) => {
+                let (up, tap) = &mut **teed;
+                let polled = ready!(up.poll_frame(cx));
+                match &polled {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            tap.data(data);
                         }
-                        Poll::Ready(Some(Ok(Frame::data(data))))
-                    }
-                    None => {
-                        up.release();
-                        Poll::Ready(None)
-                    }
-                    Some(Err(e)) => {
-                        if !matches!(e, h1::Error::ClientBody(_)) {
-                            up.resets.inc();
+                        if up.is_done() {
+                            tap.finish();
                         }
-                        up.reader = None; // the connection is closed, not reused
-                        Poll::Ready(Some(Err(e.into())))
                     }
+                    None => tap.finish(),
+                    Some(Err(_)) => tap.abort(),
                 }
+                Poll::Ready(polled)
             }
         }
     }
@@ -238,16 +273,15 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(data) => data.is_none(),
             ResponseBody::Upstream(up) => up.reader.as_ref().is_none_or(ResponseReader::is_end_stream),
+            ResponseBody::Teed(teed) => teed.0.reader.as_ref().is_none_or(ResponseReader::is_end_stream),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            ResponseBody::Upstream(up) => match up.reader.as_ref().map_or(Some(0), ResponseReader::exact_len) {
-                Some(n) => SizeHint::with_exact(n),
-                None => SizeHint::default(),
-            },
+            ResponseBody::Upstream(up) => up.size_hint(),
+            ResponseBody::Teed(teed) => teed.0.size_hint(),
         }
     }
 }

@@ -10,6 +10,8 @@
 //! 5. [`fallback_filter`] and [`connect_upstream`]: `new` without a
 //!    healthy or reachable endpoint hands its users to stable;
 //! 6. [`record_exposure`]: the exposure ledger remembers whom `new` served;
+//!    with `[shadow]`, a sampled request is also mirrored to the other pool
+//!    (`crate::shadow::mirror`);
 //! 7. [`upstream_request`]: the upstream's request head (the header
 //!    rewrites live in `rewrite.rs`) and body, then `forward::send`;
 //! 8. [`response_filter`]: count the answer, rewrite its headers, hand
@@ -39,6 +41,7 @@ use crate::proxy::snapshot::Snapshot;
 use crate::proxy::split::{self, KeyOrigin, Splitter};
 use crate::proxy::upstream::{Conn, Endpoint};
 use crate::proxy::{framing, path};
+use crate::shadow::mirror;
 use crate::Shared;
 
 pub async fn handle(
@@ -90,7 +93,7 @@ impl Failed {
 }
 
 async fn route_and_forward(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     conn: &ConnInfo,
     mut req: Request<ClientBody>,
     started: Instant,
@@ -121,6 +124,14 @@ async fn route_and_forward(
     if let (PoolName::New, Some(ledger)) = (pool, &shared.ledger) {
         record_exposure(ledger, key, origin, req.method());
     }
+    // Shadow reads (docs/src/shadow.md): without `[shadow]`, this branch is all they cost.
+    let tap = match &config.shadow {
+        None => None,
+        Some(shadow) => {
+            let primary = mirror::Primary { pool, bucket, key, origin, route, endpoint: &endpoint };
+            mirror::prepare(shared, &snapshot, shadow, conn, &req, primary)
+        }
+    };
 
     // The HTTP/1 server attached the upgrade when the head asked for one
     // grayshift tunnels (`hop_by_hop::is_upgrade`); HTTP/2 has none.
@@ -132,7 +143,10 @@ async fn route_and_forward(
         .await
         .map_err(|f| Failed { error: f.error, pool: Some(pool), client_wait: f.client_wait })?;
 
-    let response = response_filter(config, pool_metrics, answer, pool, started, client_upgrade);
+    let mut response = response_filter(config, pool_metrics, answer, pool, started, client_upgrade);
+    if let Some(tap) = tap {
+        response = tap.attach(response);
+    }
     Ok((response, Some(pool), Some(bucket)))
 }
 
@@ -298,6 +312,7 @@ fn upstream_request(
             upgrade: target.upgrade,
             endpoint: target.endpoint,
             underscores: config.server.underscore_headers,
+            shadow: false,
         },
         has_body,
     );

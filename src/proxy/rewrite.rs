@@ -20,6 +20,9 @@ pub static X_GRAY_BUCKET: HeaderName = HeaderName::from_static("x-gray-bucket");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Marks a shadow read's request (docs/src/shadow.md): set by grayshift on
+/// shadows only, so a client's own is always dropped.
+pub static X_GRAYSHIFT_SHADOW: HeaderName = HeaderName::from_static("x-grayshift-shadow");
 pub fn pool_header(pool: PoolName) -> HeaderValue {
     match pool {
         PoolName::Stable => HeaderValue::from_static("stable"),
@@ -54,6 +57,8 @@ pub struct Forwarded<'a> {
     pub endpoint: &'a str,
     /// Underscore header names other than variants of ours, which always go.
     pub underscores: UnderscoreHeaders,
+    /// A shadow read: `X-Grayshift-Shadow: 1` is added.
+    pub shadow: bool,
 }
 
 /// The request head the upstream gets, written straight from the client's
@@ -151,7 +156,9 @@ pub fn upstream_head(
                 kept_proto = true;
             } else if name == X_FORWARDED_HOST && fwd.peer_trusted {
                 kept_host = true;
-            } else if [&X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_GRAY_POOL, &X_GRAY_BUCKET].contains(&name) {
+            } else if [&X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_GRAY_POOL, &X_GRAY_BUCKET, &X_GRAYSHIFT_SHADOW]
+                .contains(&name)
+            {
                 continue; // ours replace them
             }
         }
@@ -181,6 +188,9 @@ pub fn upstream_head(
     }
     field(&mut head, X_GRAY_POOL.as_str(), fwd.pool.as_str().as_bytes());
     field(&mut head, X_GRAY_BUCKET.as_str(), bucket_header(fwd.bucket).as_bytes());
+    if fwd.shadow {
+        field(&mut head, X_GRAYSHIFT_SHADOW.as_str(), b"1");
+    }
     if let Some(upgrade) = upgrade {
         field(&mut head, header::CONNECTION.as_str(), b"upgrade");
         field(&mut head, header::UPGRADE.as_str(), upgrade.as_bytes());
@@ -244,6 +254,7 @@ mod tests {
             upgrade: false,
             endpoint: "10.9.9.9:8080",
             underscores: UnderscoreHeaders::Drop,
+            shadow: false,
         }
     }
 

@@ -8,8 +8,9 @@ use http::header::HeaderName;
 use crate::proxy::hop_by_hop::HOP_BY_HOP;
 
 /// The names grayshift sets or strips, other than the hop-by-hop ones.
-const OURS: [&str; 7] = [
+const OURS: [&str; 8] = [
     "x-gray-pool",
+    "x-grayshift-shadow",
     "x-gray-bucket",
     "x-forwarded-for",
     "x-forwarded-proto",

@@ -299,6 +299,7 @@ fn label(signal: &SignalConfig) -> &'static str {
         SignalConfig::Local { metric: LocalMetric::ErrorRate, .. } => "error_rate",
         SignalConfig::Local { metric: LocalMetric::LatencyP99, .. } => "latency_p99",
         SignalConfig::Local { metric: LocalMetric::ErrorRateDelta, .. } => "error_rate_delta",
+        SignalConfig::Local { metric: LocalMetric::ShadowMismatchRate, .. } => "shadow_mismatch_rate",
         SignalConfig::Postgres { .. } | SignalConfig::Prometheus { .. } | SignalConfig::Http { .. } => "value",
     }
 }

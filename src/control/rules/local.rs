@@ -28,6 +28,13 @@ pub struct PoolCounts {
     buckets: Vec<(f64, u64)>,
     /// The histogram's sample count (its +Inf bucket).
     observed: u64,
+    /// Shadow reads decided (match or mismatch) with this pool answering
+    /// the client, and of those the mismatches (docs/src/shadow.md). A
+    /// member that predates shadow reads publishes neither: 0.
+    #[serde(default)]
+    shadow_compared: u64,
+    #[serde(default)]
+    shadow_mismatched: u64,
 }
 
 impl PoolCounts {
@@ -36,8 +43,8 @@ impl PoolCounts {
         self.requests
     }
 
-    pub fn read(metrics: &Metrics, pool: PoolName) -> Self {
-        let pool = metrics.pool(pool);
+    pub fn read(metrics: &Metrics, pool_name: PoolName) -> Self {
+        let pool = metrics.pool(pool_name);
         let proto = pool.duration.metric();
         let histogram = proto.get_histogram();
         PoolCounts {
@@ -45,6 +52,8 @@ impl PoolCounts {
             errors: pool.total_errors(),
             buckets: histogram.get_bucket().iter().map(|b| (b.upper_bound(), b.cumulative_count())).collect(),
             observed: histogram.get_sample_count(),
+            shadow_compared: metrics.shadow.compared_by_primary[pool_name.index()].get(),
+            shadow_mismatched: metrics.shadow.mismatched_by_primary[pool_name.index()].get(),
         }
     }
 
@@ -61,6 +70,8 @@ impl PoolCounts {
                 .map(|(i, &(bound, n))| (bound, n.saturating_sub(base.buckets.get(i).map_or(0, |b| b.1))))
                 .collect(),
             observed: self.observed.saturating_sub(base.observed),
+            shadow_compared: self.shadow_compared.saturating_sub(base.shadow_compared),
+            shadow_mismatched: self.shadow_mismatched.saturating_sub(base.shadow_mismatched),
         }
     }
 
@@ -70,6 +81,8 @@ impl PoolCounts {
         self.requests += other.requests;
         self.errors += other.errors;
         self.observed += other.observed;
+        self.shadow_compared += other.shadow_compared;
+        self.shadow_mismatched += other.shadow_mismatched;
         if self.buckets.is_empty() {
             self.buckets = other.buckets.clone();
         } else {
@@ -194,6 +207,13 @@ fn sample_of(pools: &[PoolCounts; 2], metric: LocalMetric, pool: PoolName) -> Sa
                     (Some(new), Some(stable)) => Some(new - stable),
                     _ => None,
                 }
+            }
+            // Whichever side answered the client: a comparison is one pair.
+            LocalMetric::ShadowMismatchRate => {
+                let compared = pools.iter().map(|p| p.shadow_compared).sum::<u64>();
+                let mismatched = pools.iter().map(|p| p.shadow_mismatched).sum::<u64>();
+                let value = (compared > 0).then(|| mismatched.min(compared) as f64 / compared as f64);
+                return Sample::Window { value, requests: compared };
             }
         };
         Sample::Window { value, requests: own.requests }

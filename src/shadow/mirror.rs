@@ -1,0 +1,360 @@
+//! The mirror (docs/src/shadow.md, "What is mirrored"): on the request
+//! path, [`prepare`] decides whether a request is mirrored and, if so,
+//! starts the background task and returns the [`Tap`] that keeps a copy of
+//! the primary's answer as it streams to the client. The task sends the
+//! shadow (and the noise copy), waits for the tap, compares and counts.
+//!
+//! The client never waits on any of it: the tap copies at most `max_body`
+//! bytes of frames it passes on anyway, and the task's sends are bounded by
+//! `shadow.timeout` and `max_in_flight`. Shadows go through the pools'
+//! connections but not through the request metrics: they are not client
+//! requests (not in `grayshift_requests_total`, nor in L1's error rate).
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use http_body::Body;
+use http_body_util::BodyExt;
+use prometheus::IntCounter;
+use tokio::sync::oneshot;
+
+use crate::config::{PoolName, ShadowConfig, UnderscoreHeaders};
+use crate::control::state::Route;
+use crate::metrics::ShadowSkip;
+use crate::proxy::body::{ClientBody, RequestBody, ResponseBody, UpstreamBody};
+use crate::proxy::conn::ConnInfo;
+use crate::proxy::h1::{self, Outgoing};
+use crate::proxy::h1_server::OnUpgrade;
+use crate::proxy::rewrite::{self, Forwarded};
+use crate::proxy::snapshot::Snapshot;
+use crate::proxy::split::{self, KeyOrigin};
+use crate::proxy::upstream::{Endpoint, Pool};
+use crate::shadow::compare::{self, Answer, Rules};
+use crate::shadow::{Compared, Outcome};
+use crate::Shared;
+
+/// The request-path facts a shadow needs, besides the request.
+pub struct Primary<'a> {
+    pub pool: PoolName,
+    pub bucket: u8,
+    pub key: &'a [u8],
+    pub origin: &'a Arc<KeyOrigin>,
+    pub route: crate::control::state::Route,
+    pub endpoint: &'a Arc<Endpoint>,
+}
+
+/// Whether to mirror this request; if so, the task is running and the
+/// returned tap must go on the primary's answer ([`Tap::attach`]). Called
+/// only with `[shadow]` set; costs the eligibility test, and for a sampled
+/// request a copy of its head.
+pub fn prepare(
+    shared: &Arc<Shared>,
+    snapshot: &Arc<Snapshot>,
+    config: &ShadowConfig,
+    conn: &ConnInfo,
+    req: &Request<ClientBody>,
+    primary: Primary,
+) -> Option<Tap> {
+    if !config.eligible(req.method(), req.uri().path()) || !shared.shadow.sampled(config) {
+        return None;
+    }
+    let metrics = &shared.metrics.shadow;
+    if let Err(reason) = may_mirror(snapshot, config, req, primary.pool.other(), primary.route) {
+        metrics.skip(reason);
+        return None;
+    }
+    if !shared.shadow.enter(config.max_in_flight) {
+        metrics.skip(ShadowSkip::Busy);
+        return None;
+    }
+    let (tx, rx) = oneshot::channel();
+    let copy = Copy {
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        headers: req.headers().clone(),
+        peer: conn.peer_text.clone(),
+        peer_trusted: split::is_trusted(conn.peer.ip(), &snapshot.splitter.trusted_proxies),
+        tls: conn.tls,
+        bucket: primary.bucket,
+        underscores: snapshot.config.server.underscore_headers,
+    };
+    let task = Task {
+        shared: shared.clone(),
+        snapshot: snapshot.clone(),
+        copy,
+        primary: primary.pool,
+        primary_endpoint: primary.endpoint.clone(),
+        key: String::from_utf8_lossy(primary.key).into_owned(),
+        origin: primary.origin.clone(),
+    };
+    tokio::spawn(task.run(rx));
+    Some(Tap { tx: Some(tx), limit: config.max_body, status: 0, headers: HeaderMap::new(), buf: BytesMut::new() })
+}
+
+/// The reasons a sampled request is not mirrored, before anything is sent.
+fn may_mirror(
+    snapshot: &Snapshot,
+    config: &ShadowConfig,
+    req: &Request<ClientBody>,
+    side: PoolName,
+    route: Route,
+) -> Result<(), ShadowSkip> {
+    if req.extensions().get::<OnUpgrade>().is_some() {
+        return Err(ShadowSkip::Websocket);
+    }
+    if !req.body().is_end_stream() {
+        let declared =
+            req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        return Err(match declared {
+            Some(n) if n > config.max_body as u64 => ShadowSkip::TooLarge,
+            _ => ShadowSkip::Body,
+        });
+    }
+    if side == PoolName::New && route.gate_closed {
+        return Err(ShadowSkip::Gate);
+    }
+    if side == PoolName::New && route.rolled_back {
+        return Err(ShadowSkip::Rollback);
+    }
+    if !snapshot.pool(side).has_healthy() {
+        return Err(ShadowSkip::Unhealthy);
+    }
+    Ok(())
+}
+
+/// What the primary's answer is, for the task: complete, or too large.
+enum Tapped {
+    Complete(Answer),
+    TooLarge,
+}
+
+/// A copy of the primary's answer, taken as it streams to the client: the
+/// frames are passed on untouched; at most `limit` bytes are kept. Dropped
+/// before the end (the client went away, the upstream failed), it tells the
+/// task nothing, and the comparison is skipped as `cancelled`.
+pub struct Tap {
+    tx: Option<oneshot::Sender<Tapped>>,
+    limit: usize,
+    status: u16,
+    headers: HeaderMap,
+    buf: BytesMut,
+}
+
+impl Tap {
+    /// Put the tap on the primary's answer (after its headers were
+    /// rewritten for the client: `X-Gray-Pool` is never compared).
+    pub fn attach(mut self, response: Response<ResponseBody>) -> Response<ResponseBody> {
+        self.status = response.status().as_u16();
+        self.headers = response.headers().clone();
+        let (parts, body) = response.into_parts();
+        let body = match body {
+            ResponseBody::Upstream(up) if up.is_done() => {
+                self.finish();
+                ResponseBody::Upstream(up)
+            }
+            ResponseBody::Upstream(up) => ResponseBody::Teed(Box::new((up, self))),
+            other => other, // an answer of grayshift's own: nothing to compare
+        };
+        Response::from_parts(parts, body)
+    }
+
+    /// A frame went to the client.
+    pub fn data(&mut self, data: &Bytes) {
+        if self.tx.is_none() {
+            return;
+        }
+        if self.buf.len() + data.len() > self.limit {
+            if let Some(tx) = self.tx.take() {
+                let _ = tx.send(Tapped::TooLarge);
+            }
+            self.buf = BytesMut::new();
+            return;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The answer ended cleanly.
+    pub fn finish(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let answer = Answer {
+                status: self.status,
+                headers: std::mem::take(&mut self.headers),
+                body: std::mem::take(&mut self.buf).freeze(),
+            };
+            let _ = tx.send(Tapped::Complete(answer));
+        }
+    }
+
+    /// The answer failed mid-body: nothing to compare.
+    pub fn abort(&mut self) {
+        self.tx = None;
+    }
+}
+
+/// What the shadow copies of the request are written from.
+struct Copy {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    peer: HeaderValue,
+    peer_trusted: bool,
+    tls: bool,
+    bucket: u8,
+    underscores: UnderscoreHeaders,
+}
+
+struct Task {
+    shared: Arc<Shared>,
+    snapshot: Arc<Snapshot>,
+    copy: Copy,
+    primary: PoolName,
+    primary_endpoint: Arc<Endpoint>,
+    key: String,
+    origin: Arc<KeyOrigin>,
+}
+
+/// Leaves the in-flight count however the task ends.
+struct InFlight<'a>(&'a crate::shadow::Shadow);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
+impl Task {
+    async fn run(self, tapped: oneshot::Receiver<Tapped>) {
+        let _in_flight = InFlight(&self.shared.shadow);
+        let config = self.snapshot.config.shadow.as_ref().expect("a mirrored request's snapshot has [shadow]");
+        let outcome = self.compare(config, tapped).await;
+        let metrics = &self.shared.metrics.shadow;
+        match outcome {
+            Outcome::Skipped(reason) => metrics.skip(reason),
+            Outcome::Match => {
+                metrics.matched.inc();
+                metrics.compared_by_primary[self.primary.index()].inc();
+            }
+            Outcome::Mismatch => {
+                metrics.mismatched.inc();
+                metrics.compared_by_primary[self.primary.index()].inc();
+                metrics.mismatched_by_primary[self.primary.index()].inc();
+                crate::shadow::mismatch_seen(&self.shared, &self.key, &self.origin);
+            }
+        }
+    }
+
+    async fn compare(&self, config: &ShadowConfig, tapped: oneshot::Receiver<Tapped>) -> Outcome {
+        let resets = &DETACHED_RESETS;
+        let side = self.primary.other();
+        let shadow = fetch(self.snapshot.pool(side), None, &self.copy, side, config, resets);
+        let noise = async {
+            match config.noise {
+                // Another endpoint of the primary's pool where there is one.
+                true => {
+                    let pool = self.snapshot.pool(self.primary);
+                    Some(fetch(pool, Some(&self.primary_endpoint), &self.copy, self.primary, config, resets).await)
+                }
+                false => None,
+            }
+        };
+        let (shadow, noise) = tokio::join!(shadow, noise);
+        let primary = match tapped.await {
+            Ok(Tapped::Complete(answer)) => answer,
+            Ok(Tapped::TooLarge) => return Outcome::Skipped(ShadowSkip::TooLarge),
+            Err(_) => return Outcome::Skipped(ShadowSkip::Cancelled),
+        };
+        let shadow = match shadow {
+            Ok(answer) => answer,
+            Err(reason) => return Outcome::Skipped(reason),
+        };
+        let rules =
+            Rules { ignore: &config.ignore, ignore_headers: &config.ignore_headers, unordered: &config.unordered };
+        let within = noise.and_then(Result::ok).map(|copy| compare::compare(&primary, &copy, &rules));
+        let cross = compare::compare(&primary, &shadow, &rules);
+        let mut status = [0; 2];
+        status[self.primary.index()] = primary.status;
+        status[side.index()] = shadow.status;
+        self.shared.shadow.decide(
+            config.noise,
+            &Compared {
+                method: self.copy.method.as_str(),
+                path: self.copy.uri.path(),
+                key: &self.key,
+                origin: &self.origin,
+                primary: self.primary,
+                status,
+                cross,
+                within,
+            },
+        )
+    }
+}
+
+/// A shadow's answer that breaks off mid-body is the shadow's `error`,
+/// not a reset in `grayshift_upstream_errors_total`: shadows are not client
+/// requests.
+static DETACHED_RESETS: std::sync::LazyLock<IntCounter> =
+    std::sync::LazyLock::new(|| IntCounter::new("shadow_resets", "not exported").unwrap());
+
+/// One copy of the request to `pool` (avoiding `avoid` when the pool has
+/// another endpoint), its answer read up to `max_body`, all within
+/// `shadow.timeout`.
+async fn fetch(
+    pool: &Pool,
+    avoid: Option<&Arc<Endpoint>>,
+    copy: &Copy,
+    side: PoolName,
+    config: &ShadowConfig,
+    resets: &IntCounter,
+) -> Result<Answer, ShadowSkip> {
+    let work = async {
+        let endpoint = pool.pick(avoid).or_else(|| pool.pick(None)).ok_or(ShadowSkip::Unhealthy)?.clone();
+        let conn = pool.checkout(&endpoint).await.map_err(|_| ShadowSkip::Error)?;
+        let fwd = Forwarded {
+            peer: &copy.peer,
+            peer_trusted: copy.peer_trusted,
+            tls: copy.tls,
+            pool: side,
+            bucket: copy.bucket,
+            upgrade: false,
+            endpoint: &endpoint.authority,
+            underscores: copy.underscores,
+            shadow: true,
+        };
+        let (head, _) = rewrite::upstream_head(&copy.method, &copy.uri, &copy.headers, &fwd, false);
+        let mut outgoing = Outgoing::<RequestBody>::new(head, copy.method.clone(), None, false);
+        outgoing.set_timeout(config.timeout);
+        let reused = conn.is_reused();
+        let response = match conn.send(&mut outgoing).await {
+            Ok(response) => response,
+            // The keep-alive race, as for a client's request: once more, fresh.
+            Err(e) if e.retryable && reused => {
+                let conn = pool.connect_fresh(&endpoint).await.map_err(|_| ShadowSkip::Error)?;
+                conn.send(&mut outgoing).await.map_err(|e| skip_of(&e.error))?
+            }
+            Err(e) => return Err(skip_of(&e.error)),
+        };
+        let (parts, reader) = response.into_parts();
+        let mut body = ResponseBody::Upstream(UpstreamBody::new(reader, endpoint, resets.clone()));
+        let mut buf = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| ShadowSkip::Error)?;
+            if let Some(data) = frame.data_ref() {
+                if buf.len() + data.len() > config.max_body {
+                    return Err(ShadowSkip::TooLarge);
+                }
+                buf.extend_from_slice(data);
+            }
+        }
+        Ok(Answer { status: parts.status.as_u16(), headers: parts.headers, body: buf.freeze() })
+    };
+    tokio::time::timeout(config.timeout, work).await.unwrap_or(Err(ShadowSkip::Timeout))
+}
+
+fn skip_of(error: &h1::Error) -> ShadowSkip {
+    match error {
+        h1::Error::Timeout => ShadowSkip::Timeout,
+        _ => ShadowSkip::Error,
+    }
+}
