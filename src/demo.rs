@@ -22,6 +22,9 @@ pub async fn serve_upstream(name: String, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| async move {
+                if let Some(order) = req.uri().path().strip_prefix("/api/orders/").and_then(|id| id.parse().ok()) {
+                    return Ok::<_, Infallible>(order_response(name, order));
+                }
                 let header = |h: &str| req.headers().get(h).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
                 let text = format!(
                     "hello from {name}: {} {} user={} bucket={} pool={}\n",
@@ -38,6 +41,22 @@ pub async fn serve_upstream(name: String, listener: TcpListener) {
                 .await;
         });
     }
+}
+
+/// `GET /api/orders/N` as JSON, for shadow reads to compare. `new` "migrated"
+/// the orders with a bug: one total in ten is off by one. `served_at`
+/// differs on every answer: noise the comparison learns to ignore.
+fn order_response(name: &str, id: u64) -> Response<Full<Bytes>> {
+    let mut cents = id * 125;
+    if name == "new" && id % 10 == 7 {
+        cents += 100;
+    }
+    let served_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let body =
+        format!("{{\"id\":{id},\"total\":\"{}.{:02}\",\"served_at\":\"{served_at}\"}}\n", cents / 100, cents % 100);
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response
 }
 
 /// Start the demo upstreams on the addresses the demo config's pools name.
@@ -68,6 +87,8 @@ Try:
   cargo run --release -- ctl --admin http://{admin} rollback L1 --reason "demo"
   cargo run --release -- ctl --admin http://{admin} resume L1
   curl -s http://{admin}/metrics | grep grayshift_requests_total
+  for i in $(seq 1 300); do curl -s -o /dev/null http://{proxy}/api/orders/$i; done   # shadow reads: new lost data
+  curl -s http://{admin}/shadow/samples                  # which orders differ, field by field (L3 fired)
 
 Ctrl-C stops it."#
     )

@@ -362,7 +362,7 @@ async fn every_admin_path_in_the_book_exists_and_every_route_is_documented() {
     let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
     // With `[flags]` and `[shadow]`, whose paths are 404 without them.
     std::env::set_var("GRAYSHIFT_DOCS_FLAG_TOKENS", "t");
-    let flags = "[flags]\ntokens_env = \"GRAYSHIFT_DOCS_FLAG_TOKENS\"\n\n[shadow]\n";
+    let flags = "[flags]\ntokens_env = \"GRAYSHIFT_DOCS_FLAG_TOKENS\"\n[shadow]\nsample = \"1%\"\n";
     let proxy = Proxy::start(&config(&[&stable], &[&new], 10, flags)).await;
     let mut problems = Vec::new();
     for (file, text) in pages() {

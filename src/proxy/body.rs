@@ -149,7 +149,7 @@ pub enum ResponseBody {
     Full(Option<Bytes>),
     /// An upstream body of which shadow reads keep a copy as it streams
     /// (docs/src/shadow.md): only for a mirrored request.
-    Teed(Box<(UpstreamBody, crate::shadow::mirror::Tap)>),
+    Teed(Box<(UpstreamBody, Box<crate::shadow::mirror::Tap>)>),
 }
 
 impl ResponseBody {

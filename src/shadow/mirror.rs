@@ -55,7 +55,7 @@ pub fn prepare(
     conn: &ConnInfo,
     req: &Request<ClientBody>,
     primary: Primary,
-) -> Option<Tap> {
+) -> Option<Box<Tap>> {
     if !config.eligible(req.method(), req.uri().path()) || !shared.shadow.sampled(config) {
         return None;
     }
@@ -89,7 +89,15 @@ pub fn prepare(
         origin: primary.origin.clone(),
     };
     tokio::spawn(task.run(rx));
-    Some(Tap { tx: Some(tx), limit: config.max_body, status: 0, headers: HeaderMap::new(), buf: BytesMut::new() })
+    // Boxed: the request's future holds it across the upstream's answer,
+    // and would otherwise be this much larger for every request.
+    Some(Box::new(Tap {
+        tx: Some(tx),
+        limit: config.max_body,
+        status: 0,
+        headers: HeaderMap::new(),
+        buf: BytesMut::new(),
+    }))
 }
 
 /// The reasons a sampled request is not mirrored, before anything is sent.
@@ -144,7 +152,7 @@ pub struct Tap {
 impl Tap {
     /// Put the tap on the primary's answer (after its headers were
     /// rewritten for the client: `X-Gray-Pool` is never compared).
-    pub fn attach(mut self, response: Response<ResponseBody>) -> Response<ResponseBody> {
+    pub fn attach(mut self: Box<Self>, response: Response<ResponseBody>) -> Response<ResponseBody> {
         self.status = response.status().as_u16();
         self.headers = response.headers().clone();
         let (parts, body) = response.into_parts();
