@@ -166,14 +166,18 @@ pub fn shadow_tables(shadow: &Value, samples: &Value) -> String {
     out += &format!("skipped   {}\n", if skipped.is_empty() { "none".to_string() } else { skipped.join("  ") });
     let fields = shadow["fields"].as_array().cloned().unwrap_or_default();
     if !fields.is_empty() {
-        out += &format!("\n{:<40} {:>10} {:>8} {:>8}\n", "FIELD", "MISMATCHES", "NOISE", "RATE");
+        // RATE: how often the field differs across versions; WITHIN: within
+        // one (noise cancellation on), what the rate is judged against.
+        let rate = |v: &Value| v.as_f64().map_or("-".into(), |r| format!("{r:.4}"));
+        out += &format!("\n{:<40} {:>10} {:>8} {:>8} {:>8}\n", "FIELD", "MISMATCHES", "NOISE", "RATE", "WITHIN");
         for f in &fields {
             out += &format!(
-                "{:<40} {:>10} {:>8} {:>8}\n",
+                "{:<40} {:>10} {:>8} {:>8} {:>8}\n",
                 text(&f["path"]),
                 text(&f["mismatches"]),
                 text(&f["noise"]),
-                f["rate"].as_f64().map_or("-".into(), |r| format!("{r:.4}"))
+                rate(&f["rate"]),
+                rate(&f["within_rate"])
             );
         }
     }
@@ -403,7 +407,7 @@ mod tests {
         let out = shadow_tables(&shadow, &samples);
         assert!(out.starts_with("shadow    sample 2%  compared 40  matched 37  mismatched 3\n"), "{out}");
         assert!(out.contains("skipped   busy 2  gate 5\n"), "zero reasons are left out: {out}");
-        assert!(out.lines().any(|l| l.starts_with("/total ") && l.ends_with("3        0   0.0750")), "{out}");
+        assert!(out.lines().any(|l| l.starts_with("/total ") && l.ends_with("3        0   0.0750        -")), "{out}");
         assert!(out.contains("/orders/17") && out.contains("user-17") && out.contains("200/200"), "{out}");
         assert!(
             out.lines().any(|l| l.trim_start().starts_with("/total") && l.ends_with("stable 12.50  new -")),
