@@ -149,7 +149,6 @@ fn bench_forward(c: &mut Criterion) {
         upgrade: false,
         endpoint: "10.0.0.7:8080",
         underscores: grayshift::config::UnderscoreHeaders::Drop,
-        shadow: false,
     };
     c.bench_function("forward/upstream_head", |b| {
         b.iter(|| forward::upstream_head(req.method(), req.uri(), black_box(req.headers()), &fwd, false))

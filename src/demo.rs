@@ -89,6 +89,7 @@ Try:
   curl -s http://{admin}/metrics | grep grayshift_requests_total
   for i in $(seq 1 300); do curl -s -o /dev/null http://{proxy}/api/orders/$i; done   # shadow reads: new lost data
   curl -s http://{admin}/shadow/samples                  # which orders differ, field by field (L3 fired)
+  cargo run --release -- ctl --admin http://{admin} resume L3 --confirm
 
 Ctrl-C stops it."#
     )

@@ -104,7 +104,7 @@ pub enum ShadowSkip {
     Timeout,
     /// The shadow side refused or reset the connection, or answered garbage.
     Error,
-    /// An answer (or the request's declared body) over `shadow.max_body`.
+    /// An answer or the request's body over `shadow.max_body`.
     TooLarge,
     /// The shadow side has no healthy endpoint.
     Unhealthy,
@@ -114,8 +114,6 @@ pub enum ShadowSkip {
     Rollback,
     /// A WebSocket upgrade: never mirrored.
     Websocket,
-    /// The request has a body: only bodiless requests are mirrored.
-    Body,
     /// The primary's answer never completed (the client went away, or the
     /// primary failed): nothing to compare with.
     Cancelled,
@@ -125,7 +123,7 @@ pub enum ShadowSkip {
 }
 
 impl ShadowSkip {
-    pub const ALL: [ShadowSkip; 11] = [
+    pub const ALL: [ShadowSkip; 10] = [
         Self::Busy,
         Self::Timeout,
         Self::Error,
@@ -134,7 +132,6 @@ impl ShadowSkip {
         Self::Gate,
         Self::Rollback,
         Self::Websocket,
-        Self::Body,
         Self::Cancelled,
         Self::Learning,
     ];
@@ -149,7 +146,6 @@ impl ShadowSkip {
             Self::Gate => "gate",
             Self::Rollback => "rollback",
             Self::Websocket => "websocket",
-            Self::Body => "body",
             Self::Cancelled => "cancelled",
             Self::Learning => "learning",
         }
@@ -162,7 +158,7 @@ pub struct ShadowMetrics {
     pub matched: IntCounter,
     pub mismatched: IntCounter,
     pub skipped: IntCounter,
-    pub skipped_by: [IntCounter; 11],
+    pub skipped_by: [IntCounter; 10],
     /// Comparisons and mismatches by the pool that answered the client (not
     /// exported): what a member publishes for the fleet-wide
     /// `shadow_mismatch_rate` (`control/rules/local.rs`).

@@ -1051,7 +1051,6 @@ proptest! {
             upgrade: case.upgrade,
             endpoint: "10.9.9.9:8080",
             underscores: config::UnderscoreHeaders::Drop,
-            shadow: false,
         };
         let (head, chunked) = grayshift::proxy::forward::upstream_head(req.method(), req.uri(), req.headers(), &fwd, false);
         prop_assert!(!chunked, "no body, no chunking");

@@ -52,6 +52,10 @@ struct App {
     shadow_hits: Arc<AtomicUsize>,
     plain_hits: Arc<AtomicUsize>,
     posts: Arc<AtomicUsize>,
+    /// The bytes of every POST body received.
+    post_bytes: Arc<AtomicUsize>,
+    /// (X-User-ID, marked as a shadow) of every request.
+    seen: Arc<std::sync::Mutex<Vec<(String, bool)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -79,9 +83,9 @@ impl App {
     async fn start(behaviour: Behaviour) -> App {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (shadow_hits, plain_hits, posts): (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<AtomicUsize>) =
-            Default::default();
-        let counters = (Arc::clone(&shadow_hits), Arc::clone(&plain_hits), Arc::clone(&posts));
+        let [shadow_hits, plain_hits, posts, post_bytes]: [Arc<AtomicUsize>; 4] = Default::default();
+        let seen: Arc<std::sync::Mutex<Vec<(String, bool)>>> = Default::default();
+        let counters = (shadow_hits.clone(), plain_hits.clone(), posts.clone(), post_bytes.clone(), seen.clone());
         let db = match &behaviour {
             Behaviour::Table(_) => Some(Arc::new(pg_connect().await)),
             _ => None,
@@ -103,10 +107,17 @@ impl App {
                                 true => counters.0.fetch_add(1, Ordering::SeqCst),
                                 false => counters.1.fetch_add(1, Ordering::SeqCst),
                             };
+                            let user = req.headers().get("x-user-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                            counters.4.lock().unwrap().push((user.to_string(), shadow));
+                            let path = req.uri().path().to_string();
                             if req.method() == http::Method::POST {
                                 counters.2.fetch_add(1, Ordering::SeqCst);
+                                let body = http_body_util::BodyExt::collect(req.into_body()).await;
+                                let len = body.map(|b| b.to_bytes().len()).unwrap_or_default();
+                                counters.3.fetch_add(len, Ordering::SeqCst);
+                                return Ok(json_reply(StatusCode::OK, json!({ "received": len })));
                             }
-                            Ok::<_, Infallible>(answer(&behaviour, db.as_deref(), req.uri().path()).await)
+                            Ok::<_, Infallible>(answer(&behaviour, db.as_deref(), &path).await)
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -115,12 +126,15 @@ impl App {
                 });
             }
         });
-        App { addr, shadow_hits, plain_hits, posts, task }
+        App { addr, shadow_hits, plain_hits, posts, post_bytes, seen, task }
     }
 }
 
 /// The order as JSON, with the noise every real app has.
 async fn answer(behaviour: &Behaviour, db: Option<&tokio_postgres::Client>, path: &str) -> Response<TestBody> {
+    if let Some(n) = path.strip_prefix("/big/").and_then(|n| n.parse::<usize>().ok()) {
+        return Response::new(full("z".repeat(n)));
+    }
     let Some(id) = path.strip_prefix("/orders/").and_then(|id| id.parse::<i32>().ok()) else {
         return json_reply(StatusCode::OK, json!({ "path": path }));
     };
@@ -218,7 +232,7 @@ min_requests = 50
 "#;
 
 fn shadow_section(extra: &str) -> String {
-    format!("\n[shadow]\nsample = \"100%\"\nnoise = true\nmax_in_flight = 256\ntimeout = \"2s\"\n{extra}\n")
+    format!("\n[shadow]\nsample = \"100%\"\nnoise = true\nmax_in_flight = 256\ntimeout = \"10s\"\n{extra}\n")
 }
 
 /// Send GET /orders/{id} with ids 1, 2, … (cycling), `workers` at a time,
@@ -364,11 +378,11 @@ async fn a_correct_copy_with_noisy_answers_never_fires() {
 /// clients' answers are stable's, unchanged, and none waited for the shadow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_or_broken_shadow_side_never_touches_the_client() {
-    let timeout = Duration::from_secs(1);
-    for (behaviour, reason) in [(Behaviour::Sleep(Duration::from_secs(5)), "timeout"), (Behaviour::Reset, "error")] {
+    let timeout = Duration::from_secs(3);
+    for (behaviour, reason) in [(Behaviour::Sleep(Duration::from_secs(30)), "timeout"), (Behaviour::Reset, "error")] {
         let stable = pair(Behaviour::Fixed(1)).await;
         let new = pair(behaviour).await;
-        let extra = "\n[shadow]\nsample = \"100%\"\ntimeout = \"1s\"\n";
+        let extra = "\n[shadow]\nsample = \"100%\"\ntimeout = \"3s\"\n";
         let proxy = Proxy::start(&config_addrs(&addrs(&stable), &addrs(&new), 0, extra)).await;
         for id in 1..=20 {
             let started = Instant::now();
@@ -398,7 +412,7 @@ async fn a_slow_or_broken_shadow_side_never_touches_the_client() {
 async fn only_safe_reads_are_mirrored_and_the_mark_reaches_the_shadow_side_only() {
     let stable = pair(Behaviour::Fixed(1)).await;
     let new = pair(Behaviour::Fixed(1)).await;
-    let extra = "\n[shadow]\nsample = \"100%\"\n";
+    let extra = "\n[shadow]\nsample = \"100%\"\ntimeout = \"10s\"\n";
     let proxy = Proxy::start(&config_addrs(&addrs(&stable), &addrs(&new), 0, extra)).await;
     let sum =
         |apps: &[App], f: fn(&App) -> &AtomicUsize| apps.iter().map(|a| f(a).load(Ordering::SeqCst)).sum::<usize>();
@@ -427,6 +441,120 @@ async fn only_safe_reads_are_mirrored_and_the_mark_reaches_the_shadow_side_only(
     assert_eq!(sum(&stable, |a| &a.posts), 10);
 }
 
+/// The noise copy goes to the primary's pool but not to the endpoint that
+/// answered the client, when the pool has another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_noise_copy_asks_another_endpoint_of_the_primarys_pool() {
+    let stable = pair(Behaviour::Fixed(1)).await;
+    let new = pair(Behaviour::Fixed(1)).await;
+    let extra = "\n[shadow]\nsample = \"100%\"\nnoise = true\ntimeout = \"10s\"\n";
+    let proxy = Proxy::start(&config_addrs(&addrs(&stable), &addrs(&new), 0, extra)).await;
+    for u in 0..20 {
+        assert_eq!(proxy.get_as("/orders/1", Some(&format!("user-{u}"))).await.status, 200);
+    }
+    eventually(DEADLINE, "twenty comparisons", || async {
+        (proxy.status().await["shadow"]["matched"] == 20).then_some(())
+    })
+    .await;
+    let mut noise_users = std::collections::BTreeSet::new();
+    for app in &stable {
+        let seen = app.seen.lock().unwrap();
+        for (user, shadow) in seen.iter().filter(|(_, shadow)| *shadow) {
+            assert!(!seen.contains(&(user.clone(), !shadow)), "{user}'s noise copy went to the endpoint that answered");
+            noise_users.insert(user.clone());
+        }
+    }
+    assert_eq!(noise_users.len(), 20, "every request had its noise copy");
+}
+
+/// Nothing goes to `new` while an L1/L3 is active or `new` has no healthy
+/// endpoint: the shadows are skipped with their reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_shadow_goes_to_new_while_rolled_back_or_unhealthy() {
+    let stable = pair(Behaviour::Fixed(1)).await;
+    let new = pair(Behaviour::Fixed(1)).await;
+    let extra = "\n[shadow]\nsample = \"100%\"\ntimeout = \"10s\"\n";
+    let proxy = Proxy::start(&config_addrs(&addrs(&stable), &addrs(&new), 0, extra)).await;
+    let l1 = json!({ "level": "L1", "reason": "shadow test" });
+    assert_eq!(proxy.admin("POST", "/rollback", Some(l1), None).await.status, 200);
+    for id in 1..=5 {
+        assert_eq!(proxy.get_as(&format!("/orders/{id}"), Some("u")).await.status, 200);
+    }
+    let shadow = proxy.status().await["shadow"].clone();
+    assert_eq!(shadow["skipped"]["rollback"], 5, "{shadow:#}");
+    assert_eq!(new.iter().map(|a| a.shadow_hits.load(Ordering::SeqCst)).sum::<usize>(), 0);
+
+    // `new` on dead endpoints: connect failures eject them (max_fails = 3
+    // each), then nothing is even tried.
+    let dead = [dead_addr(), dead_addr()];
+    let proxy = Proxy::start(&config_addrs(&addrs(&stable), &dead, 0, extra)).await;
+    for id in 1..=20 {
+        assert_eq!(proxy.get_as(&format!("/orders/{id}"), Some("u")).await.status, 200);
+    }
+    let shadow = eventually(DEADLINE, "every shadow skipped", || async {
+        let shadow = proxy.status().await["shadow"].clone();
+        let skipped = &shadow["skipped"];
+        let n = skipped["error"].as_u64().unwrap() + skipped["unhealthy"].as_u64().unwrap();
+        (n == 20).then_some(shadow)
+    })
+    .await;
+    assert!(shadow["skipped"]["unhealthy"].as_u64().unwrap() > 0, "{shadow:#}");
+    assert_eq!(proxy.status().await["pools"]["new"]["healthy"], false);
+}
+
+/// With `unsafe_methods = true` a POST is mirrored with its body, copied
+/// as it goes up; a body over `max_body` is not, declared or not, and the
+/// primary gets it whole either way; nor is an answer over `max_body`
+/// compared, and the client gets it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_methods_are_mirrored_with_their_bodies_up_to_max_body() {
+    let stable = pair(Behaviour::Fixed(1)).await;
+    let new = pair(Behaviour::Fixed(1)).await;
+    let extra =
+        "\n[shadow]\nsample = \"100%\"\ntimeout = \"10s\"\nmethods = [\"GET\", \"POST\"]\nunsafe_methods = true\nmax_body = \"1KiB\"\n";
+    let proxy = Proxy::start(&config_addrs(&addrs(&stable), &addrs(&new), 0, extra)).await;
+    let sum =
+        |apps: &[App], f: fn(&App) -> &AtomicUsize| apps.iter().map(|a| f(a).load(Ordering::SeqCst)).sum::<usize>();
+    for n in 0..5 {
+        let body = format!("{{\"order\": {n}, \"note\": \"{}\"}}", "x".repeat(100));
+        let reply = proxy.send(Request::post(proxy.url("/orders")).body(full(body.clone())).unwrap()).await;
+        assert_eq!(reply.json(), json!({ "received": body.len() }));
+    }
+    eventually(DEADLINE, "five comparisons", || async {
+        (proxy.status().await["shadow"]["matched"] == 5).then_some(())
+    })
+    .await;
+    assert_eq!(sum(&new, |a| &a.posts), 5, "mirrored with the mark");
+    assert_eq!(sum(&new, |a| &a.shadow_hits), 5);
+    assert_eq!(sum(&new, |a| &a.post_bytes), sum(&stable, |a| &a.post_bytes), "the same bodies");
+
+    // Over max_body: declared (Content-Length), then chunked.
+    let big = "y".repeat(4096);
+    let reply = proxy.send(Request::post(proxy.url("/orders")).body(full(big.clone())).unwrap()).await;
+    assert_eq!(reply.json(), json!({ "received": 4096 }));
+    let mut stream = tokio::net::TcpStream::connect(proxy.proxy_addr).await.unwrap();
+    let head = "POST /orders HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    let chunked = format!("{head}400\r\n{}\r\n400\r\n{}\r\n0\r\n\r\n", &big[..1024], &big[..1024]);
+    tokio::io::AsyncWriteExt::write_all(&mut stream, chunked.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("\"received\":2048"), "{answer}");
+    let shadow = eventually(DEADLINE, "two skipped as too large", || async {
+        let shadow = proxy.status().await["shadow"].clone();
+        (shadow["skipped"]["too_large"] == 2).then_some(shadow)
+    })
+    .await;
+    assert_eq!(shadow["compared"], 5, "{shadow:#}");
+    assert_eq!(sum(&new, |a| &a.posts), 5, "neither large body was mirrored");
+
+    // An answer over max_body: the client gets all of it, the comparison is skipped.
+    let reply = proxy.get_as("/big/5000", Some("u")).await;
+    assert_eq!((reply.status.as_u16(), reply.body.len()), (200, 5000));
+    eventually(DEADLINE, "a large answer skipped", || async {
+        (proxy.status().await["shadow"]["skipped"]["too_large"] == 3).then_some(())
+    })
+    .await;
+}
+
 /// Without `[shadow]` nothing is mirrored and its evidence is absent; the
 /// section comes and goes with a hot reload like any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,7 +571,7 @@ async fn shadow_is_off_without_its_section_and_follows_a_reload() {
     assert!(samples.json()["error"].as_str().unwrap().contains("[shadow]"));
     assert_eq!(shadow_hits(), 0);
 
-    let with = config_addrs(&addrs(&stable), &addrs(&new), 0, "\n[shadow]\nsample = \"100%\"\n");
+    let with = config_addrs(&addrs(&stable), &addrs(&new), 0, "\n[shadow]\nsample = \"100%\"\ntimeout = \"10s\"\n");
     proxy.rewrite_config(&with);
     eventually(DEADLINE, "[shadow] reloaded", || async { proxy.status().await["shadow"].is_object().then_some(()) })
         .await;
@@ -478,7 +606,7 @@ async fn a_fleet_fires_l3_from_the_sum_of_its_replicas_comparisons() {
     let name = unique("shadowfleet");
     let extra = |replica: &str| {
         format!(
-            "\n[rollback]\ninterval = \"100ms\"\n{L3_RULE}\n[shadow]\nsample = \"100%\"\n{}",
+            "\n[rollback]\ninterval = \"100ms\"\n{L3_RULE}\n[shadow]\nsample = \"100%\"\ntimeout = \"10s\"\n{}",
             fleet_support::fleet_section(&etcd, &name, replica)
         )
     };
@@ -514,4 +642,32 @@ async fn a_fleet_fires_l3_from_the_sum_of_its_replicas_comparisons() {
         })
         .await;
     }
+}
+
+/// `grayshift check` refuses an unsafe method without `unsafe_methods`,
+/// with FILE:LINE:COL, and warns when the config says so.
+#[test]
+fn check_refuses_unsafe_methods_unless_told_and_then_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shadow.toml");
+    let base = config_addrs(&[dead_addr()], &[dead_addr()], 0, "\n[shadow]\nmethods = [\"GET\", \"PUT\"]\n");
+    let check = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_grayshift"))
+            .args(["check", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = check(&base);
+    let line = base.lines().position(|l| l.starts_with("methods")).unwrap() + 1;
+    assert_eq!(code, Some(1));
+    assert!(err.starts_with(&format!("{}:{line}:19: shadow.methods lists PUT", path.display())), "{err}");
+    let (code, out, err) = check(&base.replace("[shadow]\n", "[shadow]\nunsafe_methods = true\n"));
+    assert_eq!((code, out.trim()), (Some(0), "ok"), "{err}");
+    assert!(err.contains("warning: [shadow] mirrors PUT"), "{err}");
 }

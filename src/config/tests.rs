@@ -74,7 +74,11 @@ fn shipped_example_configs_are_valid() {
         let c = load(&path).unwrap_or_else(|e| panic!("{e}"));
         if file.ends_with("grayshift.toml") {
             let levels: Vec<Level> = c.rules.iter().map(|r| r.level).collect();
-            assert_eq!(levels, [Level::L1, Level::L2, Level::L3], "the example ships the runbook's three rules");
+            // The runbook's three rules, and L3 from shadow reads (docs/src/shadow.md).
+            assert_eq!(levels, [Level::L1, Level::L2, Level::L3, Level::L3]);
+            assert!(matches!(c.rules[3].signal, SignalConfig::Local { metric: LocalMetric::ShadowMismatchRate, .. }));
+            assert_eq!((c.rules[3].condition, c.rules[3].min_requests), (Condition::Above(0.01), 50));
+            assert!(c.shadow.is_some());
             assert_eq!(c.rules[0].condition, Condition::Above(0.05));
             assert_eq!(c.rules[0].for_, Duration::from_secs(300));
             assert_eq!(c.rules[1].condition, Condition::Above(0.8));

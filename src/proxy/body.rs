@@ -25,6 +25,9 @@ pub enum ClientBody {
     Empty,
     Http1(crate::proxy::h1_server::Body),
     Http2(Incoming),
+    /// A body of which a shadow read keeps a copy as it goes up
+    /// (docs/src/shadow.md): only for a mirrored request.
+    Teed(Box<(ClientBody, crate::shadow::mirror::BodyTap)>),
 }
 
 impl Body for ClientBody {
@@ -36,6 +39,23 @@ impl Body for ClientBody {
             ClientBody::Empty => Poll::Ready(None),
             ClientBody::Http1(body) => Pin::new(body).poll_frame(cx),
             ClientBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ClientBody::Teed(teed) => {
+                let (body, tap) = &mut **teed;
+                let polled = ready!(Pin::new(&mut *body).poll_frame(cx));
+                match &polled {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            tap.data(data);
+                        }
+                        if body.is_end_stream() {
+                            tap.finish();
+                        }
+                    }
+                    None => tap.finish(),
+                    Some(Err(_)) => tap.abort(),
+                }
+                Poll::Ready(polled)
+            }
         }
     }
 
@@ -44,6 +64,7 @@ impl Body for ClientBody {
             ClientBody::Empty => true,
             ClientBody::Http1(body) => body.is_end_stream(),
             ClientBody::Http2(body) => body.is_end_stream(),
+            ClientBody::Teed(teed) => teed.0.is_end_stream(),
         }
     }
 
@@ -52,6 +73,7 @@ impl Body for ClientBody {
             ClientBody::Empty => SizeHint::with_exact(0),
             ClientBody::Http1(body) => body.size_hint(),
             ClientBody::Http2(body) => body.size_hint(),
+            ClientBody::Teed(teed) => teed.0.size_hint(),
         }
     }
 }

@@ -129,7 +129,8 @@ async fn route_and_forward(
         None => None,
         Some(shadow) => {
             let primary = mirror::Primary { pool, bucket, key, origin, route, endpoint: &endpoint };
-            mirror::prepare(shared, &snapshot, shadow, conn, &req, primary)
+            let mirror = mirror::decide(shared, &snapshot, shadow, &req, primary);
+            mirror.map(|m| m.start(shared, &snapshot, conn, &mut req))
         }
     };
 
@@ -312,7 +313,6 @@ fn upstream_request(
             upgrade: target.upgrade,
             endpoint: target.endpoint,
             underscores: config.server.underscore_headers,
-            shadow: false,
         },
         has_body,
     );

@@ -20,8 +20,8 @@ pub static X_GRAY_BUCKET: HeaderName = HeaderName::from_static("x-gray-bucket");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-/// Marks a shadow read's request (docs/src/shadow.md): set by grayshift on
-/// shadows only, so a client's own is always dropped.
+/// Marks a shadow read's request (docs/src/shadow.md): added by
+/// [`mark_shadow`] to shadows only, so a client's own is always dropped.
 pub static X_GRAYSHIFT_SHADOW: HeaderName = HeaderName::from_static("x-grayshift-shadow");
 pub fn pool_header(pool: PoolName) -> HeaderValue {
     match pool {
@@ -57,8 +57,6 @@ pub struct Forwarded<'a> {
     pub endpoint: &'a str,
     /// Underscore header names other than variants of ours, which always go.
     pub underscores: UnderscoreHeaders,
-    /// A shadow read: `X-Grayshift-Shadow: 1` is added.
-    pub shadow: bool,
 }
 
 /// The request head the upstream gets, written straight from the client's
@@ -188,9 +186,6 @@ pub fn upstream_head(
     }
     field(&mut head, X_GRAY_POOL.as_str(), fwd.pool.as_str().as_bytes());
     field(&mut head, X_GRAY_BUCKET.as_str(), bucket_header(fwd.bucket).as_bytes());
-    if fwd.shadow {
-        field(&mut head, X_GRAYSHIFT_SHADOW.as_str(), b"1");
-    }
     if let Some(upgrade) = upgrade {
         field(&mut head, header::CONNECTION.as_str(), b"upgrade");
         field(&mut head, header::UPGRADE.as_str(), upgrade.as_bytes());
@@ -201,6 +196,16 @@ pub fn upstream_head(
     }
     head.extend_from_slice(b"\r\n");
     (head, chunked)
+}
+
+/// Mark a head written by [`upstream_head`] as a shadow read's: one more
+/// field before the blank line that ends it (done here rather than in
+/// `upstream_head` so the client's request pays no branch for it).
+pub fn mark_shadow(head: &mut Vec<u8>) {
+    debug_assert!(head.ends_with(b"\r\n\r\n"));
+    head.truncate(head.len() - 2);
+    field(head, X_GRAYSHIFT_SHADOW.as_str(), b"1");
+    head.extend_from_slice(b"\r\n");
 }
 
 /// An authority as Host (RFC 9112 §3.2.2): `host[:port]`, without userinfo.
@@ -254,8 +259,29 @@ mod tests {
             upgrade: false,
             endpoint: "10.9.9.9:8080",
             underscores: UnderscoreHeaders::Drop,
-            shadow: false,
         }
+    }
+
+    #[test]
+    fn a_clients_shadow_mark_is_dropped_and_only_a_shadow_gets_one() {
+        let req = Request::get("/orders/1")
+            .header("x-grayshift-shadow", "1")
+            .header("x_grayshift_shadow", "1")
+            .header("x-user-id", "u1")
+            .body(())
+            .unwrap();
+        let peer = HeaderValue::from_static("10.0.0.9");
+        let (_, h, _) = head_of(&req, &fwd(&peer), false);
+        assert!(!h.contains_key("x-grayshift-shadow") && !h.contains_key("x_grayshift_shadow"), "{h:?}");
+        assert_eq!(h["x-user-id"], "u1");
+        let (mut head, _) = upstream_head(req.method(), req.uri(), req.headers(), &fwd(&peer), false);
+        mark_shadow(&mut head);
+        let mut slots = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Request::new(&mut slots);
+        assert_eq!(parsed.parse(&head).unwrap(), httparse::Status::Complete(head.len()), "still one whole head");
+        let marks: Vec<&[u8]> =
+            parsed.headers.iter().filter(|h| h.name == "x-grayshift-shadow").map(|h| h.value).collect();
+        assert_eq!(marks, [b"1"]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The mirror (docs/src/shadow.md, "What is mirrored"): on the request
-//! path, [`prepare`] decides whether a request is mirrored and, if so,
+//! path, [`decide`] says whether a request is mirrored and [`Mirror::start`]
 //! starts the background task and returns the [`Tap`] that keeps a copy of
-//! the primary's answer as it streams to the client. The task sends the
+//! the primary's answer as it streams to the client (a [`BodyTap`] does the
+//! same for a request body going up). The task sends the
 //! shadow (and the noise copy), waits for the tap, compares and counts.
 //!
 //! The client never waits on any of it: the tap copies at most `max_body`
@@ -15,14 +16,14 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body::Body;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use prometheus::IntCounter;
 use tokio::sync::oneshot;
 
 use crate::config::{PoolName, ShadowConfig, UnderscoreHeaders};
 use crate::control::state::Route;
 use crate::metrics::ShadowSkip;
-use crate::proxy::body::{ClientBody, RequestBody, ResponseBody, UpstreamBody};
+use crate::proxy::body::{ClientBody, ResponseBody, UpstreamBody};
 use crate::proxy::conn::ConnInfo;
 use crate::proxy::h1::{self, Outgoing};
 use crate::proxy::h1_server::OnUpgrade;
@@ -44,18 +45,17 @@ pub struct Primary<'a> {
     pub endpoint: &'a Arc<Endpoint>,
 }
 
-/// Whether to mirror this request; if so, the task is running and the
-/// returned tap must go on the primary's answer ([`Tap::attach`]). Called
-/// only with `[shadow]` set; costs the eligibility test, and for a sampled
-/// request a copy of its head.
-pub fn prepare(
-    shared: &Arc<Shared>,
-    snapshot: &Arc<Snapshot>,
+/// Whether to mirror this request (eligible, sampled, nothing against it,
+/// a place among `max_in_flight`); then [`Mirror::start`] starts it.
+/// Called only with `[shadow]` set; costs the eligibility test, and for a
+/// sampled request a copy of its routing key.
+pub fn decide(
+    shared: &Shared,
+    snapshot: &Snapshot,
     config: &ShadowConfig,
-    conn: &ConnInfo,
     req: &Request<ClientBody>,
     primary: Primary,
-) -> Option<Box<Tap>> {
+) -> Option<Mirror> {
     if !config.eligible(req.method(), req.uri().path()) || !shared.shadow.sampled(config) {
         return None;
     }
@@ -68,36 +68,69 @@ pub fn prepare(
         metrics.skip(ShadowSkip::Busy);
         return None;
     }
-    let (tx, rx) = oneshot::channel();
-    let copy = Copy {
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        headers: req.headers().clone(),
-        peer: conn.peer_text.clone(),
-        peer_trusted: split::is_trusted(conn.peer.ip(), &snapshot.splitter.trusted_proxies),
-        tls: conn.tls,
+    Some(Mirror {
+        pool: primary.pool,
         bucket: primary.bucket,
-        underscores: snapshot.config.server.underscore_headers,
-    };
-    let task = Task {
-        shared: shared.clone(),
-        snapshot: snapshot.clone(),
-        copy,
-        primary: primary.pool,
-        primary_endpoint: primary.endpoint.clone(),
         key: String::from_utf8_lossy(primary.key).into_owned(),
         origin: primary.origin.clone(),
-    };
-    tokio::spawn(task.run(rx));
-    // Boxed: the request's future holds it across the upstream's answer,
-    // and would otherwise be this much larger for every request.
-    Some(Box::new(Tap {
-        tx: Some(tx),
-        limit: config.max_body,
-        status: 0,
-        headers: HeaderMap::new(),
-        buf: BytesMut::new(),
-    }))
+        endpoint: primary.endpoint.clone(),
+        max_body: config.max_body,
+    })
+}
+
+/// A request [`decide`] chose to mirror (it holds a place in flight).
+pub struct Mirror {
+    pool: PoolName,
+    bucket: u8,
+    key: String,
+    origin: Arc<KeyOrigin>,
+    endpoint: Arc<Endpoint>,
+    max_body: usize,
+}
+
+impl Mirror {
+    /// Start the task; a request body gets a tap of its own (the shadow
+    /// goes once the body has gone up to the primary). The returned tap
+    /// must go on the primary's answer ([`Tap::attach`]).
+    pub fn start(
+        self,
+        shared: &Arc<Shared>,
+        snapshot: &Arc<Snapshot>,
+        conn: &ConnInfo,
+        req: &mut Request<ClientBody>,
+    ) -> Box<Tap> {
+        let body = (!req.body().is_end_stream()).then(|| {
+            let (tx, rx) = oneshot::channel();
+            let inner = std::mem::replace(req.body_mut(), ClientBody::Empty);
+            let tap = BodyTap { tx: Some(tx), limit: self.max_body, buf: BytesMut::new() };
+            *req.body_mut() = ClientBody::Teed(Box::new((inner, tap)));
+            rx
+        });
+        let (tx, rx) = oneshot::channel();
+        let copy = Copy {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+            peer: conn.peer_text.clone(),
+            peer_trusted: split::is_trusted(conn.peer.ip(), &snapshot.splitter.trusted_proxies),
+            tls: conn.tls,
+            bucket: self.bucket,
+            underscores: snapshot.config.server.underscore_headers,
+        };
+        let task = Task {
+            shared: shared.clone(),
+            snapshot: snapshot.clone(),
+            copy,
+            primary: self.pool,
+            primary_endpoint: self.endpoint,
+            key: self.key,
+            origin: self.origin,
+        };
+        tokio::spawn(task.run(body, rx));
+        // Boxed: the request's future holds it across the upstream's answer,
+        // and would otherwise be this much larger for every request.
+        Box::new(Tap { tx: Some(tx), limit: self.max_body, status: 0, headers: HeaderMap::new(), buf: BytesMut::new() })
+    }
 }
 
 /// The reasons a sampled request is not mirrored, before anything is sent.
@@ -111,13 +144,9 @@ fn may_mirror(
     if req.extensions().get::<OnUpgrade>().is_some() {
         return Err(ShadowSkip::Websocket);
     }
-    if !req.body().is_end_stream() {
-        let declared =
-            req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        return Err(match declared {
-            Some(n) if n > config.max_body as u64 => ShadowSkip::TooLarge,
-            _ => ShadowSkip::Body,
-        });
+    let declared = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > config.max_body as u64) {
+        return Err(ShadowSkip::TooLarge);
     }
     if side == PoolName::New && route.gate_closed {
         return Err(ShadowSkip::Gate);
@@ -200,6 +229,41 @@ impl Tap {
     }
 }
 
+/// A copy of the request body, taken as it goes up to the primary: at most
+/// `limit` bytes (`None` sent when it is larger). Dropped before the end
+/// (the client broke off), it tells the task nothing: `cancelled`.
+pub struct BodyTap {
+    tx: Option<oneshot::Sender<Option<Bytes>>>,
+    limit: usize,
+    buf: BytesMut,
+}
+
+impl BodyTap {
+    pub fn data(&mut self, data: &Bytes) {
+        if self.tx.is_none() {
+            return;
+        }
+        if self.buf.len() + data.len() > self.limit {
+            if let Some(tx) = self.tx.take() {
+                let _ = tx.send(None);
+            }
+            self.buf = BytesMut::new();
+            return;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Some(std::mem::take(&mut self.buf).freeze()));
+        }
+    }
+
+    pub fn abort(&mut self) {
+        self.tx = None;
+    }
+}
+
 /// What the shadow copies of the request are written from.
 struct Copy {
     method: Method,
@@ -232,10 +296,22 @@ impl Drop for InFlight<'_> {
 }
 
 impl Task {
-    async fn run(self, tapped: oneshot::Receiver<Tapped>) {
+    async fn run(self, body: Option<oneshot::Receiver<Option<Bytes>>>, tapped: oneshot::Receiver<Tapped>) {
         let _in_flight = InFlight(&self.shared.shadow);
         let config = self.snapshot.config.shadow.as_ref().expect("a mirrored request's snapshot has [shadow]");
-        let outcome = self.compare(config, tapped).await;
+        // A request body: the shadow goes once the primary has it all.
+        let body = match body {
+            None => Ok(None),
+            Some(rx) => match rx.await {
+                Ok(Some(bytes)) => Ok(Some(bytes)),
+                Ok(None) => Err(ShadowSkip::TooLarge),
+                Err(_) => Err(ShadowSkip::Cancelled),
+            },
+        };
+        let outcome = match body {
+            Ok(body) => self.compare(config, body, tapped).await,
+            Err(reason) => Outcome::Skipped(reason),
+        };
         let metrics = &self.shared.metrics.shadow;
         match outcome {
             Outcome::Skipped(reason) => metrics.skip(reason),
@@ -252,16 +328,17 @@ impl Task {
         }
     }
 
-    async fn compare(&self, config: &ShadowConfig, tapped: oneshot::Receiver<Tapped>) -> Outcome {
+    async fn compare(&self, config: &ShadowConfig, body: Option<Bytes>, tapped: oneshot::Receiver<Tapped>) -> Outcome {
         let resets = &DETACHED_RESETS;
         let side = self.primary.other();
-        let shadow = fetch(self.snapshot.pool(side), None, &self.copy, side, config, resets);
+        let shadow = fetch(self.snapshot.pool(side), None, &self.copy, body.clone(), side, config, resets);
         let noise = async {
             match config.noise {
                 // Another endpoint of the primary's pool where there is one.
                 true => {
                     let pool = self.snapshot.pool(self.primary);
-                    Some(fetch(pool, Some(&self.primary_endpoint), &self.copy, self.primary, config, resets).await)
+                    let endpoint = Some(&self.primary_endpoint);
+                    Some(fetch(pool, endpoint, &self.copy, body.clone(), self.primary, config, resets).await)
                 }
                 false => None,
             }
@@ -312,6 +389,7 @@ async fn fetch(
     pool: &Pool,
     avoid: Option<&Arc<Endpoint>>,
     copy: &Copy,
+    body: Option<Bytes>,
     side: PoolName,
     config: &ShadowConfig,
     resets: &IntCounter,
@@ -328,10 +406,10 @@ async fn fetch(
             upgrade: false,
             endpoint: &endpoint.authority,
             underscores: copy.underscores,
-            shadow: true,
         };
-        let (head, _) = rewrite::upstream_head(&copy.method, &copy.uri, &copy.headers, &fwd, false);
-        let mut outgoing = Outgoing::<RequestBody>::new(head, copy.method.clone(), None, false);
+        let (mut head, chunked) = rewrite::upstream_head(&copy.method, &copy.uri, &copy.headers, &fwd, body.is_some());
+        rewrite::mark_shadow(&mut head);
+        let mut outgoing = Outgoing::new(head, copy.method.clone(), body.map(Full::new), chunked);
         outgoing.set_timeout(config.timeout);
         let reused = conn.is_reused();
         let response = match conn.send(&mut outgoing).await {

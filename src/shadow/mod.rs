@@ -209,7 +209,11 @@ impl Learned {
             true => field,
             false => OTHER_FIELDS,
         };
-        self.fields.entry(key.to_string()).or_default()
+        // A field seen before (the usual case) is found without allocating.
+        if !self.fields.contains_key(key) {
+            self.fields.insert(key.to_string(), FieldStats::default());
+        }
+        self.fields.get_mut(key).expect("inserted above")
     }
 }
 

@@ -374,6 +374,12 @@ impl DiscardableBody for http_body_util::Empty<Bytes> {
     fn discarding(&mut self) {}
 }
 
+/// A shadow read's copy of a request body (`crate::shadow::mirror`)
+/// counts nothing either.
+impl DiscardableBody for http_body_util::Full<Bytes> {
+    fn discarding(&mut self) {}
+}
+
 /// A request body going up, as far as the socket takes it each poll.
 trait Upload: Send {
     fn poll_upload(&mut self, stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), Error>>;
