@@ -260,7 +260,17 @@ async fn a_ledger_table_of_an_older_grayshift_gets_the_new_columns_and_keeps_its
         .unwrap();
     let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
     let ledger = format!("postgres = \"{}\"\ntable = \"{table}\"", pg_url());
-    let proxy = Proxy::start(&ledger_config(&stable, &new, 100, &ledger, "")).await;
+    // Read before any write: `grayshift exposure` brings the table up to date itself.
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("grayshift.toml");
+    let text = ledger_config(&stable, &new, 100, &ledger, "");
+    std::fs::write(&config_path, text.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
+    let before = exposure_cli(&config_path, &[]);
+    assert!(
+        before.lines().nth(1).is_some_and(|l| l.starts_with("old-user,") && l.ends_with(",true,true,false")),
+        "{before}"
+    );
+    let proxy = Proxy::start(&text).await;
     assert_eq!(proxy.get_as("/", Some("new-user")).await.upstream(), "new");
 
     let rows = eventually(DEADLINE, "the new row beside the old one", || async {
