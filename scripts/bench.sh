@@ -41,12 +41,16 @@
 # Environment: ROUNDS (3), DURATION (10s), WARMUP (2s), CONNS (50),
 # PROXY_CPU (0), LOAD_CPU (1), UPSTREAM_CPU (1), RATE (default: half of
 # nginx's median requests/s), IDLE_CONNS (1000), PROXIES ("grayshift nginx
-# haproxy"; add grayshift-ledger for the exposure ledger's row), NICE (0; e.g. -10 on a shared machine: the proxies, upstreams
+# haproxy"; add grayshift-ledger for the exposure ledger's row, and
+# grayshift-shadow1 and grayshift-shadow10 for shadow reads at sample 1 % and
+# 10 %; RATE then sets the fixed rate when nginx is not measured), NICE (0; e.g. -10 on a shared machine: the proxies, upstreams
 # and load generators then win the CPU over other work, which cuts the
 # noise), BENCH_OUT (target/bench), GRAYSHIFT_BIN (a grayshift binary to measure instead of the
-# one built here), SKIP_BUILD (unset), LEGS ("plain tls handshake resume h2c
+# one built here), SKIP_BUILD (unset), LEGS ("plain shadow tls handshake resume h2c
 # h2"; plain is the wrk/open-loop/RSS part above, for every proxy in
-# PROXIES; the others compare grayshift with nginx), H2_CONNS (10),
+# PROXIES; shadow is shadow reads' client p99 against grayshift's, both at
+# once, when PROXIES has grayshift-shadow1 or 10; the others compare
+# grayshift with nginx), H2_CONNS (10),
 # H2_STREAMS (10, concurrent streams per h2 connection), TLS_KEY (ec: a
 # P-256 ECDSA certificate; rsa: RSA 2048).
 set -euo pipefail
@@ -64,7 +68,7 @@ UPSTREAM_CPU=${UPSTREAM_CPU:-1}
 IDLE_CONNS=${IDLE_CONNS:-1000}
 PROXIES=${PROXIES:-"grayshift nginx haproxy"}
 NICE=${NICE:-0}
-LEGS=${LEGS:-"plain tls handshake resume h2c h2"}
+LEGS=${LEGS:-"plain shadow tls handshake resume h2c h2"}
 H2_CONNS=${H2_CONNS:-10}
 H2_STREAMS=${H2_STREAMS:-10}
 TLS_KEY=${TLS_KEY:-ec}
@@ -72,7 +76,7 @@ has_leg() { [[ " $LEGS " == *" $1 "* ]]; }
 TLS_LEGS=""
 for leg in $LEGS; do
     case $leg in
-        plain) ;;
+        plain | shadow) ;;
         tls | handshake | resume | h2c | h2) TLS_LEGS+="$leg " ;;
         *) echo "[bench] error: unknown leg $leg" >&2; exit 1 ;;
     esac
@@ -145,6 +149,18 @@ for proxy in $PROXIES; do
             printf '\n[ledger]\nfile = "%s/exposure.jsonl"\nflush = "5s"\n' "$WORK" >>"$WORK/grayshift-ledger.toml"
             GRAYSHIFT_LOG=warn "${PIN_PROXY[@]}" "$GRAYSHIFT" run --config "$WORK/grayshift-ledger.toml" \
                 2>>"$WORK/grayshift-ledger.log" &
+            PID[$proxy]=$!
+            ;;
+        grayshift-shadow1 | grayshift-shadow10)
+            # The same grayshift with shadow reads at 1 % or 10 %: its CPU
+            # per request includes the mirrored requests (and their
+            # comparison); its fixed-rate p99 against plain grayshift's is
+            # what a client feels (docs/src/performance.md, Shadow reads).
+            render "$LOAD/grayshift.toml" "$WORK/$proxy.toml" DIR="$WORK" LISTEN="$port" ADMIN="$(free_port)" \
+                STABLE="$STABLE_PORT" NEW="$NEW_PORT"
+            sed -i "s|grayshift-state.json|$proxy-state.json|" "$WORK/$proxy.toml"
+            printf '\n[shadow]\nsample = "%s%%"\n' "${proxy#grayshift-shadow}" >>"$WORK/$proxy.toml"
+            GRAYSHIFT_LOG=warn "${PIN_PROXY[@]}" "$GRAYSHIFT" run --config "$WORK/$proxy.toml" 2>>"$WORK/$proxy.log" &
             PID[$proxy]=$!
             ;;
         nginx)
@@ -399,6 +415,38 @@ if has_leg plain; then
         line="kind=rss leg=plain proxy=$proxy before_kib=$before with_kib=$with open=$open"
         echo "$line" >>"$RAW"
         log "$line"
+    done
+fi
+
+# --- shadow reads' client p99: both at once (leg "shadow") ---------------------------
+# One after the other, a shared host's swings move a p99 by more than the
+# 5 % the target allows. Here grayshift and a grayshift with shadow reads
+# each get their own open-loop generator at half of RATE at the same time
+# (together the rate one proxy gets above), on the same CPUs, so every
+# moment's noise hits both; which one starts first alternates by round. The
+# report gives the median of the per-round p99 ratios.
+if has_leg shadow; then
+    PAIR_RATE=$((${RATE:-10000} / 2))
+    open_secs=${DURATION%s} warm_secs=${WARMUP%s}
+    log "shadow reads, both at once: $PAIR_RATE requests/s each"
+    for shadow in grayshift-shadow1 grayshift-shadow10; do
+        [[ " $PROXIES " == *" grayshift "* && " $PROXIES " == *" $shadow "* ]] || continue
+        for round in $(seq "$ROUNDS"); do
+            order="grayshift $shadow"
+            [ $((round % 2)) = 0 ] && order="$shadow grayshift"
+            loads=()
+            for target in $order; do
+                "${PIN_LOAD[@]}" "$OPENLOOP" --addr "127.0.0.1:${PORT[$target]}" --rate "$PAIR_RATE" \
+                    --connections "$CONNS" --duration "$open_secs" --warmup "$warm_secs" >"$WORK/open-paired-$target.txt" &
+                loads+=($!)
+            done
+            wait "${loads[@]}"
+            for target in $order; do
+                line="kind=open-paired pair=$shadow round=$round target=$target $(cat "$WORK/open-paired-$target.txt")"
+                echo "$line" >>"$RAW"
+                log "$line"
+            done
+        done
     done
 fi
 

@@ -70,6 +70,10 @@ enum Command {
         /// Only keys that sent a write (POST, PUT, PATCH, DELETE).
         #[arg(long)]
         wrote: bool,
+        /// The keys whose shadow comparison differed ([shadow]), whichever
+        /// side served them, instead of the keys `new` served.
+        #[arg(long, conflicts_with = "purge")]
+        mismatch: bool,
         /// Delete a release's rows from the ledger instead (needs --release).
         #[arg(long, requires = "release")]
         purge: bool,
@@ -144,8 +148,9 @@ fn main() -> ExitCode {
             what_if(&config, percent, &sample)
         }
         Command::Bucket { .. } => unreachable!("clap requires a key or --percent with --sample"),
-        Command::Exposure { config, wrote, purge, release } => {
-            runtime(Some(1)).block_on(exposure(&config, wrote, purge.then_some(release).flatten()))
+        Command::Exposure { config, wrote, mismatch, purge, release } => {
+            let select = exposure::Select { wrote, mismatch };
+            runtime(Some(1)).block_on(exposure(&config, select, purge.then_some(release).flatten()))
         }
         Command::Run { config, access_log } => {
             let workers = config::load(&config).ok().and_then(|c| c.server.workers);
@@ -278,7 +283,7 @@ fn what_if(path: &std::path::Path, percent: u8, sample: &std::path::Path) -> Exi
 }
 
 /// `grayshift exposure`: the CSV, or `--purge --release R`.
-async fn exposure(path: &std::path::Path, wrote: bool, purge: Option<String>) -> ExitCode {
+async fn exposure(path: &std::path::Path, select: exposure::Select, purge: Option<String>) -> ExitCode {
     let config = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -290,7 +295,7 @@ async fn exposure(path: &std::path::Path, wrote: bool, purge: Option<String>) ->
         Some(release) => {
             exposure::purge(&config, &release).await.map(|n| format!("purged {n} row(s) of release {release:?}\n"))
         }
-        None => exposure::csv(&config, wrote).await,
+        None => exposure::csv(&config, select).await,
     };
     match result {
         Ok(text) => {

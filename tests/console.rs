@@ -110,12 +110,16 @@ fn user_share_on_new(hits_new: usize, total: usize) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_loads_clean_shows_the_config_and_a_screenshot_is_taken() {
     let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
-    let proxy = start_with_token(&config(&[&stable], &[&new], 20, RULE)).await;
+    // Shadow reads too, of `/bytes/` (the same bytes from both test
+    // upstreams): what differs in the picture is new failing, below.
+    let shadow = "[shadow]\nsample = \"50%\"\npaths = [\"/bytes/\"]\n";
+    let proxy = start_with_token(&config(&[&stable], &[&new], 20, &format!("{RULE}\n{shadow}"))).await;
     // Some traffic, so the chart has something to draw.
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = background_traffic(&proxy, stop.clone());
+    let reads = background_traffic_to(&proxy, "/bytes/64", stop.clone());
 
-    let c = browser::browser(1280, 1650).await;
+    let c = browser::browser(1280, 2150).await;
     open(&c, &proxy).await;
     assert_eq!(page_errors(&c).await, json!([]), "the page reported errors");
     assert_eq!(c.title().await.unwrap(), "grayshift console");
@@ -131,6 +135,8 @@ async fn the_page_loads_clean_shows_the_config_and_a_screenshot_is_taken() {
     for id in ["ramp", "schema", "fleet", "ledger"] {
         assert_eq!(find_text(&c, &format!("#{id}")).await.as_deref(), Some("not configured"), "#{id}");
     }
+    wait_text(&c, "#shadow", "shadow comparisons counted", |t| t.contains("compared") && !t.contains("compared\n0"))
+        .await;
     // Live traffic from /metrics deltas.
     wait_text(&c, "#traffic [data-pool='stable'] .rps", "stable's requests/s", |t| {
         t.ends_with("req/s") && !t.starts_with("0 ")
@@ -150,6 +156,7 @@ async fn the_page_loads_clean_shows_the_config_and_a_screenshot_is_taken() {
     .await;
     new.fail_every.store(4, Ordering::SeqCst);
     wait_text(&c, "[data-rule='new-error-rate'] .rule-head", "the rule pending", |t| !t.contains("ok")).await;
+    wait_text(&c, "#shadow-samples", "new's failures among the shadow's mismatches", |t| t.contains("500")).await;
     let polls = js(&c, "return window.grayshiftConsole.polls").await.as_u64().unwrap();
     eventually(PAGE_DEADLINE, "two more polls drawn", || async {
         (js(&c, "return window.grayshiftConsole.polls").await.as_u64() >= Some(polls + 2)).then_some(())
@@ -177,11 +184,17 @@ async fn the_page_loads_clean_shows_the_config_and_a_screenshot_is_taken() {
     c.close().await.unwrap();
     stop.store(true, Ordering::SeqCst);
     traffic.await.unwrap();
+    reads.await.unwrap();
 }
 
 /// Requests from many users through the proxy until `stop`, paced a little.
 fn background_traffic(proxy: &Proxy, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
-    let (url, client) = (proxy.url("/"), proxy.client.clone());
+    background_traffic_to(proxy, "/", stop)
+}
+
+/// [`background_traffic`] to `path`.
+fn background_traffic_to(proxy: &Proxy, path: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    let (url, client) = (proxy.url(path), proxy.client.clone());
     tokio::spawn(async move {
         let mut n = 0u64;
         while !stop.load(Ordering::SeqCst) {
@@ -715,6 +728,47 @@ async fn a_whole_release_is_run_from_the_page_with_the_ramp_buttons() {
     let ramp_events = audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "ramp").count();
     assert_eq!(ramp_events, 5, "start, promote, pause, resume, promote to the last step: {audit:#}");
     assert_eq!(page_errors(&c).await, json!([]));
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shadow_panel_shows_counts_fields_and_a_real_mismatch_and_says_when_it_is_off() {
+    // The test upstreams answer with their own name (in the body and in
+    // X-Upstream): every read mirrored to the other side differs, a real
+    // mismatch between two real servers.
+    let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
+    let proxy = Proxy::start(&config(&[&stable], &[&new], 50, "[shadow]\nsample = \"100%\"\n")).await;
+    let c = browser::browser(1280, 1200).await;
+    open(&c, &proxy).await;
+    assert_eq!(find_text(&c, "#shadow-samples").await.as_deref(), Some("no mismatch yet"));
+    assert_eq!(proxy.get_as("/orders/17", Some("user-17")).await.status, 200);
+    let served = if proxy.get_as("/", Some("user-17")).await.upstream() == "new" { "new" } else { "stable" };
+
+    let counts = wait_text(&c, "#shadow", "the mismatches counted", |t| t.contains("mismatched\n2")).await;
+    assert!(counts.contains("sample\n100%") && counts.contains("compared\n2"), "{counts}");
+    let cells = |table: &str| {
+        format!(
+            "return [...document.querySelectorAll('{table} tbody tr')].map(r => [...r.cells].map(c => c.textContent))"
+        )
+    };
+    let fields = js(&c, &cells("#shadow .shadow-fields")).await;
+    assert_eq!(fields, json!([["body", "2", "0", "100 %"], ["header:x-upstream", "2", "0", "100 %"]]));
+    wait_text(&c, "#shadow-samples", "both mismatches listed", |t| t.matches("user-17").count() == 2).await;
+    let rows = js(&c, &cells("#shadow-samples")).await;
+    let row =
+        |i: usize| rows[i].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(row(0)[1..5], ["GET /", "user-17", served, "200 / 200"], "newest first");
+    assert!(row(0)[5].contains("header:x-upstream: stable → new"), "both values, stable first: {:?}", row(0));
+    assert_eq!(row(1)[1], "GET /orders/17");
+    assert!(row(1)[0].ends_with('Z'), "when, RFC 3339: {:?}", row(1));
+    assert_eq!(page_errors(&c).await, json!([]));
+
+    // Without [shadow] the panel says so, and the page never asks for samples.
+    let plain = Proxy::start(&config(&[&stable], &[&new], 50, "")).await;
+    open(&c, &plain).await;
+    assert_eq!(find_text(&c, "#shadow").await.as_deref(), Some("not configured (no [shadow] section)"));
+    assert_eq!(find_text(&c, "#shadow-samples").await.as_deref(), Some(""));
+    assert_eq!(page_errors(&c).await, json!([]), "no 404 from /shadow/samples");
     c.close().await.unwrap();
 }
 

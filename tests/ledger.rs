@@ -179,8 +179,13 @@ async fn the_l3_hook_gets_the_csv_of_everyone_exposed() {
     wait_status(&proxy, "the hook succeeded", |s| s["rollback"]["active"]["L3"]["hook"] == "succeeded").await;
     let csv = std::fs::read_to_string(&copy).expect("the hook copied GRAYSHIFT_EXPOSED");
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some("key,source,first_seen,last_seen,wrote"));
-    let keys: BTreeSet<String> = lines.map(|l| l.split(',').next().unwrap().to_string()).collect();
+    assert_eq!(lines.next(), Some("key,source,first_seen,last_seen,wrote,served_new,mismatch"));
+    let keys: BTreeSet<String> = lines
+        .map(|l| {
+            assert!(l.ends_with(",false,true,false"), "read on new, no shadow: {l}");
+            l.split(',').next().unwrap().to_string()
+        })
+        .collect();
     assert_eq!(keys, on_new);
 }
 
@@ -222,6 +227,107 @@ async fn the_file_sink_round_trips_through_grayshift_exposure() {
     let purged = exposure(&["--purge", "--release", GROUP]);
     assert!(purged.contains("purged"), "{purged}");
     assert!(keys(&exposure(&[])).is_empty());
+}
+
+/// `grayshift exposure` with `args` on the config at `path`: its stdout.
+fn exposure_cli(path: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_grayshift"))
+        .arg("exposure")
+        .arg("--config")
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_table_of_an_older_grayshift_gets_the_new_columns_and_keeps_its_rows() {
+    // The table exactly as grayshift created it before shadow reads, with a
+    // row in it: a running fleet's ledger when the new version arrives.
+    let table = unique("exposure_old");
+    let _tables = Tables { names: vec![table.clone()] };
+    let client = pg_connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (release text NOT NULL, source text NOT NULL, key text NOT NULL, \
+             first_seen timestamptz NOT NULL, last_seen timestamptz NOT NULL, wrote boolean NOT NULL, \
+             PRIMARY KEY (release, source, key)); \
+             INSERT INTO {table} VALUES ('{GROUP}', 'header:x-user-id', 'old-user', now(), now(), true)"
+        ))
+        .await
+        .unwrap();
+    let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
+    let ledger = format!("postgres = \"{}\"\ntable = \"{table}\"", pg_url());
+    // Read before any write: `grayshift exposure` brings the table up to date itself.
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("grayshift.toml");
+    let text = ledger_config(&stable, &new, 100, &ledger, "");
+    std::fs::write(&config_path, text.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
+    let before = exposure_cli(&config_path, &[]);
+    assert!(
+        before.lines().nth(1).is_some_and(|l| l.starts_with("old-user,") && l.ends_with(",true,true,false")),
+        "{before}"
+    );
+    let proxy = Proxy::start(&text).await;
+    assert_eq!(proxy.get_as("/", Some("new-user")).await.upstream(), "new");
+
+    let rows = eventually(DEADLINE, "the new row beside the old one", || async {
+        let rows = table_rows(&table).await;
+        rows.contains_key("new-user").then_some(rows)
+    })
+    .await;
+    assert_eq!(rows.len(), 2);
+    let marks: Vec<(String, bool, bool)> = client
+        .query(&format!("select key, served_new, mismatch from {table} order by key"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let expected = [("new-user".to_string(), true, false), ("old-user".to_string(), true, false)];
+    assert_eq!(marks, expected, "the old row reads as a key new served");
+    let csv = exposure_cli(&proxy.config_path, &[]);
+    let keys: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(keys, ["new-user", "old-user"], "{csv}");
+    assert_eq!(exposure_cli(&proxy.config_path, &["--mismatch"]).lines().count(), 1, "no mismatch recorded");
+}
+
+#[test]
+fn exposure_lists_who_new_served_and_mismatch_who_differed() {
+    // A file ledger as a release with shadow reads leaves it: a line of an
+    // older grayshift (no marks), keys new served, a key new served that
+    // also mismatched, and a stable user whose comparison differed.
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_addrs(&[dead_addr()], &[dead_addr()], 10, "[ledger]\nfile = \"{dir}/exposure.jsonl\"\n")
+        .replace("{dir}", dir.path().to_str().unwrap());
+    let config_path = dir.path().join("grayshift.toml");
+    std::fs::write(&config_path, text).unwrap();
+    let line = |key: &str, wrote: bool, marks: &str| {
+        format!(
+            r#"{{"release":"{GROUP}","key":"{key}","source":"header:x-user-id","first_seen":1,"last_seen":2,"wrote":{wrote}{marks}}}"#
+        )
+    };
+    let lines = [
+        line("old", false, ""),
+        line("reader", false, r#","served_new":true,"mismatch":false"#),
+        line("writer", true, r#","served_new":true,"mismatch":false"#),
+        line("differs-on-new", false, r#","served_new":true,"mismatch":true"#),
+        line("differs-on-stable", false, r#","served_new":false,"mismatch":true"#),
+    ];
+    std::fs::write(dir.path().join("exposure.jsonl"), lines.join("\n") + "\n").unwrap();
+    let keys = |csv: &str| csv.lines().skip(1).map(|l| l.split(',').next().unwrap().to_string()).collect::<Vec<_>>();
+
+    let all = exposure_cli(&config_path, &[]);
+    assert_eq!(all.lines().next(), Some("key,source,first_seen,last_seen,wrote,served_new,mismatch"));
+    assert_eq!(keys(&all), ["differs-on-new", "old", "reader", "writer"], "exactly who new served");
+    let mismatch = exposure_cli(&config_path, &["--mismatch"]);
+    assert_eq!(keys(&mismatch), ["differs-on-new", "differs-on-stable"]);
+    assert!(mismatch
+        .contains("differs-on-stable,header:x-user-id,1970-01-01T00:00:01Z,1970-01-01T00:00:02Z,false,false,true"));
+    assert_eq!(keys(&exposure_cli(&config_path, &["--wrote"])), ["writer"]);
+    assert!(keys(&exposure_cli(&config_path, &["--wrote", "--mismatch"])).is_empty());
 }
 
 /// A TCP forwarder in front of PostgreSQL that the test can cut and

@@ -9,7 +9,7 @@ usage: report.py RAW_FILE MACHINE_FILE
 import statistics
 import sys
 
-PROXIES = ["grayshift", "grayshift-ledger", "nginx", "haproxy"]
+PROXIES = ["grayshift", "grayshift-ledger", "grayshift-shadow1", "grayshift-shadow10", "nginx", "haproxy"]
 
 # leg → (title, grayshift/nginx CPU target or None)
 LEGS = {
@@ -150,6 +150,14 @@ def main():
                     f"**exposure ledger on / off, CPU per request, both at once: {statistics.median(paired):.3f}** "
                     f"(target ≤ 1.03; median of the per-round ratios: {', '.join(f'{x:.3f}' for x in paired)})"
                 )
+        if leg == "plain" and "grayshift" in cpu:
+            for p, share in (("grayshift-shadow1", "1 %"), ("grayshift-shadow10", "10 %")):
+                if p in cpu:
+                    out.append("")
+                    out.append(
+                        f"Shadow reads at {share} / off, CPU per request (mirrored requests included): "
+                        f"{cpu[p] / cpu['grayshift']:.3f} (ratio of medians)"
+                    )
     if len(summary) > 1:
         out.append("")
         out.append("### grayshift vs nginx, every leg (medians)\n")
@@ -190,6 +198,44 @@ def main():
             added = ("—", "—") if t == "direct" else (f"+{fmt_us(p50 - d50)}", f"+{fmt_us(p99 - d99)}")
             name = "direct to upstream" if t == "direct" else t
             out.append(f"| {name} | {fmt_us(p50)} | {fmt_us(p99)} | {added[0]} | {added[1]} | {errors} |")
+        # Shadow reads: the client's p99 at this rate against shadow off
+        # (target: within 5 % at 1 %), per round and of the medians.
+        off = [r for r in opened if r["target"] == "grayshift"]
+        for p, share in (("grayshift-shadow1", "1 %"), ("grayshift-shadow10", "10 %")):
+            on = [r for r in opened if r["target"] == p]
+            if off and on:
+                per_round = [
+                    float(a["p99_us"]) / float(b["p99_us"])
+                    for a in on
+                    for b in off
+                    if a["round"] == b["round"] and float(b["p99_us"]) > 0
+                ]
+                out.append("")
+                out.append(
+                    f"**shadow reads at {share} / off, client p99 at this rate: {med(on, 'p99_us') / med(off, 'p99_us'):.3f}** "
+                    f"(ratio of medians; per round: {', '.join(f'{x:.3f}' for x in per_round)})"
+                )
+    paired_open = [r for r in rows if r["kind"] == "open-paired"]
+    for pair, share in (("grayshift-shadow1", "1 %"), ("grayshift-shadow10", "10 %")):
+        rs = [r for r in paired_open if r["pair"] == pair]
+        if not rs:
+            continue
+        per_round = []
+        for rnd in sorted({r["round"] for r in rs}, key=int):
+            on = [r for r in rs if r["round"] == rnd and r["target"] == pair]
+            off = [r for r in rs if r["round"] == rnd and r["target"] == "grayshift"]
+            if on and off and float(off[0]["p99_us"]) > 0:
+                per_round.append(float(on[0]["p99_us"]) / float(off[0]["p99_us"]))
+        on_all = [r for r in rs if r["target"] == pair]
+        off_all = [r for r in rs if r["target"] == "grayshift"]
+        out.append("")
+        out.append(
+            f"**shadow reads at {share} / off, client p99 at {float(rs[0]['rate']):,.0f} requests/s each, both at once: "
+            f"{statistics.median(per_round):.3f}** (median of the per-round ratios, target ≤ 1.05 at 1 %; "
+            f"per round: {', '.join(f'{x:.3f}' for x in per_round)}; p99 medians {fmt_us(med(off_all, 'p99_us'))} off, "
+            f"{fmt_us(med(on_all, 'p99_us'))} on; p50 {fmt_us(med(off_all, 'p50_us'))} off, {fmt_us(med(on_all, 'p50_us'))} on; "
+            f"errors {sum(int(r['errors']) for r in rs)})"
+        )
     rss = [r for r in rows if r["kind"] == "rss"]
     if rss:
         out.append("")

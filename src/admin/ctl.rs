@@ -63,12 +63,22 @@ pub enum Command {
     /// Reload the config file now.
     #[command(after_help = "Read next: docs/src/configuration.md (Hot reload)")]
     Reload,
+    /// Shadow reads ([shadow]): comparisons, skips by reason, the fields
+    /// that differ most, and the last mismatches with both values.
+    #[command(after_help = "Read next: docs/src/shadow.md")]
+    Shadow {
+        /// `{"shadow": …, "samples": […]}` as the API answers them, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Run one command; `Err` carries the message to print before exiting 1.
 pub async fn run(admin: &str, token: Option<&str>, command: Command) -> Result<String, String> {
+    let headers: Vec<_> = token.map(|t| (header::AUTHORIZATION, format!("Bearer {t}"))).into_iter().collect();
     let (method, path, body) = match &command {
         Command::Status { .. } => (Method::GET, "/status", None),
+        Command::Shadow { json } => return shadow(admin, &headers, *json).await,
         Command::SetPercent { percent, .. } => {
             (Method::PUT, "/percent", body(&request::SetPercent { percent: *percent }))
         }
@@ -86,17 +96,7 @@ pub async fn run(admin: &str, token: Option<&str>, command: Command) -> Result<S
         Command::Reload => (Method::POST, "/reload", None),
     };
     let url = format!("{}{path}", admin.trim_end_matches('/'));
-    let headers: Vec<_> = token.map(|t| (header::AUTHORIZATION, format!("Bearer {t}"))).into_iter().collect();
-    let body = body.map(|b| Bytes::from(b.to_string()));
-    let (status, bytes) = client::request(method, &url, None, &headers, body, Duration::from_secs(30))
-        .await
-        .map_err(|e| format!("cannot reach the admin API at {admin}: {e}"))?;
-    let value: Value =
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    if !status.is_success() {
-        let message = value.get("error").and_then(Value::as_str).map_or_else(|| value.to_string(), str::to_string);
-        return Err(format!("{} {}: {message}", status.as_u16(), status.canonical_reason().unwrap_or("")));
-    }
+    let value = send(admin, method, &url, &headers, body).await?;
     Ok(match command {
         Command::Status { json: false } => summary(&value),
         Command::SetPercent { wait: true, timeout, .. } => {
@@ -107,6 +107,104 @@ pub async fn run(admin: &str, token: Option<&str>, command: Command) -> Result<S
         }
         _ => format!("{value:#}"),
     })
+}
+
+/// One request to the admin API: its JSON answer, or the server's message.
+async fn send(
+    admin: &str,
+    method: Method,
+    url: &str,
+    headers: &[(header::HeaderName, String)],
+    body: Option<Value>,
+) -> Result<Value, String> {
+    let body = body.map(|b| Bytes::from(b.to_string()));
+    let (status, bytes) = client::request(method, url, None, headers, body, Duration::from_secs(30))
+        .await
+        .map_err(|e| format!("cannot reach the admin API at {admin}: {e}"))?;
+    let value: Value =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    if !status.is_success() {
+        let message = value.get("error").and_then(Value::as_str).map_or_else(|| value.to_string(), str::to_string);
+        return Err(format!("{} {}: {message}", status.as_u16(), status.canonical_reason().unwrap_or("")));
+    }
+    Ok(value)
+}
+
+/// `ctl shadow`: `/status.shadow` and `GET /shadow/samples`, as tables.
+async fn shadow(admin: &str, headers: &[(header::HeaderName, String)], json: bool) -> Result<String, String> {
+    let base = admin.trim_end_matches('/');
+    let status = send(admin, Method::GET, &format!("{base}/status"), headers, None).await?;
+    let shadow = &status["shadow"];
+    if shadow.is_null() {
+        return Err("shadow reads are not configured: the config has no [shadow] section".into());
+    }
+    let samples = send(admin, Method::GET, &format!("{base}/shadow/samples"), headers, None).await?;
+    if json {
+        return Ok(format!("{:#}", serde_json::json!({ "shadow": shadow, "samples": samples["samples"] })));
+    }
+    Ok(shadow_tables(shadow, &samples["samples"]))
+}
+
+/// `/status.shadow` and the samples as readable lines: the counts, the
+/// skips by reason, the top fields, then each mismatch with its fields'
+/// values on both sides.
+pub fn shadow_tables(shadow: &Value, samples: &Value) -> String {
+    let mut out = format!(
+        "shadow    sample {}  compared {}  matched {}  mismatched {}\n",
+        text(&shadow["sample"]),
+        shadow["compared"],
+        shadow["matched"],
+        shadow["mismatched"]
+    );
+    let skipped: Vec<String> = shadow["skipped"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64() != Some(0))
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    out += &format!("skipped   {}\n", if skipped.is_empty() { "none".to_string() } else { skipped.join("  ") });
+    let fields = shadow["fields"].as_array().cloned().unwrap_or_default();
+    if !fields.is_empty() {
+        // RATE: how often the field differs across versions; WITHIN: within
+        // one (noise cancellation on), what the rate is judged against.
+        let rate = |v: &Value| v.as_f64().map_or("-".into(), |r| format!("{r:.4}"));
+        out += &format!("\n{:<40} {:>10} {:>8} {:>8} {:>8}\n", "FIELD", "MISMATCHES", "NOISE", "RATE", "WITHIN");
+        for f in &fields {
+            out += &format!(
+                "{:<40} {:>10} {:>8} {:>8} {:>8}\n",
+                text(&f["path"]),
+                text(&f["mismatches"]),
+                text(&f["noise"]),
+                rate(&f["rate"]),
+                rate(&f["within_rate"])
+            );
+        }
+    }
+    let samples = samples.as_array().cloned().unwrap_or_default();
+    out += &format!("\nlast mismatches, newest first: {}\n", samples.len());
+    if !samples.is_empty() {
+        out += &format!(
+            "{:<22} {:<7} {:<30} {:<20} {:<7} {}\n",
+            "AT", "METHOD", "PATH", "KEY", "SERVED", "STATUS stable/new"
+        );
+    }
+    for s in &samples {
+        out += &format!(
+            "{:<22} {:<7} {:<30} {:<20} {:<7} {}/{}\n",
+            text(&s["at"]),
+            text(&s["method"]),
+            text(&s["path"]),
+            text(&s["key"]),
+            text(&s["primary"]),
+            text(&s["status"]["stable"]),
+            text(&s["status"]["new"])
+        );
+        for f in s["fields"].as_array().into_iter().flatten() {
+            out += &format!("    {:<36} stable {}  new {}\n", text(&f["path"]), text(&f["stable"]), text(&f["new"]));
+        }
+    }
+    out.trim_end().to_string()
 }
 
 /// A change's request body as JSON.
@@ -293,6 +391,31 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn shadow_tables_show_counts_skips_fields_and_both_values_of_each_sample() {
+        let shadow = json!({
+            "sample": "2%", "compared": 40, "matched": 37, "mismatched": 3,
+            "skipped": { "busy": 2, "timeout": 0, "gate": 5 },
+            "fields": [{ "path": "/total", "mismatches": 3, "noise": 0, "rate": 0.075 }],
+        });
+        let samples = json!([{
+            "at": "2026-12-07T18:00:00Z", "method": "GET", "path": "/orders/17", "key": "user-17",
+            "primary": "stable", "status": { "stable": 200, "new": 200 },
+            "fields": [{ "path": "/total", "stable": "12.50", "new": null }],
+        }]);
+        let out = shadow_tables(&shadow, &samples);
+        assert!(out.starts_with("shadow    sample 2%  compared 40  matched 37  mismatched 3\n"), "{out}");
+        assert!(out.contains("skipped   busy 2  gate 5\n"), "zero reasons are left out: {out}");
+        assert!(out.lines().any(|l| l.starts_with("/total ") && l.ends_with("3        0   0.0750        -")), "{out}");
+        assert!(out.contains("/orders/17") && out.contains("user-17") && out.contains("200/200"), "{out}");
+        assert!(
+            out.lines().any(|l| l.trim_start().starts_with("/total") && l.ends_with("stable 12.50  new -")),
+            "{out}"
+        );
+        let quiet = shadow_tables(&json!({ "sample": "1%", "compared": 0, "skipped": {}, "fields": [] }), &json!([]));
+        assert!(quiet.contains("skipped   none") && quiet.ends_with("last mismatches, newest first: 0"), "{quiet}");
+    }
 
     #[test]
     fn laggards_are_the_members_behind_the_revision_and_the_table_marks_them() {

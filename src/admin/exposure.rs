@@ -4,15 +4,34 @@
 use std::io::BufRead;
 
 use crate::config::{Config, PoolName};
+use crate::control::ledger::rows::Row;
 use crate::control::ledger::sink::{self, Sink};
 use crate::control::state::Route;
 use crate::proxy::split::Splitter;
 
-/// The CSV of every key `new` served in the config's release.
-pub async fn csv(config: &Config, wrote_only: bool) -> Result<String, String> {
+/// Which of the ledger's rows `grayshift exposure` prints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Select {
+    /// Only keys `new` served a write for (`--wrote`).
+    pub wrote: bool,
+    /// The keys whose shadow comparison differed, whichever side served
+    /// them (`--mismatch`), instead of the keys `new` served.
+    pub mismatch: bool,
+}
+
+impl Select {
+    pub fn keeps(self, row: &Row) -> bool {
+        let listed = if self.mismatch { row.mismatch } else { row.served_new };
+        listed && (row.wrote || !self.wrote)
+    }
+}
+
+/// The CSV of every key `new` served in the config's release (or, with
+/// `select.mismatch`, every key whose comparison differed).
+pub async fn csv(config: &Config, select: Select) -> Result<String, String> {
     let ledger = config.ledger.as_ref().ok_or("the config has no [ledger] section")?;
     let rows = Sink::new(ledger.sink.clone()).read(&config.split.group).await?;
-    Ok(sink::csv(&rows, wrote_only))
+    Ok(sink::csv(rows.iter().filter(|r| select.keeps(r))))
 }
 
 /// Delete `release`'s rows from the ledger; how many went.
@@ -86,6 +105,29 @@ mod tests {
         assert_eq!(up.to_new, expected);
         let down = what_if(&s, Route { percent: 50, ..now }, 10, keys.iter().cloned());
         assert_eq!((down.to_new, down.to_stable), (0, expected));
+    }
+
+    #[test]
+    fn exposure_lists_who_new_served_and_mismatch_who_differed() {
+        let row = |served_new, mismatch, wrote| Row {
+            release: "r".into(),
+            key: "k".into(),
+            source: "client_ip".into(),
+            first_seen: 0,
+            last_seen: 0,
+            wrote,
+            served_new,
+            mismatch,
+        };
+        let plain = Select::default();
+        let wrote = Select { wrote: true, mismatch: false };
+        let mismatch = Select { wrote: false, mismatch: true };
+        assert!(plain.keeps(&row(true, false, false)));
+        assert!(!plain.keeps(&row(false, true, false)), "a mismatch on stable is no exposure");
+        assert!(plain.keeps(&row(true, true, false)));
+        assert!(!wrote.keeps(&row(true, false, false)) && wrote.keeps(&row(true, false, true)));
+        assert!(mismatch.keeps(&row(false, true, false)) && mismatch.keeps(&row(true, true, false)));
+        assert!(!mismatch.keeps(&row(true, false, true)));
     }
 
     #[test]

@@ -323,7 +323,7 @@ impl Task {
                 metrics.mismatched.inc();
                 metrics.compared_by_primary[self.primary.index()].inc();
                 metrics.mismatched_by_primary[self.primary.index()].inc();
-                crate::shadow::mismatch_seen(&self.shared, &self.key, &self.origin);
+                crate::shadow::mismatch_seen(&self.shared, &self.key, &self.origin, self.primary);
             }
         }
     }

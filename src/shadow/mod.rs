@@ -260,10 +260,12 @@ fn truncate(text: &str) -> String {
 }
 
 /// A comparison was decided a mismatch for this routing key: the exposure
-/// ledger records it (docs/src/ledger.md).
-pub fn mismatch_seen(shared: &Shared, key: &str, origin: &Arc<KeyOrigin>) {
-    // ledger: see src/control/ledger (the recorder's mismatch entry point).
-    let _ = (shared, key, origin);
+/// ledger records it with `mismatch = true`, and `served_new` when `new`
+/// answered the client (docs/src/ledger.md, "Shadow mismatches").
+pub fn mismatch_seen(shared: &Shared, key: &str, origin: &Arc<KeyOrigin>, primary: PoolName) {
+    if let Some(ledger) = &shared.ledger {
+        ledger.recorder.mismatch(key.as_bytes(), origin, primary == PoolName::New);
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 // grayshift operator console. Plain script, no dependency, no inline code
 // (the page's Content-Security-Policy allows only this file). It polls
-// /status, /metrics and /audit once a second and changes things through the
-// admin API with the token the operator gives at the first change.
+// /status, /metrics and /audit once a second (and /shadow/samples when the
+// shadow counted a new mismatch) and changes things through the admin API
+// with the token the operator gives at the first change.
 "use strict";
 
 (() => {
@@ -17,6 +18,7 @@
 
   const TOKEN_KEY = "grayshift.adminToken";
   const HISTORY = 60; // points kept for sparklines and charts (one per poll)
+  const SHADOW_ROWS = 10; // shadow mismatches listed
   const LEVELS = {
     L1: { name: "L1", what: "send everyone to stable" },
     L2: { name: "L2", what: "freeze the percent and shed new-feature requests" },
@@ -431,6 +433,48 @@
     const warn = (v) => (v ? el("span", { class: "bad" }, num(v)) : num(v));
     fill($("ledger"), dl([["sink", l.sink], ["queued", l.queued], ["dropped", warn(l.dropped)], ["errors", warn(l.errors)], ["last flush", ago(l.last_flush)]]));
   }
+  // ---- Shadow reads: counts, skips, the fields that differ, last mismatches ------
+  function renderShadow(s) {
+    const sh = s.shadow;
+    if (!sh) {
+      fill($("shadow-samples"));
+      return fill($("shadow"), el("p", { class: "muted" }, "not configured (no [shadow] section)"));
+    }
+    const skipped = Object.entries(sh.skipped || {}).filter(([, n]) => n).map(([reason, n]) => reason + " " + num(n));
+    const rate = sh.compared ? num((100 * sh.mismatched) / sh.compared) + " %" : "–";
+    const fields = Array.isArray(sh.fields) ? sh.fields : [];
+    fill($("shadow"), dl([["sample", sh.sample], ["compared", sh.compared], ["matched", sh.matched],
+      ["mismatched", sh.mismatched ? el("span", { class: "bad" }, num(sh.mismatched)) : num(sh.mismatched)],
+      ["mismatch rate", rate], ["skipped", skipped.length ? skipped.join(" · ") : "none"]]),
+    fields.length
+      ? el("table", { class: "shadow-fields" },
+        el("caption", {}, "Fields that differ most"),
+        el("thead", {}, el("tr", {}, ["field", "mismatches", "noise", "rate"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, fields.map((f) => el("tr", {}, el("td", {}, el("code", {}, f.path)), el("td", {}, num(f.mismatches)),
+          el("td", {}, num(f.noise)), el("td", {}, typeof f.rate === "number" ? num(100 * f.rate) + " %" : num(f.rate))))))
+      : el("p", { class: "muted" }, "no field differs"));
+  }
+  function renderShadowSamples(body) {
+    const samples = body && Array.isArray(body.samples) ? body.samples : [];
+    if (!samples.length) return fill($("shadow-samples"), el("p", { class: "muted" }, "no mismatch yet"));
+    const value = (v) => (v === null || v === undefined ? el("span", { class: "muted" }, "absent") : el("code", {}, v));
+    // The newest few keep the page scannable; the API keeps the last 50.
+    const shown = samples.slice(0, SHADOW_ROWS);
+    fill($("shadow-samples"), el("table", { class: "shadow-samples" },
+      el("caption", {}, "Last mismatches (newest first" +
+        (samples.length > shown.length ? ", " + shown.length + " of " + samples.length + ": all with grayshift ctl shadow" : "") + ")"),
+      el("thead", {}, el("tr", {}, ["at", "request", "key", "served by", "status stable / new", "differing fields: stable → new"]
+        .map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, shown.map((m) => el("tr", {},
+        el("td", {}, m.at),
+        el("td", {}, m.method, " ", el("code", {}, m.path)),
+        el("td", {}, el("code", {}, m.key)),
+        el("td", {}, m.primary),
+        el("td", {}, num(m.status && m.status.stable) + " / " + num(m.status && m.status.new)),
+        el("td", {}, el("ul", { class: "diffs" }, (m.fields || []).map((f) =>
+          el("li", {}, el("code", {}, f.path), ": ", value(f.stable), " → ", value(f.new))))))))));
+  }
+
   function renderAudit(a) {
     const entries = (a && Array.isArray(a.entries) ? a.entries : []).slice().reverse();
     if (!entries.length) return fill($("audit"), el("p", { class: "muted" }, "no changes yet"));
@@ -457,6 +501,7 @@
   let polling = false;
   let auditDue = true;
   let lastMark = null;
+  let shadowMismatched = null; // /status.shadow.mismatched when the samples were last read
   async function get(path, as) {
     const r = await fetch(path, { cache: "no-store", credentials: "omit" });
     if (!r.ok) throw new Error(path + ": " + r.status);
@@ -480,7 +525,7 @@
       auditDue = (lastMark !== null && mark !== lastMark) || (auditDue && !(wantAudit && audit.status === "fulfilled"));
       lastMark = mark;
       G.status = s;
-      for (const render of [renderPercent, renderLevels, renderRules, renderPools, renderRamp, renderSchema, renderFleet, renderLedger, renderConfig]) {
+      for (const render of [renderPercent, renderLevels, renderRules, renderShadow, renderPools, renderRamp, renderSchema, renderFleet, renderLedger, renderConfig]) {
         try { render(s); } catch (e) { G.errors.push(render.name + ": " + e); }
       }
       const problems = [];
@@ -488,6 +533,15 @@
       else problems.push("traffic: " + metrics.reason.message);
       if (audit.status === "fulfilled") { if (audit.value) renderAudit(audit.value); }
       else problems.push("audit: " + audit.reason.message);
+      // The samples change only with a new mismatch: read them then.
+      const mismatched = s.shadow ? s.shadow.mismatched : null;
+      if (mismatched === null) shadowMismatched = null;
+      else if (mismatched !== shadowMismatched) {
+        try {
+          renderShadowSamples(await get("/shadow/samples"));
+          shadowMismatched = mismatched;
+        } catch (e) { problems.push("shadow samples: " + e.message); }
+      }
       G.polls += 1;
       lastOk = new Date();
       document.body.classList.remove("stale");

@@ -2,7 +2,8 @@
 //! hook can repair exactly their rows.
 //!
 //! The request path hands each key `new` served to the [`Recorder`]
-//! (bounded, lock-free, never waits). Every `flush` interval the flusher
+//! (bounded, lock-free, never waits), and the shadow comparison each key
+//! whose answers differed, whichever side served it. Every `flush` interval the flusher
 //! task drains it, merges the sightings into rows and writes them to the
 //! sink ([`sink`]). A sink that fails keeps the rows in memory (at most
 //! `4 × capacity`; beyond that they are dropped and counted) and is retried
@@ -131,7 +132,7 @@ impl Ledger {
                     dropped.inc();
                     continue;
                 }
-                let seen = Seen { first_seen: exposure.at, last_seen: exposure.at, wrote: exposure.wrote };
+                let seen = Seen { first_seen: exposure.at, last_seen: exposure.at, marks: exposure.marks };
                 pending.add(&exposure.origin, exposure.key, exposure.key_hash, seen);
             }
             pending
@@ -175,8 +176,8 @@ impl Ledger {
         self.lock_status().pending = writer.pending.len();
     }
 
-    /// Every key exposed in `release` (all replicas, when the sink is
-    /// shared), after writing what this replica still holds.
+    /// Every key exposed or seen to mismatch in `release` (all replicas,
+    /// when the sink is shared), after writing what this replica still holds.
     pub async fn exposed(&self, release: &str) -> Result<Vec<Row>, String> {
         self.flush(true).await;
         let writer = self.writer.lock().await;
@@ -201,7 +202,10 @@ impl Ledger {
         let rows = self.exposed(release).await?;
         let dir = state_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let path = dir.join(format!("grayshift-exposed-{}.csv", recorder::unix_now()));
-        std::fs::write(&path, sink::csv(&rows, false)).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        // Every row: keys `new` served and keys whose shadow comparison
+        // differed on stable too; `served_new` and `mismatch` tell them
+        // apart (docs/src/ledger.md).
+        std::fs::write(&path, sink::csv(&rows)).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         Ok(path)
     }
 

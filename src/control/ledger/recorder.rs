@@ -1,11 +1,13 @@
 //! The request path's side of the ledger: [`Recorder::offer`] remembers a
-//! routing key that `new` served, once per flush interval, without a lock
-//! and without allocating for a key already seen in the interval.
+//! routing key that `new` served, and [`Recorder::mismatch`] a key whose
+//! shadow comparison differed (whichever side served it), each once per
+//! flush interval, without a lock and without allocating for a key already
+//! seen in the interval.
 //!
 //! Two bounded, lock-free structures:
 //! - a *seen* table of `capacity * 2` atomic slots (open addressing, eight
 //!   probes). A slot holds the interval's generation (16 bits) and 48 bits
-//!   of a keyed hash of (key, source, wrote); a slot of an older generation
+//!   of a keyed hash of (key, source, [`Marks`]); a slot of an older generation
 //!   is free, so starting a new interval clears the table by bumping one
 //!   counter.
 //! - a queue ([`crossbeam_queue::ArrayQueue`]) of `capacity` exposures, which
@@ -14,7 +16,7 @@
 //!   user IDs, UUIDs or IP text); a full queue drops it and counts.
 //!
 //! The hash is std's SipHash of the key with a random key per process (the
-//! origin and `wrote` are mixed in after): a client cannot craft keys whose
+//! origin and the marks are mixed in after): a client cannot craft keys whose
 //! hashes collide with another user's and so hide that user's exposure. Two keys sharing 48 bits of hash in one interval would
 //! make the second wait for the next interval (about one in 2^48/capacity).
 
@@ -94,15 +96,44 @@ impl fmt::Debug for Key {
     }
 }
 
-/// One sighting of a key on `new`.
+/// What a sighting says about its key (docs/src/ledger.md, "Shadow
+/// mismatches"): each is kept once true when sightings merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Marks {
+    /// `new` served a non-safe method (POST, PUT, PATCH, DELETE, …).
+    pub wrote: bool,
+    /// `new` served the key (what exposure means).
+    pub served_new: bool,
+    /// A shadow comparison of the key's request differed between the versions.
+    pub mismatch: bool,
+}
+
+impl Marks {
+    /// The marks of a request `new` served.
+    pub fn served_new(wrote: bool) -> Marks {
+        Marks { wrote, served_new: true, mismatch: false }
+    }
+
+    /// The three marks as bits 0..=2.
+    fn bits(self) -> u64 {
+        self.wrote as u64 | (self.served_new as u64) << 1 | (self.mismatch as u64) << 2
+    }
+
+    pub fn merge(&mut self, other: Marks) {
+        self.wrote |= other.wrote;
+        self.served_new |= other.served_new;
+        self.mismatch |= other.mismatch;
+    }
+}
+
+/// One sighting of a key: served by `new`, or seen to mismatch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exposure {
     pub key: Key,
     /// [`Recorder::key_hash`] of `key`.
     pub key_hash: u64,
     pub origin: Arc<KeyOrigin>,
-    /// A non-safe method (POST, PUT, PATCH, DELETE, …).
-    pub wrote: bool,
+    pub marks: Marks,
     /// Unix time, seconds.
     pub at: u64,
 }
@@ -137,11 +168,26 @@ impl Recorder {
     /// was already seen in this interval: one hash and a few atomic loads.
     #[inline]
     pub fn offer(&self, key: &[u8], origin: &Arc<KeyOrigin>, wrote: bool) {
+        self.record(key, origin, Marks::served_new(wrote));
+    }
+
+    /// The shadow comparison of a request for `key` differed; `served_new`:
+    /// the client's answer came from `new`. Called off the request path (the
+    /// comparison runs in the background) but just as cheap and bounded:
+    /// it never waits, a full queue drops and counts.
+    pub fn mismatch(&self, key: &[u8], origin: &Arc<KeyOrigin>, served_new: bool) {
+        // `wrote` stays about what `new` served: `offer` records it for the
+        // request itself when `new` was the primary.
+        self.record(key, origin, Marks { wrote: false, served_new, mismatch: true });
+    }
+
+    #[inline(always)]
+    fn record(&self, key: &[u8], origin: &Arc<KeyOrigin>, marks: Marks) {
         // The key's hash alone (one SipHash pass, kept with the sighting for
-        // the flusher's map), then the origin and `wrote` mixed in for the
-        // table: (key, origin, wrote) is what is recorded once.
+        // the flusher's map), then the origin and the marks mixed in for the
+        // table: (key, origin, marks) is what is recorded once.
         let key_hash = self.key_hash(key);
-        let hash = (key_hash ^ mix(origin, wrote)) & HASH_MASK;
+        let hash = (key_hash ^ mix(origin, marks)) & HASH_MASK;
         let generation = self.generation.load(Ordering::Relaxed);
         let tag = generation << HASH_BITS | hash;
         let mask = self.seen.len() - 1;
@@ -157,14 +203,14 @@ impl Recorder {
                     break; // another key of this interval: probe on
                 }
                 match slot.compare_exchange_weak(current, tag, Ordering::Relaxed, Ordering::Relaxed) {
-                    Ok(_) => return self.enqueue(key, key_hash, origin, wrote),
+                    Ok(_) => return self.enqueue(key, key_hash, origin, marks),
                     Err(now) => current = now,
                 }
             }
         }
         // The table is full for this interval: record without deduplicating
         // (the queue still bounds what is kept).
-        self.enqueue(key, key_hash, origin, wrote);
+        self.enqueue(key, key_hash, origin, marks);
     }
 
     /// The keyed hash of a key's bytes, as [`Exposure::key_hash`] holds it.
@@ -179,12 +225,12 @@ impl Recorder {
         &self.hasher
     }
 
-    fn enqueue(&self, key: &[u8], key_hash: u64, origin: &Arc<KeyOrigin>, wrote: bool) {
+    fn enqueue(&self, key: &[u8], key_hash: u64, origin: &Arc<KeyOrigin>, marks: Marks) {
         let exposure = Exposure {
             key: Key::new(key),
             key_hash,
             origin: origin.clone(),
-            wrote,
+            marks,
             at: self.clock.load(Ordering::Relaxed),
         };
         if self.queue.push(exposure).is_err() {
@@ -224,10 +270,11 @@ impl Recorder {
     }
 }
 
-/// The origin (its address: one `Arc` per key source) and `wrote`, spread
-/// over the hash's bits. Pointers are 8-aligned, so bit 0 is free for `wrote`.
-fn mix(origin: &Arc<KeyOrigin>, wrote: bool) -> u64 {
-    (Arc::as_ptr(origin) as u64 | wrote as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
+/// The origin (its address: one `Arc` per key source) and the marks, spread
+/// over the hash's bits. Pointers are 8-aligned, so bits 0..=2 are free for
+/// the marks.
+fn mix(origin: &Arc<KeyOrigin>, marks: Marks) -> u64 {
+    (Arc::as_ptr(origin) as u64 | marks.bits()).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
 }
 
 /// What was queued when an interval ended, popped as it is read. Sightings
@@ -287,7 +334,7 @@ mod tests {
         r.offer(b"bob", &header, false);
         let got = r.rotate();
         assert_eq!(got.len(), 4, "{got:?}");
-        assert!(got.iter().any(|e| &*e.key == b"alice" && e.wrote));
+        assert!(got.iter().any(|e| &*e.key == b"alice" && e.marks.wrote));
         r.offer(b"alice", &header, false);
         assert_eq!(r.rotate().len(), 1, "a new interval records the key again");
         assert!(r.rotate().is_empty());
@@ -398,5 +445,34 @@ mod tests {
         keys.dedup();
         assert_eq!(before, 1000);
         assert_eq!(keys.len(), 1000);
+    }
+
+    #[test]
+    fn a_mismatch_is_recorded_beside_the_exposure_with_who_served_it() {
+        let (r, _) = recorder(64);
+        let o = origin("header:x-user-id");
+        r.offer(b"alice", &o, false);
+        r.mismatch(b"alice", &o, true);
+        r.mismatch(b"alice", &o, true);
+        r.mismatch(b"bob", &o, false);
+        let got: Vec<(Key, Marks)> = r.rotate().into_iter().map(|e| (e.key, e.marks)).collect();
+        assert_eq!(
+            got,
+            [
+                (Key::new(b"alice"), Marks { wrote: false, served_new: true, mismatch: false }),
+                (Key::new(b"alice"), Marks { wrote: false, served_new: true, mismatch: true }),
+                (Key::new(b"bob"), Marks { wrote: false, served_new: false, mismatch: true }),
+            ],
+            "a mismatch is its own sighting, once per interval; stable's keeps served_new false"
+        );
+    }
+
+    #[test]
+    fn marks_merge_once_true_stays_true() {
+        let mut m = Marks { wrote: false, served_new: false, mismatch: true };
+        m.merge(Marks::served_new(true));
+        assert_eq!(m, Marks { wrote: true, served_new: true, mismatch: true });
+        assert_eq!(m.bits(), 7);
+        assert_eq!(Marks::default().bits(), 0);
     }
 }

@@ -1,5 +1,5 @@
 //! One flush interval's rows: the sightings merged per key (first and last
-//! seen, wrote), grouped by their shared origin so no release or source
+//! seen, the [`Marks`]), grouped by their shared origin so no release or source
 //! string is copied per row, and the [`Row`]s the sinks read back.
 
 use std::collections::hash_map::Entry;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::control::ledger::recorder::Key;
+use crate::control::ledger::recorder::{Key, Marks};
 use crate::proxy::split::KeyOrigin;
 
 /// One key's exposure in one release, merged over sightings: what the sink
@@ -23,25 +23,36 @@ pub struct Row {
     pub first_seen: u64,
     pub last_seen: u64,
     pub wrote: bool,
+    /// `new` served the key. Lines written before the shadow existed have
+    /// no such field: every one of them was a key `new` served.
+    #[serde(default = "yes")]
+    pub served_new: bool,
+    /// A shadow comparison of the key's requests differed.
+    #[serde(default)]
+    pub mismatch: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What identifies a row: (release, source, key), as the table's primary key.
 pub type RowId = (String, String, String);
 
-/// When a key was seen, and whether it wrote.
+/// When a key was seen, and what its sightings said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
     pub first_seen: u64,
     pub last_seen: u64,
-    pub wrote: bool,
+    pub marks: Marks,
 }
 
 impl Seen {
-    /// As the table's upsert merges: the widest span, a write stays a write.
+    /// As the table's upsert merges: the widest span, a mark once set stays set.
     pub fn merge(&mut self, other: Seen) {
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
-        self.wrote |= other.wrote;
+        self.marks.merge(other.marks);
     }
 }
 
@@ -190,12 +201,23 @@ impl Pending {
 
 impl Row {
     pub fn split(self) -> (RowId, Seen) {
-        let seen = Seen { first_seen: self.first_seen, last_seen: self.last_seen, wrote: self.wrote };
+        let marks = Marks { wrote: self.wrote, served_new: self.served_new, mismatch: self.mismatch };
+        let seen = Seen { first_seen: self.first_seen, last_seen: self.last_seen, marks };
         ((self.release, self.source, self.key), seen)
     }
 
     fn join((release, source, key): RowId, seen: Seen) -> Row {
-        Row { release, key, source, first_seen: seen.first_seen, last_seen: seen.last_seen, wrote: seen.wrote }
+        let Marks { wrote, served_new, mismatch } = seen.marks;
+        Row {
+            release,
+            key,
+            source,
+            first_seen: seen.first_seen,
+            last_seen: seen.last_seen,
+            wrote,
+            served_new,
+            mismatch,
+        }
     }
 }
 

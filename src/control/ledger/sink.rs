@@ -12,9 +12,16 @@
 //!     first_seen timestamptz NOT NULL,
 //!     last_seen  timestamptz NOT NULL,
 //!     wrote      boolean     NOT NULL,
+//!     served_new boolean     NOT NULL DEFAULT true,
+//!     mismatch   boolean     NOT NULL DEFAULT false,
 //!     PRIMARY KEY (release, source, key)
 //! );
 //! ```
+//!
+//! A table created before the shadow comparison existed lacks the last two
+//! columns: they are added (`ADD COLUMN IF NOT EXISTS`, with the defaults
+//! its rows had in meaning: every one a key `new` served), so an existing
+//! ledger keeps working, and replicas of both versions can share it.
 
 use std::io::Write;
 use std::path::Path;
@@ -28,7 +35,9 @@ use super::rows::{merge, sorted, Pending, Row, Rows, Seen};
 use crate::config::LedgerSink;
 use crate::control::pg::{self, PgSlot};
 
-/// Rows per INSERT: 6 parameters each, well under PostgreSQL's 65 535.
+/// Parameters per row of the upsert.
+const PARAMS: usize = 8;
+/// Rows per INSERT: 8 000 parameters, well under PostgreSQL's 65 535.
 const BATCH: usize = 1000;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,7 +46,7 @@ pub struct Sink {
     pg: PgSlot,
     table_ready: bool,
     /// The full batch's upsert, prepared on this connection: PostgreSQL
-    /// (the primary database, often) parses and plans the 6 000-parameter
+    /// (the primary database, often) parses and plans the 8 000-parameter
     /// statement once per connection instead of at every batch.
     full_batch: Option<(Arc<Client>, Statement)>,
 }
@@ -100,21 +109,27 @@ impl Sink {
             LedgerSink::File(path) => read_jsonl(path, release),
             LedgerSink::Postgres { url, table } => {
                 let sql = format!(
-                    "SELECT release, key, source, extract(epoch from first_seen)::int8, extract(epoch from last_seen)::int8, wrote \
-                     FROM {table} WHERE release = $1 ORDER BY key, source"
+                    "SELECT release, key, source, extract(epoch from first_seen)::int8, extract(epoch from last_seen)::int8, \
+                     wrote, served_new, mismatch FROM {table} WHERE release = $1 ORDER BY key, source"
                 );
-                let release = release.to_string();
-                let result =
-                    pg::with_client(
-                        &self.pg,
-                        url,
-                        TIMEOUT,
-                        |client| async move { client.query(&sql, &[&release]).await },
-                    )
+                // No table: nothing recorded yet. A table of an older
+                // grayshift (no `served_new` column yet) is brought up to
+                // date, then read again.
+                let mut upgraded = false;
+                let rows = loop {
+                    let (sql, release) = (sql.clone(), release.to_string());
+                    let result = pg::with_client(&self.pg, url, TIMEOUT, |client| async move {
+                        client.query(&sql, &[&release]).await
+                    })
                     .await;
-                let rows = match result {
-                    Err(e) if e.contains("does not exist") => return Ok(Vec::new()),
-                    other => other?,
+                    match result {
+                        Err(e) if !upgraded && e.contains("column") && e.contains("does not exist") => {
+                            create_table(&self.pg, url, table).await?;
+                            upgraded = true;
+                        }
+                        Err(e) if e.contains("relation") && e.contains("does not exist") => return Ok(Vec::new()),
+                        other => break other?,
+                    }
                 };
                 Ok(rows
                     .iter()
@@ -125,6 +140,8 @@ impl Sink {
                         first_seen: r.get::<_, i64>(3).max(0) as u64,
                         last_seen: r.get::<_, i64>(4).max(0) as u64,
                         wrote: r.get(5),
+                        served_new: r.get(6),
+                        mismatch: r.get(7),
                     })
                     .collect())
             }
@@ -153,18 +170,22 @@ impl Sink {
     }
 }
 
+/// Create the table, or add the columns an older grayshift's lacks.
 async fn create_table(slot: &PgSlot, url: &str, table: &str) -> Result<(), String> {
     let sql = format!(
         "CREATE TABLE IF NOT EXISTS {table} (\
          release text NOT NULL, source text NOT NULL, key text NOT NULL, \
          first_seen timestamptz NOT NULL, last_seen timestamptz NOT NULL, wrote boolean NOT NULL, \
-         PRIMARY KEY (release, source, key))"
+         served_new boolean NOT NULL DEFAULT true, mismatch boolean NOT NULL DEFAULT false, \
+         PRIMARY KEY (release, source, key)); \
+         ALTER TABLE {table} ADD COLUMN IF NOT EXISTS served_new boolean NOT NULL DEFAULT true, \
+         ADD COLUMN IF NOT EXISTS mismatch boolean NOT NULL DEFAULT false"
     );
     pg::with_client(slot, url, TIMEOUT, |client| async move { client.batch_execute(&sql).await }).await
 }
 
 /// One multi-row `INSERT … ON CONFLICT DO UPDATE`: the earliest first_seen,
-/// the latest last_seen, wrote once true stays true. A full batch uses the
+/// the latest last_seen, wrote, served_new and mismatch once true stay true. A full batch uses the
 /// statement in `full_batch`, preparing it when the connection is new.
 async fn upsert(
     slot: &PgSlot,
@@ -187,9 +208,11 @@ async fn upsert(
                 statement
             }
         };
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(rows.len() * 6);
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(rows.len() * PARAMS);
         for ((release, source, key, seen), (first, last)) in rows.iter().zip(&times) {
-            let row: [&(dyn ToSql + Sync); 6] = [release, source, key, first, last, &seen.wrote];
+            let marks = &seen.marks;
+            let row: [&(dyn ToSql + Sync); PARAMS] =
+                [release, source, key, first, last, &marks.wrote, &marks.served_new, &marks.mismatch];
             params.extend(row);
         }
         client.execute(&statement, &params).await
@@ -201,28 +224,34 @@ async fn upsert(
 /// The upsert's text for `rows` rows.
 fn upsert_sql(table: &str, rows: usize) -> String {
     use std::fmt::Write as _;
-    let mut sql = format!("INSERT INTO {table} AS t (release, source, key, first_seen, last_seen, wrote) VALUES ");
+    let mut sql = format!(
+        "INSERT INTO {table} AS t (release, source, key, first_seen, last_seen, wrote, served_new, mismatch) VALUES "
+    );
     for i in 0..rows {
-        let p = i * 6;
+        let p = i * PARAMS;
         if i > 0 {
             sql.push(',');
         }
         let _ = write!(
             sql,
-            "(${}, ${}, ${}, to_timestamp(${}::float8), to_timestamp(${}::float8), ${})",
+            "(${}, ${}, ${}, to_timestamp(${}::float8), to_timestamp(${}::float8), ${}, ${}, ${})",
             p + 1,
             p + 2,
             p + 3,
             p + 4,
             p + 5,
-            p + 6
+            p + 6,
+            p + 7,
+            p + 8
         );
     }
     sql.push_str(
         " ON CONFLICT (release, source, key) DO UPDATE SET \
          first_seen = LEAST(t.first_seen, EXCLUDED.first_seen), \
          last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen), \
-         wrote = t.wrote OR EXCLUDED.wrote",
+         wrote = t.wrote OR EXCLUDED.wrote, \
+         served_new = t.served_new OR EXCLUDED.served_new, \
+         mismatch = t.mismatch OR EXCLUDED.mismatch",
     );
     sql
 }
@@ -282,8 +311,8 @@ fn write_lines(file: &mut std::fs::File, rows: &Pending) -> std::io::Result<()> 
     file.write_all(&text)
 }
 
-/// The end of a line, `F,"last_seen":L,"wrote":W}\n`, kept for the few
-/// (first, last, wrote) an interval has (its seconds, mostly first = last):
+/// The end of a line, `F,"last_seen":L,"wrote":W,"served_new":S,"mismatch":M}\n`,
+/// kept for the few (first, last, marks) an interval has (its seconds, mostly first = last):
 /// a row copies it instead of formatting two numbers.
 #[derive(Default)]
 struct Tails {
@@ -292,7 +321,8 @@ struct Tails {
 
 impl Tails {
     fn get(&mut self, seen: &Seen) -> &[u8] {
-        let i = (seen.first_seen.wrapping_mul(3) ^ seen.last_seen ^ seen.wrote as u64) as usize % 16;
+        let marks = seen.marks;
+        let i = (seen.first_seen.wrapping_mul(3) ^ seen.last_seen ^ marks.wrote as u64) as usize % 16;
         let slot = &mut self.slots[i];
         if !slot.as_ref().is_some_and(|(s, _)| s == seen) {
             let mut tail = slot.take().map(|(_, t)| t).unwrap_or_default();
@@ -300,7 +330,15 @@ impl Tails {
             push_u64(&mut tail, seen.first_seen);
             tail.extend_from_slice(b",\"last_seen\":");
             push_u64(&mut tail, seen.last_seen);
-            tail.extend_from_slice(if seen.wrote { b",\"wrote\":true}\n" } else { b",\"wrote\":false}\n" });
+            for (name, set) in [
+                (&b",\"wrote\":"[..], marks.wrote),
+                (b",\"served_new\":", marks.served_new),
+                (b",\"mismatch\":", marks.mismatch),
+            ] {
+                tail.extend_from_slice(name);
+                tail.extend_from_slice(if set { b"true" } else { b"false" });
+            }
+            tail.extend_from_slice(b"}\n");
             *slot = Some((*seen, tail));
         }
         slot.as_ref().map_or(&[], |(_, t)| t)
@@ -376,18 +414,22 @@ fn purge_jsonl(path: &Path, release: &str) -> Result<u64, String> {
     Ok(purged)
 }
 
-/// The CSV the data-rollback hook reads: `key,source,first_seen,last_seen,wrote`
-/// with RFC 3339 times, quoted as RFC 4180 says.
-pub fn csv(rows: &[Row], wrote_only: bool) -> String {
-    let mut out = String::from("key,source,first_seen,last_seen,wrote\n");
-    for row in rows.iter().filter(|r| r.wrote || !wrote_only) {
+/// The CSV the data-rollback hook reads:
+/// `key,source,first_seen,last_seen,wrote,served_new,mismatch` with RFC 3339
+/// times, quoted as RFC 4180 says. The two last columns come after the
+/// older five, so a hook that reads those by position keeps working.
+pub fn csv<'a>(rows: impl IntoIterator<Item = &'a Row>) -> String {
+    let mut out = String::from("key,source,first_seen,last_seen,wrote,served_new,mismatch\n");
+    for row in rows {
         out.push_str(&format!(
-            "{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{}\n",
             csv_field(&row.key),
             csv_field(&row.source),
             rfc3339(row.first_seen),
             rfc3339(row.last_seen),
-            row.wrote
+            row.wrote,
+            row.served_new,
+            row.mismatch
         ));
     }
     out
@@ -413,7 +455,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::control::ledger::recorder::Key;
+    use crate::control::ledger::recorder::{Key, Marks};
     use crate::proxy::split::KeyOrigin;
 
     fn row(key: &str, first: u64, last: u64, wrote: bool) -> Row {
@@ -424,6 +466,8 @@ mod tests {
             first_seen: first,
             last_seen: last,
             wrote,
+            served_new: true,
+            mismatch: false,
         }
     }
 
@@ -460,7 +504,7 @@ mod tests {
         let mut got: Vec<_> =
             rows.iter().map(|(r, s, k, seen)| (r.to_string(), s.to_string(), k.to_string(), *seen)).collect();
         got.sort_by(|a, b| a.2.cmp(&b.2));
-        let seen = |first, last, wrote| Seen { first_seen: first, last_seen: last, wrote };
+        let seen = |first, last, wrote| Seen { first_seen: first, last_seen: last, marks: Marks::served_new(wrote) };
         let (r, s) = ("r".to_string(), "header:X-User-ID".to_string());
         assert_eq!(
             got,
@@ -485,12 +529,15 @@ mod tests {
     #[test]
     fn invalid_utf8_becomes_replacement_text_and_merges() {
         let mut rows = Pending::new(RandomState::new());
-        let seen = |at| Seen { first_seen: at, last_seen: at, wrote: false };
+        let seen = |at| Seen { first_seen: at, last_seen: at, marks: Marks::served_new(false) };
         add(&mut rows, "r", "s", b"a\xff", seen(1));
         add(&mut rows, "r", "s", b"a\xfe", seen(2));
         add(&mut rows, "r", "s", "a\u{fffd}".as_bytes(), seen(3));
         let got: Vec<_> = rows.iter().map(|(.., k, s)| (k.to_string(), *s)).collect();
-        assert_eq!(got, vec![("a\u{fffd}".to_string(), Seen { first_seen: 1, last_seen: 3, wrote: false })]);
+        assert_eq!(
+            got,
+            vec![("a\u{fffd}".to_string(), Seen { first_seen: 1, last_seen: 3, marks: Marks::served_new(false) })]
+        );
     }
 
     #[test]
@@ -504,12 +551,16 @@ mod tests {
 
     #[test]
     fn csv_quotes_what_needs_quoting() {
-        let text = csv(&[row("plain", 0, 60, false), row("a,\"b\"", 0, 0, true)], false);
+        let stable_mismatch = Row { served_new: false, mismatch: true, ..row("m", 0, 0, false) };
+        let text = csv(&[row("plain", 0, 60, false), row("a,\"b\"", 0, 0, true), stable_mismatch]);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "key,source,first_seen,last_seen,wrote");
-        assert_eq!(lines[1], "plain,header:X-User-ID,1970-01-01T00:00:00Z,1970-01-01T00:01:00Z,false");
-        assert_eq!(lines[2], "\"a,\"\"b\"\"\",header:X-User-ID,1970-01-01T00:00:00Z,1970-01-01T00:00:00Z,true");
-        assert_eq!(csv(&[row("x", 0, 0, false)], true).lines().count(), 1, "--wrote keeps only writers");
+        assert_eq!(lines[0], "key,source,first_seen,last_seen,wrote,served_new,mismatch");
+        assert_eq!(lines[1], "plain,header:X-User-ID,1970-01-01T00:00:00Z,1970-01-01T00:01:00Z,false,true,false");
+        assert_eq!(
+            lines[2],
+            "\"a,\"\"b\"\"\",header:X-User-ID,1970-01-01T00:00:00Z,1970-01-01T00:00:00Z,true,true,false"
+        );
+        assert_eq!(lines[3], "m,header:X-User-ID,1970-01-01T00:00:00Z,1970-01-01T00:00:00Z,false,false,true");
     }
 
     #[test]
@@ -536,7 +587,11 @@ mod tests {
         let rows: Vec<Row> = (0..3_000u64)
             .map(|i| {
                 let first = 1_764_547_200 + i % 7 * 16;
-                let row = row(&format!("user-{i}"), first, first + i % 3, i % 5 == 0);
+                let row = Row {
+                    served_new: i % 7 != 0,
+                    mismatch: i % 4 == 0,
+                    ..row(&format!("user-{i}"), first, first + i % 3, i % 5 == 0)
+                };
                 if i % 2 == 0 {
                     row
                 } else {
@@ -566,5 +621,18 @@ mod tests {
         assert_eq!(purge_jsonl(&path, "r").unwrap(), 2);
         assert!(read_jsonl(&path, "r").unwrap().is_empty());
         assert_eq!(read_jsonl(&path, "other").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn lines_of_an_older_grayshift_read_as_keys_new_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exposure.jsonl");
+        let old = r#"{"release":"r","key":"a","source":"header:X-User-ID","first_seen":1,"last_seen":2,"wrote":false}"#;
+        std::fs::write(&path, format!("{old}\n")).unwrap();
+        let mismatch = Row { served_new: false, mismatch: true, ..row("a", 3, 3, false) };
+        let stable_only = Row { served_new: false, mismatch: true, ..row("b", 3, 3, false) };
+        append_jsonl(&path, &pending([mismatch, stable_only.clone()])).unwrap();
+        let back = read_jsonl(&path, "r").unwrap();
+        assert_eq!(back, vec![Row { mismatch: true, ..row("a", 1, 3, false) }, stable_only]);
     }
 }
