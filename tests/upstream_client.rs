@@ -210,28 +210,35 @@ async fn a_body_delimited_by_close_is_read_to_the_end() {
     assert_eq!((reply.status.as_u16(), reply.text()), (200, "until the end".to_string()));
 }
 
+/// Send `method` with a chunked body cut after its first chunk and read
+/// the answer until its text contains `until`; then the rest of the body
+/// (`rest`) and a pipelined GET, and read to the close. The two answers.
+async fn half_upload_then_next(proxy: &Proxy, method: &str, until: &str, rest: &[u8]) -> (String, String) {
+    let mut client = TcpStream::connect(proxy.proxy_addr).await.unwrap();
+    let head = format!("{method} /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+    client.write_all(head.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(until) {
+        let n =
+            tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf)).await.expect("first answer").unwrap();
+        assert!(n > 0, "closed after the first answer: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    client.write_all(&[rest, b"GET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"].concat()).await.unwrap();
+    let mut next = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut next)).await.expect("second answer").unwrap();
+    (String::from_utf8_lossy(&seen).into_owned(), String::from_utf8_lossy(&next).into_owned())
+}
+
 #[tokio::test]
 async fn an_answer_before_the_whole_body_still_lets_the_client_send_its_next_request() {
     // The upstream answers on the head alone, kept alive, not waiting for
     // the body; the client's body is still coming.
     let upstream = scripted(|_, _, _| Step::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")).await;
     let proxy = proxy_to(upstream).await;
-    let mut client = TcpStream::connect(proxy.proxy_addr).await.unwrap();
-    client.write_all(b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n").await.unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).ends_with("ok") {
-        let n =
-            tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf)).await.expect("first answer").unwrap();
-        assert!(n > 0, "closed after the first answer: {}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-    }
-    // The rest of the body, then the next request on the same connection.
-    client.write_all(b"0\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await.expect("second answer").unwrap();
-    let rest = String::from_utf8_lossy(&rest);
-    assert!(rest.starts_with("HTTP/1.1 200"), "the next request must be answered: {rest:?}");
+    let (_, next) = half_upload_then_next(&proxy, "POST", "\r\n\r\nok", b"0\r\n\r\n").await;
+    assert!(next.starts_with("HTTP/1.1 200"), "the next request must be answered: {next:?}");
 }
 
 #[tokio::test]
@@ -245,23 +252,9 @@ async fn a_body_the_upstream_never_took_is_read_and_dropped_so_the_next_request_
     })
     .await;
     let proxy = proxy_to(upstream).await;
-    let mut client = TcpStream::connect(proxy.proxy_addr).await.unwrap();
-    client.write_all(b"PUT /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n").await.unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).ends_with("ok") {
-        let n =
-            tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf)).await.expect("first answer").unwrap();
-        assert!(n > 0, "closed after the first answer: {}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-    }
-    let first = String::from_utf8_lossy(&seen).to_ascii_lowercase();
-    assert!(!first.contains("connection: close"), "the answer is a keep-alive one: {first}");
-    client.write_all(b"6\r\n world\r\n0\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await.expect("second answer").unwrap();
-    let rest = String::from_utf8_lossy(&rest);
-    assert!(rest.starts_with("HTTP/1.1 200"), "the next request must be answered: {rest:?}");
+    let (first, next) = half_upload_then_next(&proxy, "PUT", "\r\n\r\nok", b"6\r\n world\r\n0\r\n\r\n").await;
+    assert!(!first.to_ascii_lowercase().contains("connection: close"), "the answer is a keep-alive one: {first}");
+    assert!(next.starts_with("HTTP/1.1 200"), "the next request must be answered: {next:?}");
 }
 
 #[tokio::test]
@@ -273,24 +266,8 @@ async fn a_body_nobody_read_is_dropped_and_the_next_request_is_answered() {
     let closed = nobody.local_addr().unwrap();
     drop(nobody);
     let proxy = proxy_to(closed).await;
-    let mut client = TcpStream::connect(proxy.proxy_addr).await.unwrap();
-    client.write_all(b"PUT /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n").await.unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
-        let n =
-            tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf)).await.expect("first answer").unwrap();
-        assert!(n > 0, "closed without an answer: {}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-    }
-    let first = String::from_utf8_lossy(&seen).to_ascii_lowercase();
-    assert!(first.starts_with("http/1.1 502"), "{first}");
-    if first.contains("connection: close") {
-        return; // an answer that says it closes owes the client nothing more
-    }
-    client.write_all(b"6\r\n world\r\n0\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await.expect("second answer").unwrap();
-    let all = String::from_utf8_lossy(&[&seen[..], &rest[..]].concat()).into_owned();
-    assert_eq!(all.matches("HTTP/1.1 502").count(), 2, "the next request must be answered: {all:?}");
+    let (first, next) = half_upload_then_next(&proxy, "PUT", "pool\n", b"6\r\n world\r\n0\r\n\r\n").await;
+    assert!(first.starts_with("HTTP/1.1 502"), "{first}");
+    assert!(!first.to_ascii_lowercase().contains("connection: close"), "the answer is a keep-alive one: {first}");
+    assert!(next.starts_with("HTTP/1.1 502"), "the next request must be answered: {next:?}");
 }
