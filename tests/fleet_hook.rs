@@ -135,28 +135,6 @@ async fn a_replica_that_stops_mid_hook_leaves_the_hook_to_another_at_once() {
     assert!(!recorded[0].1.contains(&format!("\"replica\":\"{holder}\"")), "recorded by the survivor: {recorded:?}");
 }
 
-/// A grayshift binary (so it can be killed with SIGKILL), killed on drop.
-struct Binary(std::process::Child);
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn get_json(url: &str) -> Option<serde_json::Value> {
-    let client = plain_client();
-    let req = http::Request::get(url).body(empty()).unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(2), client.request(req)).await.ok()?.ok()?;
-    let reply = Reply::read(resp).await;
-    serde_json::from_slice(&reply.body).ok()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_hook_leaves_it_to_another_after_its_lease_expires() {
     let etcd = Etcd::start().await;
@@ -166,29 +144,14 @@ async fn a_replica_killed_mid_hook_leaves_it_to_another_after_its_lease_expires(
     let (extra, log) = l3_setup(dir.path(), &http_signal(&signal), 3);
     let name = format!("k{}", std::process::id());
     let mut binaries = Vec::new();
-    let mut admins = Vec::new();
     for replica in ["a", "b", "c"] {
         let rdir = dir.path().join(replica);
-        std::fs::create_dir_all(&rdir).unwrap();
-        let admin = free_port();
-        let text = config(&[&stable], &[&new], 50, &format!("{extra}{}", fleet_section(&etcd, &name, replica)))
-            .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{}\"", free_port()), 1)
-            .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{admin}\""), 1)
-            .replace("{dir}", rdir.to_str().unwrap());
-        let path = rdir.join("grayshift.toml");
-        std::fs::write(&path, text).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_grayshift"))
-            .args(["run", "--config", path.to_str().unwrap()])
-            .env("GRAYSHIFT_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        binaries.push(Binary(child));
-        admins.push(format!("http://127.0.0.1:{admin}/status"));
+        let text = config(&[&stable], &[&new], 50, &format!("{extra}{}", fleet_section(&etcd, &name, replica)));
+        binaries.push(Binary::start(&rdir, &text));
     }
-    for url in &admins {
+    for binary in &binaries {
         eventually(DEADLINE, "three live members", || async move {
-            let s = get_json(url).await?;
+            let s = binary.get_json("/status").await?;
             (s["fleet"]["members"].as_array()?.len() == 3).then_some(())
         })
         .await;
@@ -207,8 +170,8 @@ async fn a_replica_killed_mid_hook_leaves_it_to_another_after_its_lease_expires(
     let index = ["a", "b", "c"].iter().position(|r| *r == holder).unwrap();
     // SIGKILL: no lease revoke; the lock goes when the lease expires.
     let mut killed = binaries.remove(index);
-    killed.0.kill().unwrap();
-    killed.0.wait().unwrap();
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
     let hook_prefix = format!("/grayshift/v1/{name}/hook/");
     let recorded = eventually(Duration::from_secs(20), "another replica ran the hook and recorded it", || {
         let (etcd, hook_prefix) = (&etcd, &hook_prefix);
