@@ -68,13 +68,15 @@ FLEET_METRICS=(
   grayshift_fleet_members
 )
 # Migration-aware release's metrics (docs/src/migrations.md: the schema gate,
-# the point of no return, the ramp): allowed in the rules and the dashboard, and required on
-# the dashboard.
+# the point of no return, the ramp; docs/src/shadow.md: shadow reads): allowed
+# in the rules and the dashboard, and required on the dashboard.
 RELEASE_METRICS=(
   grayshift_schema_ready
   grayshift_rollback_blocked
   grayshift_schema_unsupported
   grayshift_ramp_step
+  grayshift_shadow_total
+  grayshift_shadow_skipped_total
 )
 # Histograms: the series names Prometheus derives from them.
 HISTOGRAMS=(grayshift_request_duration_seconds)
