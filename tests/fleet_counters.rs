@@ -82,6 +82,89 @@ async fn the_counters_holder_killed_another_takes_over_within_the_lease_and_coun
     assert_eq!(summed, (2, 51, 0));
 }
 
+/// A rule bad on the fleet's error rate but with a long `for`: pending, and
+/// it must stay pending, from the same start, while the counters change
+/// hands. 30 requests are served before the handover and none during it;
+/// `min_requests = 25` makes the rule see any count lost on the way (a new
+/// holder that summed only the survivors would see 20 and clear it).
+const PENDING_RULE: &str = r#"
+[[rules]]
+name = "fleet-errors"
+level = "L1"
+signal = { source = "local", metric = "error_rate", pool = "new", window = "30s" }
+above = 0.2
+for = "10m"
+min_requests = 25
+"#;
+
+/// How long a rule's `why` says it has been bad ("... for 2.3s of 10m").
+fn held(rule: &serde_json::Value) -> Option<Duration> {
+    let why = rule["why"].as_str()?;
+    let held = why.rsplit_once(" for ")?.1.split(" of ").next()?;
+    if let Some(ms) = held.strip_suffix("ms") {
+        return Some(Duration::from_millis(ms.parse().ok()?));
+    }
+    Some(Duration::from_secs_f64(held.strip_suffix('s')?.parse().ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_pending_on_the_fleet_total_stays_pending_from_the_same_start_while_the_counters_change_hands() {
+    let etcd = Etcd::start().await;
+    let (stable, new) = (Upstream::start("stable").await, Upstream::start("new").await);
+    new.fail_every.store(2, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("q{}", std::process::id());
+    let mut replicas: Vec<(String, Binary)> = ["a", "b", "c"]
+        .into_iter()
+        .map(|r| {
+            let extra = format!("{PENDING_RULE}{FAST}{}", fleet_section(&etcd, &name, r));
+            (r.to_string(), Binary::start(&dir.path().join(r), &config(&[&stable], &[&new], 100, &extra)))
+        })
+        .collect();
+    wait_tally(&etcd, &name, "the three members summed", |t| t.0 == 3).await;
+    for (i, (_, r)) in replicas.iter().enumerate() {
+        for u in 0..10 {
+            r.get_as(&format!("user-{i}-{u}")).await;
+        }
+    }
+    // Half of the fleet's requests to new fail: above 0.2, pending for 10 min.
+    for (_, r) in &replicas {
+        eventually(DEADLINE, "the rule pending on every replica", || async move {
+            (r.get_json("/status").await?["rules"][0]["state"] == "pending").then_some(())
+        })
+        .await;
+    }
+    let pending_from = Instant::now();
+
+    let holder = counters_holder(&etcd, &name).await.expect("a replica sums the counters");
+    let index = replicas.iter().position(|(n, _)| *n == holder).unwrap();
+    let (_, mut killed) = replicas.remove(index);
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    // Through the handover and a while after it, the survivors' rule read
+    // every 100 ms (the window, 30 s, still holds all 30 requests).
+    let mut took_over_at = None;
+    while took_over_at.is_none_or(|t: Instant| t.elapsed() < Duration::from_secs(2)) {
+        assert!(pending_from.elapsed() < DEADLINE + LEASE_TTL, "nobody took locks/counters over");
+        if took_over_at.is_none() && counters_holder(&etcd, &name).await.is_some_and(|h| h != holder) {
+            took_over_at = Some(Instant::now());
+        }
+        for (_, r) in &replicas {
+            let status = r.get_json("/status").await.expect("status");
+            let rule = &status["rules"][0];
+            assert_eq!(rule["state"], "pending", "the rule left pending during the handover: {rule:#}");
+            assert_eq!(status["rollback"]["level"], 0, "{status:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Pending since before the kill, without a restart in between.
+    for (_, r) in &replicas {
+        let rule = r.get_json("/status").await.expect("status")["rules"][0].clone();
+        let held = held(&rule).unwrap_or_else(|| panic!("no held time in {rule:#}"));
+        assert!(held + Duration::from_millis(500) >= pending_from.elapsed(), "restarted: {held:?} bad, {rule:#}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_stops_adds_nothing_more_and_one_back_under_a_new_lease_counts_from_zero() {
     let etcd = Etcd::start().await;
