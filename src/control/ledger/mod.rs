@@ -9,6 +9,7 @@
 //! `4 × capacity`; beyond that they are dropped and counted) and is retried
 //! with a doubling backoff up to a minute; no request ever waits on it.
 
+mod file;
 pub mod recorder;
 pub mod rows;
 pub mod sink;
