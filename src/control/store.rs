@@ -39,6 +39,29 @@ pub enum Store {
     },
 }
 
+/// A count of requests `new` served, and which counters it was read from:
+/// in fleet mode a replica reads its own counters while it has no fleet
+/// total, then the total (counted since the fleet's first aggregator), so
+/// a difference only means something within one series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    pub series: String,
+    pub count: u64,
+}
+
+impl Served {
+    /// What was served from `before` to `self`: nothing across a change of
+    /// series (the ramp's request hold waits one more interval rather than
+    /// taking the fleet's whole past as this interval's).
+    pub fn since(&self, before: &Served) -> u64 {
+        if self.series == before.series {
+            self.count.saturating_sub(before.count)
+        } else {
+            0
+        }
+    }
+}
+
 impl Store {
     pub fn etcd(fleet: Arc<Fleet>) -> Store {
         Store::Etcd { fleet, config_percent: Mutex::new(None) }
@@ -119,10 +142,13 @@ impl Store {
 
     /// Requests `new` served so far: this replica's, or in fleet mode the
     /// fleet's (the aggregator's total; this replica's while it has none).
-    pub fn served_by_new(&self, shared: &Shared) -> u64 {
+    pub fn served_by_new(&self, shared: &Shared) -> Served {
         match self.member_counters(shared) {
-            Some(series) => series.iter().map(|(_, pools)| pools[PoolName::New.index()].requests()).sum(),
-            None => shared.metrics.pool(PoolName::New).total_requests(),
+            Some(series) => Served {
+                series: series.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join(","),
+                count: series.iter().map(|(_, pools)| pools[PoolName::New.index()].requests()).sum(),
+            },
+            None => Served { series: String::new(), count: shared.metrics.pool(PoolName::New).total_requests() },
         }
     }
 
@@ -145,5 +171,21 @@ impl Store {
     /// (`control::fleet::hook`).
     pub fn runs_hook_here(&self) -> bool {
         self.fleet().is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Served;
+
+    #[test]
+    fn served_counts_only_within_one_series() {
+        let own = |count| Served { series: "replica-a".into(), count };
+        let fleet = |count| Served { series: String::new(), count };
+        assert_eq!(own(130).since(&own(100)), 30);
+        assert_eq!(own(90).since(&own(100)), 0, "a counter that went back is no negative");
+        assert_eq!(fleet(50_000).since(&own(100)), 0, "the fleet's whole past is not this interval's");
+        assert_eq!(fleet(50_040).since(&fleet(50_000)), 40);
+        assert_eq!(own(120).since(&fleet(50_040)), 0);
     }
 }

@@ -45,7 +45,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(last);
         let served_now = shared.control.store().served_by_new(&shared);
-        let served = served_now.saturating_sub(served_before);
+        let served = served_now.since(&served_before);
         (last, served_before) = (now, served_now);
         if let Err(e) = once(&shared, elapsed, served).await {
             tracing::warn!(error = %e, "ramp: not applied this time");
