@@ -71,7 +71,7 @@ pub fn decide(
     Some(Mirror {
         pool: primary.pool,
         bucket: primary.bucket,
-        key: String::from_utf8_lossy(primary.key).into_owned(),
+        key: primary.key.to_vec(),
         origin: primary.origin.clone(),
         endpoint: primary.endpoint.clone(),
         max_body: config.max_body,
@@ -82,7 +82,7 @@ pub fn decide(
 pub struct Mirror {
     pool: PoolName,
     bucket: u8,
-    key: String,
+    key: Vec<u8>,
     origin: Arc<KeyOrigin>,
     endpoint: Arc<Endpoint>,
     max_body: usize,
@@ -282,7 +282,7 @@ struct Task {
     copy: Copy,
     primary: PoolName,
     primary_endpoint: Arc<Endpoint>,
-    key: String,
+    key: Vec<u8>,
     origin: Arc<KeyOrigin>,
 }
 

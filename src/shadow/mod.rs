@@ -17,7 +17,6 @@ pub mod rule;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
@@ -72,7 +71,7 @@ struct FieldStats {
 pub struct Compared<'a> {
     pub method: &'a str,
     pub path: &'a str,
-    pub key: &'a str,
+    pub key: &'a [u8],
     pub origin: &'a Arc<KeyOrigin>,
     pub primary: PoolName,
     /// Statuses by pool index.
@@ -240,8 +239,8 @@ fn sample(c: &Compared, fields: &[&Difference]) -> Value {
         })
         .collect();
     json!({
-        "at": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        "method": c.method, "path": c.path, "key": c.key, "primary": c.primary.as_str(),
+        "at": crate::control::state::now_rfc3339(),
+        "method": c.method, "path": c.path, "key": String::from_utf8_lossy(c.key), "primary": c.primary.as_str(),
         "status": { "stable": c.status[PoolName::Stable.index()], "new": c.status[PoolName::New.index()] },
         "fields": fields,
     })
@@ -262,9 +261,9 @@ fn truncate(text: &str) -> String {
 /// A comparison was decided a mismatch for this routing key: the exposure
 /// ledger records it with `mismatch = true`, and `served_new` when `new`
 /// answered the client (docs/src/ledger.md, "Shadow mismatches").
-pub fn mismatch_seen(shared: &Shared, key: &str, origin: &Arc<KeyOrigin>, primary: PoolName) {
+pub fn mismatch_seen(shared: &Shared, key: &[u8], origin: &Arc<KeyOrigin>, primary: PoolName) {
     if let Some(ledger) = &shared.ledger {
-        ledger.recorder.mismatch(key.as_bytes(), origin, primary == PoolName::New);
+        ledger.recorder.mismatch(key, origin, primary == PoolName::New);
     }
 }
 
@@ -306,7 +305,7 @@ mod tests {
         let compared = |cross: Vec<Difference>, within: Vec<Difference>| Compared {
             method: "GET",
             path: "/orders/1",
-            key: "u1",
+            key: b"u1",
             origin: &origin,
             primary: PoolName::Stable,
             status: [200, 200],
