@@ -15,11 +15,13 @@ use http::header::{self, HeaderMap, HeaderName};
 use serde_json::Value;
 
 use crate::config::FieldPattern;
+use crate::proxy::hop_by_hop;
 
 /// Headers never compared: they differ between any two answers (dates,
 /// ids, cookies, cache validators), describe the connection rather than the
-/// answer (hop-by-hop, lengths), or are grayshift's own.
-pub const ALWAYS_IGNORED: [&str; 21] = [
+/// answer (lengths; the hop-by-hop ones are [`hop_by_hop::is_hop_by_hop`]),
+/// or are grayshift's own.
+pub const ALWAYS_IGNORED: [&str; 13] = [
     "date",
     "server",
     "set-cookie",
@@ -30,14 +32,6 @@ pub const ALWAYS_IGNORED: [&str; 21] = [
     "via",
     "x-request-id",
     "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "upgrade",
     "alt-svc",
     "x-gray-pool",
     "x-grayshift-shadow",
@@ -102,7 +96,11 @@ pub fn compare(left: &Answer, right: &Answer, rules: &Rules) -> Vec<Difference> 
 }
 
 fn compare_headers(left: &HeaderMap, right: &HeaderMap, rules: &Rules, out: &mut Vec<Difference>) {
-    let ignored = |name: &HeaderName| ALWAYS_IGNORED.contains(&name.as_str()) || rules.ignore_headers.contains(name);
+    let ignored = |name: &HeaderName| {
+        ALWAYS_IGNORED.contains(&name.as_str())
+            || hop_by_hop::is_hop_by_hop(name)
+            || rules.ignore_headers.contains(name)
+    };
     let joined = |map: &HeaderMap, name: &HeaderName| {
         let values: Vec<String> = map.get_all(name).iter().map(|v| lossy(v.as_bytes())).collect();
         (!values.is_empty()).then(|| values.join(", "))

@@ -25,6 +25,7 @@ use crate::control::state::Route;
 use crate::metrics::ShadowSkip;
 use crate::proxy::body::{ClientBody, ResponseBody, UpstreamBody};
 use crate::proxy::conn::ConnInfo;
+use crate::proxy::framing;
 use crate::proxy::h1::{self, Outgoing};
 use crate::proxy::h1_server::OnUpgrade;
 use crate::proxy::rewrite::{self, Forwarded};
@@ -144,7 +145,7 @@ fn may_mirror(
     if req.extensions().get::<OnUpgrade>().is_some() {
         return Err(ShadowSkip::Websocket);
     }
-    let declared = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = framing::content_length(req.headers()).ok().flatten();
     if declared.is_some_and(|n| n > config.max_body as u64) {
         return Err(ShadowSkip::TooLarge);
     }
