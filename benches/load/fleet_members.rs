@@ -87,12 +87,11 @@ async fn run_member(mut client: Client, prefix: &str, name: &str, args: &Args) -
     let mut requests = 0u64;
     client.put(counters_key.clone(), counters(lease, requests), Some(put.clone())).await?;
     let mut stream = None;
-    for (from, to) in store::WATCHED {
-        let end = to.map_or_else(|| store::range_end(prefix), |to| format!("{prefix}{to}"));
+    for (from, end) in store::watched_ranges(prefix) {
         let options = WatchOptions::new().with_range(end).with_start_revision(start + 1);
         match stream.as_mut() {
-            None => stream = Some(client.watch(format!("{prefix}{from}"), Some(options)).await?),
-            Some(s) => etcd_client::WatchStream::watch(s, format!("{prefix}{from}"), Some(options)).await?,
+            None => stream = Some(client.watch(from, Some(options)).await?),
+            Some(s) => etcd_client::WatchStream::watch(s, from, Some(options)).await?,
         }
     }
     let mut stream = stream.expect("three ranges");

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -69,7 +69,7 @@ async fn once(fleet: &Fleet, shared: &Shared) -> Result<(), FleetError> {
     let txn = Txn::new().when([Compare::create_revision(lock.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(
         lock.clone(),
         value,
-        Some(PutOptions::new().with_lease(lease)),
+        Some(Fleet::put_options(lease)),
     )]);
     let resp = timed!(client.txn(txn.clone()))?;
     if !resp.succeeded() {

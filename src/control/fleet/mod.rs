@@ -287,9 +287,7 @@ impl Fleet {
         let audit = self.key("audit/");
         let newest = GetOptions::new().with_prefix().with_keys_only().with_limit(1);
         let mut ranges: Vec<(String, String)> = Vec::new();
-        for (start, end) in store::WATCHED {
-            let end = end.map_or_else(|| store::range_end(&self.prefix), |e| self.key(e));
-            let start = self.key(start);
+        for (start, end) in store::watched_ranges(&self.prefix) {
             // Split around the audit entries.
             if audit >= start && audit < end {
                 ranges.push((start, audit.clone()));
@@ -531,7 +529,7 @@ impl Fleet {
         tokio::spawn(hook::run(self.clone(), shared, shutdown));
     }
 
-    fn put_options(lease: i64) -> PutOptions {
+    pub(super) fn put_options(lease: i64) -> PutOptions {
         PutOptions::new().with_lease(lease)
     }
 }

@@ -5,7 +5,7 @@
 //! replica dies its lease ends, the lock goes with it, and the next replica
 //! to try takes over from the hold the store has.
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use serde_json::json;
 
 use super::{store, timed, Fleet};
@@ -23,7 +23,7 @@ impl Fleet {
         let lock = self.key(store::RAMP_LOCK);
         let txn = Txn::new()
             .when([Compare::create_revision(lock.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(lock, mine, Some(PutOptions::new().with_lease(lease)))]);
+            .and_then([TxnOp::put(lock, mine, Some(Fleet::put_options(lease)))]);
         match timed!(client.txn(txn.clone())) {
             Ok(resp) if resp.succeeded() => {
                 tracing::info!(replica = %self.config.replica, "fleet: this replica advances the ramp (holds locks/ramp)");

@@ -48,6 +48,13 @@ pub const MEMBER_COUNTERS: &str = "counters/";
 pub const WATCHED: [(&str, Option<&str>); 3] =
     [("", Some("counters/")), ("counters0", Some("members/")), ("members0", None)];
 
+/// [`WATCHED`] as absolute `(start, end)` keys under the fleet's `prefix`.
+pub fn watched_ranges(prefix: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    WATCHED.iter().map(move |(start, end)| {
+        (format!("{prefix}{start}"), end.map_or_else(|| range_end(prefix), |end| format!("{prefix}{end}")))
+    })
+}
+
 /// The key just after every key starting with `prefix` (which ends in `/`).
 pub fn range_end(prefix: &str) -> String {
     format!("{}0", prefix.trim_end_matches('/'))

@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -146,7 +146,7 @@ async fn take(fleet: &Fleet, lease: i64) -> Result<Option<Holder>, FleetError> {
     let lock = fleet.key(store::COUNTERS_LOCK);
     let txn = Txn::new()
         .when([Compare::create_revision(lock.clone(), CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(lock.clone(), mine.clone(), Some(PutOptions::new().with_lease(lease)))])
+        .and_then([TxnOp::put(lock.clone(), mine.clone(), Some(Fleet::put_options(lease)))])
         .or_else([TxnOp::get(lock, None)]);
     let resp = timed!(client.txn(txn.clone()))?;
     let token = if resp.succeeded() {

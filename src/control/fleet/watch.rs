@@ -85,12 +85,11 @@ async fn session(fleet: &Fleet, shared: &Shared, backoff: &mut Backoff) -> Resul
     let start = fleet.view().header_revision + 1;
     // One stream, one watch per range.
     let mut stream: Option<WatchStream> = None;
-    for (from, to) in store::WATCHED {
-        let end = to.map_or_else(|| store::range_end(&fleet.key("")), |to| fleet.key(to));
+    for (from, end) in store::watched_ranges(&fleet.key("")) {
         let options = WatchOptions::new().with_range(end).with_start_revision(start).with_progress_notify();
         match stream.as_mut() {
-            None => stream = Some(timed!(client.watch(fleet.key(from), Some(options.clone())))?),
-            Some(stream) => timed!(stream.watch(fleet.key(from), Some(options.clone())))?,
+            None => stream = Some(timed!(client.watch(from.as_str(), Some(options.clone())))?),
+            Some(stream) => timed!(stream.watch(from.as_str(), Some(options.clone())))?,
         }
     }
     let Some(mut stream) = stream else { return Err(FleetError::Resync("no range to watch".into())) };
