@@ -171,15 +171,13 @@ async fn take(fleet: &Fleet, lease: i64) -> Result<Option<Holder>, FleetError> {
         Some(t) => {
             let total = store::pools_of(&t.pools);
             let (members, revision) = match read_members(fleet, &mut client, Some(t.revision)).await {
-                Ok(members) => (members, t.revision),
+                Ok((members, _)) => (members, t.revision),
                 Err(e) => {
-                    // Compacted away: count from now; what the members served
-                    // since the last total is missed once (docs/src/fleet.md).
+                    // Compacted away: count from now (the revision of that
+                    // same read); what the members served since the last
+                    // total is missed once (docs/src/fleet.md).
                     tracing::warn!(error = %e, revision = t.revision, "fleet counters: cannot read the members' counters the total was summed from; continuing from now");
-                    let members = read_members(fleet, &mut client, None).await?;
-                    let now =
-                        timed!(client.get(fleet.key(store::COUNTERS), None))?.header().map_or(0, |h| h.revision());
-                    (members, now)
+                    read_members(fleet, &mut client, None).await?
                 }
             };
             (Summer::resume(total.clone(), members), revision, Some((t.members, total)))
@@ -189,26 +187,28 @@ async fn take(fleet: &Fleet, lease: i64) -> Result<Option<Holder>, FleetError> {
     Ok(Some(Holder { token, lease, summer, revision, published, published_at: tokio::time::Instant::now() }))
 }
 
-/// Every member's counters, at `revision` (or now).
+/// Every member's counters, at `revision` (or now), and the store revision
+/// they were read at.
 async fn read_members(
     fleet: &Fleet,
     client: &mut etcd_client::Client,
     revision: Option<i64>,
-) -> Result<Vec<(String, MemberCounts)>, FleetError> {
+) -> Result<(Vec<(String, MemberCounts)>, i64), FleetError> {
     let mut options = GetOptions::new().with_range(fleet.key(&store::range_end(store::MEMBER_COUNTERS)));
     if let Some(r) = revision {
         options = options.with_revision(r);
     }
     let resp = timed!(client.get(fleet.key(store::MEMBER_COUNTERS), Some(options.clone())))?;
     let prefix = fleet.key(store::MEMBER_COUNTERS);
-    Ok(resp
+    let members = resp
         .kvs()
         .iter()
         .filter_map(|kv| {
             let name = kv.key_str().ok()?.strip_prefix(&prefix)?.to_string();
             serde_json::from_slice::<MemberCounts>(kv.value()).ok().map(|c| (name, c))
         })
-        .collect())
+        .collect();
+    Ok((members, resp.header().map_or(0, |h| h.revision())))
 }
 
 /// One pass: add the members' counters that changed since the last one,
