@@ -103,7 +103,7 @@ impl Mirror {
         let body = (!req.body().is_end_stream()).then(|| {
             let (tx, rx) = oneshot::channel();
             let inner = std::mem::replace(req.body_mut(), ClientBody::Empty);
-            let tap = BodyTap { tx: Some(tx), limit: self.max_body, buf: BytesMut::new() };
+            let tap = BodyTap { tx: Some(tx), body: Capped::new(self.max_body) };
             *req.body_mut() = ClientBody::Teed(Box::new((inner, tap)));
             rx
         });
@@ -130,7 +130,7 @@ impl Mirror {
         tokio::spawn(task.run(body, rx));
         // Boxed: the request's future holds it across the upstream's answer,
         // and would otherwise be this much larger for every request.
-        Box::new(Tap { tx: Some(tx), limit: self.max_body, status: 0, headers: HeaderMap::new(), buf: BytesMut::new() })
+        Box::new(Tap { tx: Some(tx), status: 0, headers: HeaderMap::new(), body: Capped::new(self.max_body) })
     }
 }
 
@@ -173,10 +173,35 @@ enum Tapped {
 /// task nothing, and the comparison is skipped as `cancelled`.
 pub struct Tap {
     tx: Option<oneshot::Sender<Tapped>>,
-    limit: usize,
     status: u16,
     headers: HeaderMap,
+    body: Capped,
+}
+
+/// At most `limit` bytes of a body, copied as it passes.
+struct Capped {
     buf: BytesMut,
+    limit: usize,
+}
+
+impl Capped {
+    fn new(limit: usize) -> Self {
+        Capped { buf: BytesMut::new(), limit }
+    }
+
+    /// Keep `data`; false, keeping nothing, once the body is over the limit.
+    fn push(&mut self, data: &[u8]) -> bool {
+        if self.buf.len() + data.len() > self.limit {
+            self.buf = BytesMut::new();
+            return false;
+        }
+        self.buf.extend_from_slice(data);
+        true
+    }
+
+    fn take(&mut self) -> Bytes {
+        std::mem::take(&mut self.buf).freeze()
+    }
 }
 
 impl Tap {
@@ -199,27 +224,18 @@ impl Tap {
 
     /// A frame went to the client.
     pub fn data(&mut self, data: &Bytes) {
-        if self.tx.is_none() {
-            return;
-        }
-        if self.buf.len() + data.len() > self.limit {
+        if self.tx.is_some() && !self.body.push(data) {
             if let Some(tx) = self.tx.take() {
                 let _ = tx.send(Tapped::TooLarge);
             }
-            self.buf = BytesMut::new();
-            return;
         }
-        self.buf.extend_from_slice(data);
     }
 
     /// The answer ended cleanly.
     pub fn finish(&mut self) {
         if let Some(tx) = self.tx.take() {
-            let answer = Answer {
-                status: self.status,
-                headers: std::mem::take(&mut self.headers),
-                body: std::mem::take(&mut self.buf).freeze(),
-            };
+            let answer =
+                Answer { status: self.status, headers: std::mem::take(&mut self.headers), body: self.body.take() };
             let _ = tx.send(Tapped::Complete(answer));
         }
     }
@@ -235,28 +251,21 @@ impl Tap {
 /// (the client broke off), it tells the task nothing: `cancelled`.
 pub struct BodyTap {
     tx: Option<oneshot::Sender<Option<Bytes>>>,
-    limit: usize,
-    buf: BytesMut,
+    body: Capped,
 }
 
 impl BodyTap {
     pub fn data(&mut self, data: &Bytes) {
-        if self.tx.is_none() {
-            return;
-        }
-        if self.buf.len() + data.len() > self.limit {
+        if self.tx.is_some() && !self.body.push(data) {
             if let Some(tx) = self.tx.take() {
                 let _ = tx.send(None);
             }
-            self.buf = BytesMut::new();
-            return;
         }
-        self.buf.extend_from_slice(data);
     }
 
     pub fn finish(&mut self) {
         if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Some(std::mem::take(&mut self.buf).freeze()));
+            let _ = tx.send(Some(self.body.take()));
         }
     }
 
@@ -424,17 +433,14 @@ async fn fetch(
         };
         let (parts, reader) = response.into_parts();
         let mut body = ResponseBody::Upstream(UpstreamBody::new(reader, endpoint, resets.clone()));
-        let mut buf = BytesMut::new();
+        let mut kept = Capped::new(config.max_body);
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| ShadowSkip::Error)?;
-            if let Some(data) = frame.data_ref() {
-                if buf.len() + data.len() > config.max_body {
-                    return Err(ShadowSkip::TooLarge);
-                }
-                buf.extend_from_slice(data);
+            if frame.data_ref().is_some_and(|data| !kept.push(data)) {
+                return Err(ShadowSkip::TooLarge);
             }
         }
-        Ok(Answer { status: parts.status.as_u16(), headers: parts.headers, body: buf.freeze() })
+        Ok(Answer { status: parts.status.as_u16(), headers: parts.headers, body: kept.take() })
     };
     tokio::time::timeout(config.timeout, work).await.unwrap_or(Err(ShadowSkip::Timeout))
 }
